@@ -1,0 +1,149 @@
+"""The ``meshfabric`` command.
+
+    meshfabric node --mesh M --type T [--data-dir D] [--bootstrap ID@ADDR ...] [--watch-mesh M2 ...]
+    meshfabric up --meshes N            a demo cluster of real processes, until Ctrl-C
+    meshfabric directory --data-dir D   the directory as that node sees it
+    meshfabric status --data-dir D      who a node is and its counters
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from . import control
+from .errors import ConfigError, FabricError, IdentityError
+from .gossip.proto import GossipConfig
+from .identity import NODE_TYPES
+
+EXIT_CONFIG = 2
+EXIT_BOOT = 1
+
+
+def _default_data_dir(mesh: str | None, type: str | None) -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "meshfabric" / f"{mesh}-{type}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshfabric", description="A small, observable multi-mesh node fabric on iroh.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    node = sub.add_parser("node", help="run one node in the foreground")
+    node.add_argument("--mesh", default=os.environ.get("MESHFABRIC_MESH"),
+                      help="mesh label (required; or MESHFABRIC_MESH)")
+    node.add_argument("--type", default=os.environ.get("MESHFABRIC_TYPE"),
+                      help=f"node type: {', '.join(NODE_TYPES)} (or MESHFABRIC_TYPE)")
+    node.add_argument("--data-dir", type=Path, help="state directory (default ~/.local/state/meshfabric/<mesh>-<type>)")
+    node.add_argument("--identity", type=Path, help="secret key file (default <data-dir>/identity.key)")
+    node.add_argument("--bind", default="127.0.0.1:0", help="UDP address to bind (default 127.0.0.1:0)")
+    node.add_argument("--bootstrap", action="append",
+                      default=os.environ.get("MESHFABRIC_BOOTSTRAP", "").split(),
+                      metavar="ID@ADDR", help="a peer to join through (repeatable; or MESHFABRIC_BOOTSTRAP)")
+    node.add_argument("--watch-mesh", action="append", default=[], metavar="MESH",
+                      help="also follow this mesh's gossip (repeatable)")
+    defaults = GossipConfig()
+    node.add_argument("--heartbeat", type=float, default=defaults.heartbeat_interval, help="seconds between heartbeats")
+    node.add_argument("--suspect-after", type=float, default=defaults.suspect_after, help="silence before suspect (s)")
+    node.add_argument("--remove-after", type=float, default=defaults.remove_after, help="silence before removal (s)")
+    node.add_argument("-v", "--verbose", action="store_true")
+
+    up = sub.add_parser("up", help="start a demo cluster of real node processes until Ctrl-C")
+    up.add_argument("--meshes", type=int, default=2, help="number of meshes (default 2)")
+    up.add_argument("--data-dir", type=Path, help="where nodes keep state (default: a temp dir, removed at exit)")
+    up.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
+                    help="run the nodes in a loopback-only network namespace (auto: when root)")
+
+    for name, text in (("directory", "print the directory as a node sees it"),
+                       ("status", "print a node's identity and counters")):
+        p = sub.add_parser(name, help=text)
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--data-dir", type=Path, help="the node's data directory")
+        where.add_argument("--control", type=Path, help="the node's control socket")
+        p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "node":
+            return run_node(args)
+        if args.command == "up":
+            from .demo import run_up
+            return run_up(args)
+        return run_query(args)
+    except ConfigError as exc:
+        print(f"meshfabric: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FabricError as exc:
+        print(f"meshfabric: {exc}", file=sys.stderr)
+        return EXIT_BOOT
+
+
+def run_node(args: argparse.Namespace) -> int:
+    from .node import Node, NodeConfig
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = NodeConfig(
+        mesh=args.mesh, type=args.type,
+        data_dir=args.data_dir or _default_data_dir(args.mesh, args.type),
+        identity_path=args.identity, bind=args.bind, bootstrap=args.bootstrap, watch=args.watch_mesh,
+        gossip=GossipConfig(heartbeat_interval=args.heartbeat, suspect_after=args.suspect_after,
+                            remove_after=args.remove_after),
+    )
+    try:
+        return asyncio.run(_serve(Node(config)))
+    except IdentityError as exc:
+        print(f"meshfabric: cannot boot: {exc}", file=sys.stderr)
+        return EXIT_BOOT
+
+
+async def _serve(node) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    ready = {"event": "ready", "name": node.name, "node_id": node.node_id, "address": node.address,
+             "control": str(node.config.control_path), "pid": os.getpid()}
+    print(json.dumps(ready), flush=True)
+    await stop.wait()
+    logging.getLogger("fabric").info("stopping %s: announcing leave", node.name)
+    await node.stop(leave=True)
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    path = args.control or (args.data_dir / "control.sock")
+    reply = control.request_sync(path, args.command)
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif args.command == "directory":
+        print(format_directory(reply))
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in reply.items() if k != "ok"))
+    return 0
+
+
+def format_directory(reply: dict) -> str:
+    """The directory as a table, as the console's Cache tab shows it."""
+    rows = [("NAME", "MESH", "TYPE", "LOCATION", "ID", "STATE", "LAST HEARD")]
+    for e in reply["entries"]:
+        rows.append((e["name"], e["mesh"], e["type"], ",".join(e["addrs"]), e["id_prefix"],
+                     e["state"], f"{e['last_heard_s']:.1f}s ago"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"directory of {reply['name']} ({len(rows) - 1} nodes)"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""The topology directory: every node a process knows of, built from gossip digests.
+
+Name → {mesh, type, addresses, node id, last heard, state}. Failure detection lives here too:
+an entry whose heartbeat stops moving turns *suspect*, then is removed; a node that leaves
+cleanly is removed at once. The directory is plain state, fed by the gossip core and asked by
+services ("where do I send to reach mesh2.broker?"); it does no I/O and takes ``now`` as an
+argument so it can run on simulated time.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Iterator
+
+from .errors import ResolveError
+from .gossip.digest import Digest, SignedDigest
+
+
+class State(str, Enum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+
+
+class ChangeKind(str, Enum):
+    JOINED = "joined"
+    CHANGED = "changed"      # addresses or metadata moved, or a new incarnation
+    SUSPECT = "suspect"
+    RECOVERED = "recovered"  # a suspect whose heartbeat moved again
+    REMOVED = "removed"      # failure detection gave up on it
+    LEFT = "left"            # it announced its leave
+    HEARTBEAT = "heartbeat"  # only the heartbeat moved: news for gossip, not told to listeners
+
+
+@dataclass
+class Entry:
+    """One known node."""
+
+    signed: SignedDigest
+    last_heard: float
+    state: State = State.ALIVE
+
+    @property
+    def digest(self) -> Digest:
+        return self.signed.digest
+
+    @property
+    def name(self) -> str:
+        return self.digest.name
+
+    @property
+    def node_id(self) -> str:
+        return self.digest.node_id
+
+    @property
+    def mesh(self) -> str:
+        return self.digest.mesh
+
+    @property
+    def type(self) -> str:
+        return self.digest.type
+
+    @property
+    def addrs(self) -> tuple[str, ...]:
+        return self.digest.addrs
+
+    def as_dict(self, now: float) -> dict:
+        """A plain-value view, for the control socket and the console."""
+        d = self.digest
+        return {
+            "name": d.name, "mesh": d.mesh, "type": d.type, "node_id": d.node_id,
+            "id_prefix": d.node_id[:6], "addrs": list(d.addrs), "state": self.state.value,
+            "last_heard_s": round(max(0.0, now - self.last_heard), 3),
+            "incarnation": d.incarnation, "heartbeat": d.heartbeat, "meta": d.meta,
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    entry: Entry
+
+
+Listener = Callable[[Change], None]
+
+
+class Directory:
+    """Entries keyed by node id, with lookups by name, ``<mesh>.<type>`` and id prefix."""
+
+    def __init__(self, self_id: str, suspect_after: float = 1.5, remove_after: float = 3.0,
+                 tombstone_ttl: float = 60.0) -> None:
+        if not 0 < suspect_after <= remove_after:
+            raise ValueError("need 0 < suspect_after <= remove_after")
+        self.self_id = self_id
+        self.suspect_after = suspect_after
+        self.remove_after = remove_after
+        self.tombstone_ttl = tombstone_ttl
+        self._entries: dict[str, Entry] = {}
+        # node id -> (version that may no longer be applied, when to forget it)
+        self._tombstones: dict[str, tuple[tuple[int, int], float]] = {}
+        self._listeners: list[Listener] = []
+
+    # -- feeding ---------------------------------------------------------------
+
+    def apply(self, signed: SignedDigest, now: float) -> Change | None:
+        """Take a verified digest; return the change it made, or ``None`` if it was old news.
+
+        A digest is news when its version is newer than the one held (or than the tombstone
+        of a node that left or was removed).
+        """
+        d = signed.digest
+        tomb = self._tombstones.get(d.node_id)
+        if tomb is not None and d.version <= tomb[0]:
+            return None
+        current = self._entries.get(d.node_id)
+        if current is not None and d.version <= current.digest.version:
+            return None
+        if d.leaving:
+            if current is None:
+                self._bury(d.node_id, (d.incarnation, 2**63), now)
+                return None
+            return self._remove(current, ChangeKind.LEFT, (d.incarnation, 2**63), now)
+        self._tombstones.pop(d.node_id, None)
+        if current is None:
+            entry = Entry(signed, now)
+            self._entries[d.node_id] = entry
+            return self._emit(ChangeKind.JOINED, entry)
+        old = current.digest
+        was_suspect = current.state is State.SUSPECT
+        current.signed, current.last_heard, current.state = signed, now, State.ALIVE
+        if (old.addrs, old.meta, old.incarnation) != (d.addrs, d.meta, d.incarnation):
+            return self._emit(ChangeKind.CHANGED, current)
+        if was_suspect:
+            return self._emit(ChangeKind.RECOVERED, current)
+        return Change(ChangeKind.HEARTBEAT, current)  # news worth forwarding, not an event
+
+    def expire(self, now: float) -> list[Change]:
+        """Mark silent entries suspect and remove those silent for too long."""
+        changes: list[Change] = []
+        for entry in list(self._entries.values()):
+            if entry.node_id == self.self_id:
+                continue
+            silent = now - entry.last_heard
+            if silent >= self.remove_after:
+                changes.append(self._remove(entry, ChangeKind.REMOVED, entry.digest.version, now))
+            elif silent >= self.suspect_after and entry.state is State.ALIVE:
+                entry.state = State.SUSPECT
+                changes.append(self._emit(ChangeKind.SUSPECT, entry))
+        for node_id, (_, until) in list(self._tombstones.items()):
+            if until <= now:
+                del self._tombstones[node_id]
+        return changes
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` on every change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # -- asking ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(list(self._entries.values()))
+
+    def get(self, node_id: str) -> Entry | None:
+        return self._entries.get(node_id)
+
+    def entries(self, mesh: str | None = None, type: str | None = None,
+                alive_only: bool = False) -> list[Entry]:
+        """Entries sorted by name, optionally of one mesh and/or type."""
+        found = [e for e in self._entries.values()
+                 if (mesh is None or e.mesh == mesh) and (type is None or e.type == type)
+                 and (not alive_only or e.state is State.ALIVE)]
+        return sorted(found, key=lambda e: e.name)
+
+    def resolve(self, target: str, rng: random.Random | None = None) -> Entry:
+        """Find a live node by exact name, by ``<mesh>.<type>`` (any live one), or by id prefix.
+
+        Raises ``ResolveError`` naming what is known when nothing matches.
+        """
+        for entry in self._entries.values():
+            if entry.name == target:
+                return entry
+        parts = target.split(".")
+        if len(parts) == 2:
+            candidates = self.entries(mesh=parts[0], type=parts[1], alive_only=True)
+            if candidates:
+                return (rng or random).choice(candidates)
+        if len(parts) == 1 and len(target) >= 4:
+            matches = [e for e in self._entries.values() if e.node_id.startswith(target.lower())]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise ResolveError(f"id prefix {target!r} is ambiguous: {sorted(e.name for e in matches)}")
+        known = ", ".join(e.name for e in self.entries()) or "nothing yet"
+        raise ResolveError(
+            f"no live node answers to {target!r}; use a full name, <mesh>.<type> or an id "
+            f"prefix of 4+ hex. Known: {known}"
+        )
+
+    # -- internals -------------------------------------------------------------
+
+    def _remove(self, entry: Entry, kind: ChangeKind, version: tuple[int, int], now: float) -> Change:
+        del self._entries[entry.node_id]
+        self._bury(entry.node_id, version, now)
+        return self._emit(kind, entry)
+
+    def _bury(self, node_id: str, version: tuple[int, int], now: float) -> None:
+        self._tombstones[node_id] = (version, now + self.tombstone_ttl)
+
+    def _emit(self, kind: ChangeKind, entry: Entry) -> Change:
+        change = Change(kind, entry)
+        for listener in list(self._listeners):
+            listener(change)
+        return change

@@ -1,0 +1,112 @@
+"""Length-prefixed, versioned frames: the unit every protocol sends on an iroh stream.
+
+Wire layout (big-endian)::
+
+    +---------+---------+----------------+------------------------+
+    | version | kind    | body length    | body (msgpack map)     |
+    | 1 byte  | 1 byte  | 4 bytes        | `body length` bytes    |
+    +---------+---------+----------------+------------------------+
+
+The length is checked against the limit *before* the body is read, so a peer cannot make a
+node buffer an arbitrary amount. Decoding is incremental (``FrameDecoder.feed``) and I/O-free;
+everything that is wrong with the bytes raises ``FrameError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from .errors import FrameError, FrameTooLarge
+
+VERSION = 1
+HEADER = struct.Struct(">BBI")
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+
+
+class Kind(IntEnum):
+    """What a frame carries. Unknown kinds are a ``FrameError``."""
+
+    GOSSIP_PUSH = 1
+    GOSSIP_PULL = 2
+    GOSSIP_PULL_REPLY = 3
+    REQUEST = 10
+    RESPONSE = 11
+    ERROR = 12
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its kind and its body (a dict of plain values)."""
+
+    kind: Kind
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(frame: Frame, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Encode ``frame`` to bytes; raises ``FrameTooLarge`` if the body is over ``max_size``."""
+    body = msgpack.packb(frame.body, use_bin_type=True)
+    if len(body) > max_size:
+        raise FrameTooLarge(
+            f"{frame.kind.name} frame body is {len(body)} bytes, over the {max_size}-byte limit"
+        )
+    return HEADER.pack(VERSION, frame.kind, len(body)) + body
+
+
+def decode_body(kind_byte: int, body: bytes) -> Frame:
+    """Turn a frame's kind byte and body bytes into a ``Frame``, or raise ``FrameError``."""
+    try:
+        kind = Kind(kind_byte)
+    except ValueError:
+        raise FrameError(f"unknown frame kind {kind_byte}") from None
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise FrameError(f"{kind.name} frame body is not valid msgpack: {exc}") from None
+    if not isinstance(value, dict):
+        raise FrameError(f"{kind.name} frame body must be a map, got {type(value).__name__}")
+    return Frame(kind, value)
+
+
+def parse_header(header: bytes, max_size: int = DEFAULT_MAX_FRAME) -> tuple[int, int]:
+    """Check a 6-byte header; return ``(kind byte, body length)``."""
+    version, kind_byte, length = HEADER.unpack(header)
+    if version != VERSION:
+        raise FrameError(f"unsupported frame version {version} (this node speaks {VERSION})")
+    if length > max_size:
+        raise FrameTooLarge(f"frame declares {length} bytes, over the {max_size}-byte limit")
+    return kind_byte, length
+
+
+class FrameDecoder:
+    """Incremental decoder: feed it bytes as they arrive, get whole frames back.
+
+    After a ``FrameError`` the stream is out of sync and must be closed.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data``; return every frame it completes (possibly none)."""
+        self._buffer += data
+        frames: list[Frame] = []
+        while len(self._buffer) >= HEADER.size:
+            kind_byte, length = parse_header(bytes(self._buffer[: HEADER.size]), self.max_size)
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            body = bytes(self._buffer[HEADER.size : end])
+            del self._buffer[:end]
+            frames.append(decode_body(kind_byte, body))
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a whole frame."""
+        return len(self._buffer)

@@ -1,0 +1,267 @@
+"""The gossip protocol core: a state machine with no I/O.
+
+Feed it what peers sent (``handle``) and the passing of time (``tick``); it returns the
+messages to send. The adapter in ``net.py`` carries them over iroh, the simulator in
+``sim.py`` over a simulated network, so the same logic is tested at 500+ nodes without sockets.
+
+How it spreads state (rumor mongering plus anti-entropy, as in epidemic broadcast):
+
+* Every ``heartbeat_interval`` a member signs a fresh digest of itself (heartbeat + 1).
+* A digest that is news (newer than what the directory holds) becomes a *rumor*: for
+  ``rumor_rounds`` ticks it is pushed, batched with the other rumors, to ``fanout`` random
+  live members. Fan-out per tick is fixed, so it does not grow with the mesh; a rumor reaches
+  every node in O(log N) rounds.
+* Every ``pull_interval`` a node pulls the full state of one random member, repairing
+  whatever the rumors missed; a joining node pulls from its bootstrap peers at once.
+* Messages are deduplicated by id (blake3 of the signed bytes) before any signature check.
+
+A *watcher* core follows a mesh it is not a member of (the seed's interim cross-mesh design):
+it never pushes and is never pushed to; it pulls a member's full state every heartbeat.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import blake3
+
+from ..directory import Directory
+from ..errors import DigestError, ForgedDigest
+from . import digest as digests
+from .digest import SignedDigest, Verifier
+
+
+def mesh_topic(mesh: str) -> bytes:
+    """The gossip topic of a mesh: ``blake3(mesh_id)``."""
+    return blake3.blake3(mesh.encode()).digest()
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """Timings (seconds) and bounds of the protocol. Defaults detect a failure in ~3 s."""
+
+    fanout: int = 3
+    tick_interval: float = 0.2
+    heartbeat_interval: float = 0.5
+    suspect_after: float = 1.5
+    remove_after: float = 3.0
+    pull_interval: float = 2.0
+    rumor_rounds: int | None = None  # None: ceil(log2(members + 1)) + 2
+    max_digests_per_message: int = 256
+    seen_ttl: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.fanout < 1 or self.tick_interval <= 0 or self.heartbeat_interval <= 0:
+            raise ValueError("fanout, tick_interval and heartbeat_interval must be positive")
+        if not 0 < self.suspect_after <= self.remove_after:
+            raise ValueError("need 0 < suspect_after <= remove_after")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where to send: a node id and the addresses it announced."""
+
+    node_id: str
+    addrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Push:
+    """Rumors: digests the sender found to be news."""
+
+    topic: bytes
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Pull:
+    """Ask for the receiver's full state of the topic; carries the sender's own digest
+    (empty for a watcher) so a bootstrap peer learns of a joining node at once."""
+
+    topic: bytes
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class PullReply:
+    """The full state of a topic: the latest digest of every known member."""
+
+    topic: bytes
+    digests: tuple[bytes, ...]
+
+
+Message = Union[Push, Pull, PullReply]
+
+
+@dataclass(frozen=True)
+class Send:
+    to: Peer
+    message: Message
+
+
+@dataclass
+class _Rumor:
+    raw: bytes
+    rounds_left: int
+
+
+@dataclass
+class GossipCore:
+    """One node's view of one mesh topic (as a member, or as a watcher).
+
+    ``own_digest(heartbeat, leaving)`` signs this node's digest; it is ``None`` for a watcher.
+    The member core of a node also runs the directory's failure detection.
+    """
+
+    mesh: str
+    self_id: str
+    directory: Directory
+    verify: Verifier
+    config: GossipConfig = field(default_factory=GossipConfig)
+    own_digest: Callable[[int, bool], SignedDigest] | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    bootstrap: list[Peer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topic = mesh_topic(self.mesh)
+        self.stats: Counter[str] = Counter()
+        self.heartbeat = 0
+        self._rumors: dict[bytes, _Rumor] = {}
+        self._seen: dict[bytes, float] = {}
+        self._next_heartbeat = -math.inf
+        self._next_pull = -math.inf
+        self._left = False
+
+    @property
+    def watcher(self) -> bool:
+        return self.own_digest is None
+
+    # -- inputs ----------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Send]:
+        """Advance to ``now``: heartbeat, failure detection, rumor pushes, a pull when due."""
+        if self._left:
+            return []
+        if not self.watcher:
+            if now >= self._next_heartbeat:
+                self._beat(now)
+            self.directory.expire(now)
+        self._forget_seen(now)
+        peers = self._peers()
+        sends: list[Send] = []
+        if self._rumors and not self.watcher and peers:
+            push = Push(self.topic, self._take_rumors())
+            sends += [Send(p, push) for p in self._sample(peers, self.config.fanout)]
+        if now >= self._next_pull:
+            self._next_pull = now + (self.config.heartbeat_interval if self.watcher
+                                     else self.config.pull_interval)
+            own = () if self.watcher else (self._own_raw(),)
+            # With no known member yet, (re)join through every bootstrap peer.
+            targets = self._sample(peers, 1) if peers else list(self.bootstrap)
+            sends += [Send(p, Pull(self.topic, own)) for p in targets]
+        self.stats["sent_messages"] += len(sends)
+        return sends
+
+    def handle(self, sender: str, message: Message, now: float) -> PullReply | None:
+        """Take a message from ``sender`` (the node id the transport authenticated).
+
+        Returns the reply to send back on the same stream, if the message asks for one.
+        """
+        if message.topic != self.topic:
+            self.stats["wrong_topic"] += 1
+            return None
+        self.stats["received_messages"] += 1
+        for raw in message.digests[: self.config.max_digests_per_message]:
+            self._ingest(raw, now)
+        if len(message.digests) > self.config.max_digests_per_message:
+            self.stats["truncated"] += 1
+        if isinstance(message, Pull) and not self.watcher and not self._left:
+            return PullReply(self.topic, self._full_state())
+        return None
+
+    def leave(self, now: float, max_targets: int = 8) -> list[Send]:
+        """Announce a clean leave to up to ``max_targets`` members; the core then goes quiet."""
+        if self.watcher or self._left:
+            return []
+        self._left = True
+        self.heartbeat += 1
+        raw = self.own_digest(self.heartbeat, True).raw  # type: ignore[misc]
+        return [Send(p, Push(self.topic, (raw,))) for p in self._sample(self._peers(), max_targets)]
+
+    # -- internals -------------------------------------------------------------
+
+    def _beat(self, now: float) -> None:
+        self.heartbeat += 1
+        self._next_heartbeat = now + self.config.heartbeat_interval
+        signed = self.own_digest(self.heartbeat, False)  # type: ignore[misc]
+        self._seen[signed.msg_id] = now + self.config.seen_ttl
+        self.directory.apply(signed, now)
+        self._rumors[signed.msg_id] = _Rumor(signed.raw, self._rounds())
+
+    def _ingest(self, raw: bytes, now: float) -> None:
+        if not isinstance(raw, (bytes, bytearray)):
+            self.stats["malformed"] += 1
+            return
+        msg_id = digests.message_id(raw)
+        if msg_id in self._seen:
+            self.stats["duplicates"] += 1
+            return
+        self._seen[msg_id] = now + self.config.seen_ttl
+        try:
+            signed = digests.decode(raw, self.verify)
+        except ForgedDigest:
+            self.stats["forged"] += 1
+            return
+        except DigestError:
+            self.stats["malformed"] += 1
+            return
+        d = signed.digest
+        if d.mesh != self.mesh:
+            self.stats["wrong_mesh"] += 1
+            return
+        if d.node_id == self.self_id:
+            return
+        change = self.directory.apply(signed, now)
+        if change is None:
+            self.stats["stale"] += 1
+            return
+        self.stats["news"] += 1
+        self._rumors[msg_id] = _Rumor(signed.raw, self._rounds())
+
+    def _take_rumors(self) -> tuple[bytes, ...]:
+        batch = list(self._rumors.items())[-self.config.max_digests_per_message:]
+        for msg_id, rumor in list(self._rumors.items()):
+            rumor.rounds_left -= 1
+            if rumor.rounds_left <= 0:
+                del self._rumors[msg_id]
+        return tuple(r.raw for _, r in batch)
+
+    def _rounds(self) -> int:
+        if self.config.rumor_rounds is not None:
+            return self.config.rumor_rounds
+        members = len(self.directory.entries(mesh=self.mesh))
+        return math.ceil(math.log2(members + 1)) + 2
+
+    def _peers(self) -> list[Peer]:
+        return [Peer(e.node_id, e.addrs) for e in self.directory.entries(mesh=self.mesh, alive_only=True)
+                if e.node_id != self.self_id]
+
+    def _sample(self, peers: list[Peer], k: int) -> list[Peer]:
+        return peers if len(peers) <= k else self.rng.sample(peers, k)
+
+    def _own_raw(self) -> bytes:
+        own = self.directory.get(self.self_id)
+        return own.signed.raw if own else self.own_digest(self.heartbeat, False).raw  # type: ignore[misc]
+
+    def _full_state(self) -> tuple[bytes, ...]:
+        return tuple(e.signed.raw for e in self.directory.entries(mesh=self.mesh))
+
+    def _forget_seen(self, now: float) -> None:
+        if len(self._seen) > 4096 or self.rng.random() < 0.05:
+            for msg_id, until in list(self._seen.items()):
+                if until <= now:
+                    del self._seen[msg_id]

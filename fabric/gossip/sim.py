@@ -1,0 +1,403 @@
+"""A deterministic simulator: many gossip cores on one simulated network, on virtual time.
+
+No sockets and no clock: every node is a ``GossipCore`` with its own ``Directory``, messages
+travel through an event heap ordered by ``(virtual time, sequence number)``, and every random
+choice comes from generators seeded by the simulation seed, so a seed replays exactly.
+
+    sim = Simulation(GossipConfig(), seed=1)
+    nodes = sim.add_mesh("mesh1", 100)          # node i of mesh1 is nodes[i]
+    rounds = sim.rounds_to_converge()           # every live directory == live members
+    sim.kill(nodes[5]); sim.rounds_to_remove(nodes[5])
+
+Meshes are first-class: ``add_mesh`` as many as needed, and ``watch(node, mesh)`` gives a node
+a watcher core that follows another mesh into the node's own directory. A *round* is one
+``config.tick_interval``; every node ticks once per round at its own small phase offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import partial
+from typing import Callable, Iterable, Protocol
+
+import iroh
+
+from ..directory import Directory
+from ..frames import Frame, Kind, encode
+from ..identity import Identity
+from .digest import Digest, Signer, SignedDigest, sign
+from .proto import GossipConfig, GossipCore, Message, Peer, Pull, PullReply, Push
+
+_FRAME_KIND = {Push: Kind.GOSSIP_PUSH, Pull: Kind.GOSSIP_PULL, PullReply: Kind.GOSSIP_PULL_REPLY}
+
+
+def frame_size(message: Message) -> int:
+    """Bytes of ``message`` as one frame whose body is ``{topic, digests}``."""
+    body = {"topic": message.topic, "digests": list(message.digests)}
+    return len(encode(Frame(_FRAME_KIND[type(message)], body)))
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+class Keys(Protocol):
+    """Where node ids and signatures come from."""
+
+    def new(self, rng: random.Random) -> tuple[str, Signer]: ...
+
+    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool: ...
+
+
+class FakeKeys:
+    """Cheap deterministic stand-in for ed25519: ``sig = sha512(node_id + body)``.
+
+    Not secure (anyone can compute it), but a digest signed for another id fails to verify,
+    which is what the protocol's checks need; ids come from the simulation's rng.
+    """
+
+    def new(self, rng: random.Random) -> tuple[str, Signer]:
+        node_id = rng.randbytes(32).hex()
+        return node_id, partial(self._sign, node_id)
+
+    @staticmethod
+    def _sign(node_id: str, body: bytes) -> bytes:
+        return hashlib.sha512(node_id.encode() + body).digest()
+
+    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
+        return signature == self._sign(node_id, message)
+
+
+class IrohKeys:
+    """Real ed25519 keys through the iroh bindings (~0.1-0.2 ms a verify; ids are random)."""
+
+    def new(self, rng: random.Random) -> tuple[str, Signer]:
+        identity = Identity.generate()
+        return identity.node_id, identity.sign
+
+    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
+        try:
+            iroh.EndpointId.from_string(node_id).verify(message, iroh.Signature.from_bytes(signature))
+        except iroh.IrohError:
+            return False
+        return True
+
+
+# -- nodes and network -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The simulated network: one-way latency in seconds, fixed or a uniform ``(lo, hi)``
+    range, and the probability that a message (or a pull reply) is lost."""
+
+    latency: float | tuple[float, float] = (0.01, 0.05)
+    loss: float = 0.0
+
+
+class NodeState(str, Enum):
+    UP = "up"
+    PAUSED = "paused"  # neither ticks nor receives (messages to it are dropped); can resume
+    DEAD = "dead"      # killed: never comes back
+    LEFT = "left"      # announced a clean leave, then stopped
+
+
+@dataclass(eq=False)
+class SimNode:
+    """Node ``index`` of ``mesh``: its member core, its watcher cores and its counters."""
+
+    index: int
+    mesh: str
+    node_id: str
+    name: str
+    directory: Directory
+    core: GossipCore
+    phase: float
+    watchers: dict[str, GossipCore] = field(default_factory=dict)  # watched mesh -> core
+    state: NodeState = NodeState.UP
+    sent_messages: int = 0
+    sent_bytes: int = 0
+    max_sends_per_tick: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.state is NodeState.UP
+
+    def cores(self) -> list[GossipCore]:
+        return [self.core, *self.watchers.values()]
+
+    def known(self, mesh: str | None = None) -> set[str]:
+        """Ids this node's directory holds for ``mesh`` (its own mesh by default)."""
+        mesh = mesh or self.mesh
+        return {e.node_id for e in self.directory if e.mesh == mesh}
+
+    def __repr__(self) -> str:
+        return f"SimNode({self.mesh}[{self.index}] {self.name} {self.state.value})"
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Messages and bytes sent by ``nodes`` live nodes over ``rounds`` rounds."""
+
+    nodes: int
+    rounds: float
+    messages: int
+    bytes: int
+
+    @property
+    def msgs_per_node_per_round(self) -> float:
+        return self.messages / max(1, self.nodes) / max(self.rounds, 1e-9)
+
+    @property
+    def bytes_per_node_per_round(self) -> float:
+        return self.bytes / max(1, self.nodes) / max(self.rounds, 1e-9)
+
+
+NodeRef = SimNode | str  # a node, or its id
+
+
+class Simulation:
+    """Gossip cores of one or more meshes on a simulated network, driven by virtual time."""
+
+    def __init__(self, config: GossipConfig | None = None, seed: int = 0,
+                 net: NetConfig | None = None, keys: Keys | None = None,
+                 node_type: str = "broker") -> None:
+        self.config = config or GossipConfig()
+        self.net = net or NetConfig()
+        self.keys = keys or FakeKeys()
+        self.node_type = node_type
+        self.now = 0.0
+        self.meshes: dict[str, list[SimNode]] = {}
+        self.nodes: dict[str, SimNode] = {}
+        self.dropped: Counter[str] = Counter()  # why messages did not arrive
+        self._rng = random.Random(f"{seed}/nodes")    # ids, phases, per-core rngs
+        self._net_rng = random.Random(f"{seed}/net")  # latency and loss
+        self._seeds: dict[str, list[SimNode]] = {}
+        self._queue: list[tuple] = []
+        self._seq = itertools.count()
+        self._group: dict[str, int] = {}
+        self._since = 0.0
+
+    # -- building ------------------------------------------------------------------------
+
+    def add_mesh(self, name: str, n: int, seeds: int = 3) -> list[SimNode]:
+        """Add mesh ``name`` with ``n`` nodes; each bootstraps off the first ``seeds`` nodes."""
+        if name in self.meshes:
+            raise ValueError(f"mesh {name!r} exists already")
+        self.meshes[name] = []
+        nodes = [self._new_node(name) for _ in range(n)]
+        self._seeds[name] = nodes[:seeds]
+        for node in nodes:
+            node.core.bootstrap = self._peers(self._seeds[name], node)
+        return nodes
+
+    def add_node(self, mesh: str, bootstrap: Iterable[NodeRef] | None = None) -> SimNode:
+        """Join a new node to ``mesh`` through ``bootstrap`` (default: the mesh's seeds)."""
+        node = self._new_node(mesh)
+        chosen = self._seeds[mesh] if bootstrap is None else [self._node(b) for b in bootstrap]
+        node.core.bootstrap = self._peers(chosen, node)
+        return node
+
+    def watch(self, node: NodeRef, mesh: str, bootstrap: Iterable[NodeRef] | None = None) -> GossipCore:
+        """Give ``node`` a watcher core following ``mesh`` into the node's own directory."""
+        node = self._node(node)
+        chosen = self._seeds[mesh] if bootstrap is None else [self._node(b) for b in bootstrap]
+        core = GossipCore(mesh, node.node_id, node.directory, self.keys.verify, self.config,
+                          None, random.Random(self._rng.getrandbits(64)), self._peers(chosen, node))
+        node.watchers[mesh] = core
+        return core
+
+    # -- faults --------------------------------------------------------------------------
+
+    def kill(self, node: NodeRef) -> None:
+        """Stop ``node`` for good: it neither ticks nor receives."""
+        self._node(node).state = NodeState.DEAD
+
+    def pause(self, node: NodeRef) -> None:
+        self._node(node).state = NodeState.PAUSED
+
+    def resume(self, node: NodeRef) -> None:
+        node = self._node(node)
+        if node.state is NodeState.PAUSED:
+            node.state = NodeState.UP
+
+    def leave(self, node: NodeRef) -> None:
+        """Clean leave: the node announces it (``core.leave``), then stops."""
+        node = self._node(node)
+        for send in node.core.leave(self.now):
+            self._send(node, send.to.node_id, send.message)
+        node.state = NodeState.LEFT
+
+    def partition(self, *groups: Iterable[NodeRef]) -> None:
+        """Cut the network: nodes in different groups (unlisted nodes form one more group)
+        cannot reach each other. Messages in flight across the cut are dropped."""
+        self._group = {self._node(n).node_id: i for i, group in enumerate(groups) for n in group}
+
+    def heal(self) -> None:
+        self._group = {}
+
+    # -- running -------------------------------------------------------------------------
+
+    def run_for(self, duration: float) -> None:
+        """Process every event up to ``now + duration``."""
+        until = self.now + duration
+        while self._queue and self._queue[0][0] <= until:
+            when, _, action, args = heapq.heappop(self._queue)
+            self.now = when
+            action(*args)
+        self.now = until
+
+    def run_rounds(self, rounds: int) -> None:
+        self.run_for(rounds * self.config.tick_interval)
+
+    def run_until(self, predicate: Callable[[], bool], max_time: float) -> float | None:
+        """Run in steps of one round until ``predicate()``; return the virtual time it took,
+        or ``None`` if it still does not hold after ``max_time`` seconds."""
+        start, step = self.now, self.config.tick_interval
+        while not predicate():
+            if self.now - start >= max_time - 1e-9:
+                return None
+            self.run_for(step)
+        return self.now - start
+
+    def rounds_until(self, predicate: Callable[[], bool], max_rounds: int = 500) -> int | None:
+        """``run_until`` counted in rounds."""
+        took = self.run_until(predicate, max_rounds * self.config.tick_interval)
+        return None if took is None else round(took / self.config.tick_interval)
+
+    # -- measuring -----------------------------------------------------------------------
+
+    def live(self, mesh: str | None = None) -> list[SimNode]:
+        """Nodes that are up, of one mesh or of all."""
+        nodes = self.meshes[mesh] if mesh else self.nodes.values()
+        return [n for n in nodes if n.up]
+
+    def converged(self) -> bool:
+        """Every live node's directory holds exactly the live members of its own mesh and of
+        every mesh it watches."""
+        members = {m: {n.node_id for n in nodes if n.up} for m, nodes in self.meshes.items()}
+        return all(node.known(m) == members[m]
+                   for node in self.live() for m in (node.mesh, *node.watchers))
+
+    def spread(self, node: NodeRef, version: tuple[int, int] | None = None) -> bool:
+        """Every live node that follows ``node``'s mesh holds it (at ``version`` or newer)."""
+        target = self._node(node)
+        for other in self._followers(target.mesh):
+            entry = other.directory.get(target.node_id)
+            if entry is None or (version is not None and entry.digest.version < version):
+                return False
+        return True
+
+    def removed(self, node: NodeRef) -> bool:
+        """No live node's directory holds ``node`` any more."""
+        node_id = self._node(node).node_id
+        return all(other.directory.get(node_id) is None for other in self.live())
+
+    def rounds_to_converge(self, max_rounds: int = 500) -> int | None:
+        return self.rounds_until(self.converged, max_rounds)
+
+    def rounds_to_spread(self, node: NodeRef, version: tuple[int, int] | None = None,
+                         max_rounds: int = 500) -> int | None:
+        """Rounds until ``node`` (a join, or its digest at ``version``) reaches every follower."""
+        return self.rounds_until(lambda: self.spread(node, version), max_rounds)
+
+    def rounds_to_remove(self, node: NodeRef, max_rounds: int = 500) -> int | None:
+        """Rounds until ``node`` (killed, paused or gone) is in no live directory."""
+        return self.rounds_until(lambda: self.removed(node), max_rounds)
+
+    def reset_counters(self) -> None:
+        """Start a new measuring window for ``traffic``."""
+        self._since = self.now
+        for node in self.nodes.values():
+            node.sent_messages = node.sent_bytes = node.max_sends_per_tick = 0
+
+    def traffic(self, mesh: str | None = None) -> Traffic:
+        """What the live nodes (of ``mesh``) sent since the last ``reset_counters``."""
+        nodes = self.live(mesh)
+        return Traffic(len(nodes), (self.now - self._since) / self.config.tick_interval,
+                       sum(n.sent_messages for n in nodes), sum(n.sent_bytes for n in nodes))
+
+    def stats(self, mesh: str | None = None) -> Counter[str]:
+        """The member cores' ``stats`` of every node (of ``mesh``), summed."""
+        total: Counter[str] = Counter()
+        for node in (self.meshes[mesh] if mesh else self.nodes.values()):
+            total.update(node.core.stats)
+        return total
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _new_node(self, mesh: str) -> SimNode:
+        node_id, signer = self.keys.new(self._rng)
+        incarnation = int(self.now * 1000) + 1
+        addrs = (f"sim://{node_id[:12]}",)
+
+        def own_digest(heartbeat: int, leaving: bool) -> SignedDigest:
+            digest = Digest(node_id, mesh, self.node_type, addrs, incarnation, heartbeat, leaving)
+            return sign(digest, signer)
+
+        directory = Directory(node_id, self.config.suspect_after, self.config.remove_after)
+        core = GossipCore(mesh, node_id, directory, self.keys.verify, self.config, own_digest,
+                          random.Random(self._rng.getrandbits(64)))
+        phase = self._rng.uniform(0.0, self.config.tick_interval)
+        node = SimNode(len(self.meshes[mesh]), mesh, node_id, own_digest(0, False).digest.name,
+                       directory, core, phase)
+        self.meshes[mesh].append(node)
+        self.nodes[node_id] = node
+        self._schedule(self.now + phase, self._tick, node)
+        return node
+
+    def _tick(self, node: SimNode) -> None:
+        if node.state in (NodeState.DEAD, NodeState.LEFT):
+            return
+        self._schedule(self.now + self.config.tick_interval, self._tick, node)
+        if not node.up:
+            return
+        sends = [send for core in node.cores() for send in core.tick(self.now)]
+        node.max_sends_per_tick = max(node.max_sends_per_tick, len(sends))
+        sizes: dict[int, int] = {}  # one Push goes to `fanout` peers: size it once
+        for send in sends:
+            key = id(send.message)
+            if key not in sizes:
+                sizes[key] = frame_size(send.message)
+            self._send(node, send.to.node_id, send.message, sizes[key])
+
+    def _send(self, src: SimNode, dst: str, message: Message, size: int | None = None) -> None:
+        src.sent_messages += 1
+        src.sent_bytes += frame_size(message) if size is None else size
+        if self.net.loss and self._net_rng.random() < self.net.loss:
+            self.dropped["lost"] += 1
+            return
+        latency = self.net.latency
+        delay = self._net_rng.uniform(*latency) if isinstance(latency, tuple) else latency
+        self._schedule(self.now + delay, self._deliver, src.node_id, dst, message)
+
+    def _deliver(self, src: str, dst: str, message: Message) -> None:
+        node = self.nodes.get(dst)
+        if node is None or not node.up:
+            self.dropped["down"] += 1
+            return
+        if self._group.get(src) != self._group.get(dst):
+            self.dropped["partition"] += 1
+            return
+        core = next((c for c in node.cores() if c.topic == message.topic), node.core)
+        reply = core.handle(src, message, self.now)
+        if reply is not None:
+            self._send(node, src, reply)
+
+    def _schedule(self, when: float, action: Callable, *args: object) -> None:
+        heapq.heappush(self._queue, (when, next(self._seq), action, args))
+
+    def _followers(self, mesh: str) -> list[SimNode]:
+        return [n for n in self.live() if n.mesh == mesh or mesh in n.watchers]
+
+    def _node(self, ref: NodeRef) -> SimNode:
+        return ref if isinstance(ref, SimNode) else self.nodes[ref]
+
+    @staticmethod
+    def _peers(nodes: Iterable[SimNode], exclude: SimNode) -> list[Peer]:
+        return [Peer(n.node_id) for n in nodes if n is not exclude]

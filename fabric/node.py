@@ -1,0 +1,235 @@
+"""A fabric node: the boot chain, its lifecycle and what it exposes.
+
+``Node.start()`` is the boot, and every boot is one trace::
+
+    mesh.node.ready
+    ├── identity_loaded      load or mint the secret key; derive the name
+    ├── endpoint_created     bind the iroh endpoint
+    ├── alpn_registered      accept the ALPNs of gossip and the services
+    ├── gossip_started       join the mesh topic (and watched ones) through the bootstrap peers
+    └── accept_loop_started  serve incoming connections and the control socket
+
+A step that fails ends its span with error status, the root too, and the error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import iroh
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from . import control
+from .address import format_peer, parse_peer
+from .directory import Change, ChangeKind, Directory
+from .gossip import digest as digests
+from .gossip.net import GossipNet
+from .gossip.proto import GossipConfig, GossipCore
+from .identity import Identity, check_mesh_label, check_node_type, load_or_mint, node_name
+from .telemetry import NodeLabels, Telemetry, span_to_dict
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+BOOT_STEPS = ("identity_loaded", "endpoint_created", "alpn_registered", "gossip_started", "accept_loop_started")
+
+
+def verify_signature(node_id: str, message: bytes, signature: bytes) -> bool:
+    """Check an ed25519 signature by ``node_id`` (the iroh public key) over ``message``."""
+    try:
+        iroh.EndpointId.from_string(node_id).verify(message, iroh.Signature.from_bytes(signature))
+    except iroh.IrohError:
+        return False
+    return True
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node needs to boot. ``mesh`` and ``type`` are checked at construction."""
+
+    mesh: str
+    type: str
+    data_dir: Path
+    identity_path: Path | None = None
+    bind: str = "127.0.0.1:0"
+    bootstrap: list[str] = field(default_factory=list)
+    watch: list[str] = field(default_factory=list)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+
+    def __post_init__(self) -> None:
+        self.mesh = check_mesh_label(self.mesh)
+        self.type = check_node_type(self.type)
+        for watched in self.watch:
+            check_mesh_label(watched)
+        self.bootstrap_peers = [parse_peer(b) for b in self.bootstrap]
+        self.data_dir = Path(self.data_dir)
+        if self.identity_path is None:
+            self.identity_path = self.data_dir / "identity.key"
+
+    @property
+    def control_path(self) -> Path:
+        return self.data_dir / "control.sock"
+
+
+class Node:
+    """One running node. Create, ``await start()``, and ``await stop()`` when done."""
+
+    def __init__(self, config: NodeConfig,
+                 telemetry_factory: Callable[[NodeLabels], Telemetry] = Telemetry.from_env) -> None:
+        self.config = config
+        self.telemetry_factory = telemetry_factory
+        self.identity: Identity | None = None
+        self.telemetry: Telemetry | None = None
+        self.transport: Transport | None = None
+        self.gossip: GossipNet | None = None
+        self.directory: Directory | None = None
+        self.control: control.ControlServer | None = None
+        self.incarnation = time.time_ns() // 1_000_000
+        self.started_at: float | None = None
+
+    # -- identity --------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        assert self.identity is not None, "node has not loaded its identity yet"
+        return self.identity.node_id
+
+    @property
+    def name(self) -> str:
+        return node_name(self.config.mesh, self.config.type, self.node_id)
+
+    @property
+    def address(self) -> str:
+        """``<id>@<addrs>``: what other nodes pass as ``--bootstrap``."""
+        assert self.transport is not None
+        return format_peer(self.node_id, self.transport.addrs)
+
+    # -- boot ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Boot: one trace rooted at ``mesh.node.ready``, a child span per step."""
+        cfg = self.config
+        boot_start = time.time_ns()
+        try:
+            self.identity = load_or_mint(cfg.identity_path)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._record_failed_identity(boot_start, exc)
+            raise
+        identity_done = time.time_ns()
+        self.telemetry = self.telemetry_factory(NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id))
+        tracer = self.telemetry.tracer
+        root = tracer.start_span("mesh.node.ready", start_time=boot_start)
+        with trace.use_span(root, end_on_exit=True):
+            step = tracer.start_span("identity_loaded", start_time=boot_start,
+                                     attributes={"identity.path": str(cfg.identity_path)})
+            step.end(end_time=identity_done)
+            with tracer.start_as_current_span("endpoint_created") as span:
+                self.transport = await Transport.bind(self.identity, cfg.bind)
+                span.set_attribute("net.addresses", self.transport.addrs)
+            with tracer.start_as_current_span("alpn_registered") as span:
+                self._start_gossip_state()
+                span.set_attribute("alpns", [a.decode() for a in self.transport.apply_alpns()])
+            with tracer.start_as_current_span("gossip_started") as span:
+                self.gossip.start()  # type: ignore[union-attr]
+                span.set_attribute("gossip.meshes", [cfg.mesh, *cfg.watch])
+                span.set_attribute("gossip.bootstrap_peers", len(cfg.bootstrap_peers))
+            with tracer.start_as_current_span("accept_loop_started"):
+                self.transport.start_accepting()
+                self.control = control.ControlServer(cfg.control_path, self._operations())
+                await self.control.start()
+            root.set_attribute("node.address", self.address)
+        self.started_at = time.monotonic()
+        log.info("ready: %s at %s", self.name, self.address)
+
+    def _start_gossip_state(self) -> None:
+        cfg, gcfg = self.config, self.config.gossip
+        self.directory = Directory(self.node_id, gcfg.suspect_after, gcfg.remove_after)
+        self.directory.subscribe(self._on_change)
+        rng = random.Random()
+        member = GossipCore(cfg.mesh, self.node_id, self.directory, verify_signature, gcfg,
+                            own_digest=self._own_digest, rng=rng, bootstrap=list(cfg.bootstrap_peers))
+        watchers = [GossipCore(m, self.node_id, self.directory, verify_signature, gcfg, rng=rng,
+                               bootstrap=list(cfg.bootstrap_peers)) for m in cfg.watch]
+        self.gossip = GossipNet(self.transport, [member, *watchers])  # type: ignore[arg-type]
+
+    def _own_digest(self, heartbeat: int, leaving: bool) -> digests.SignedDigest:
+        d = digests.Digest(self.node_id, self.config.mesh, self.config.type,
+                           tuple(self.transport.addrs), self.incarnation, heartbeat, leaving)  # type: ignore[union-attr]
+        return digests.sign(d, self.identity.sign)  # type: ignore[union-attr]
+
+    def _record_failed_identity(self, boot_start: int, exc: Exception) -> None:
+        cfg = self.config
+        telemetry = self.telemetry_factory(NodeLabels(f"{cfg.mesh}.{cfg.type}.unidentified", cfg.mesh, cfg.type, ""))
+        root = telemetry.tracer.start_span("mesh.node.ready", start_time=boot_start)
+        with trace.use_span(root, end_on_exit=True):
+            step = telemetry.tracer.start_span("identity_loaded", start_time=boot_start)
+            step.record_exception(exc)
+            step.set_status(Status(StatusCode.ERROR, str(exc)))
+            step.end()
+            root.set_status(Status(StatusCode.ERROR, f"boot failed at identity_loaded: {exc}"))
+        telemetry.shutdown()
+
+    def _on_change(self, change: Change) -> None:
+        """Directory changes are work too: each is a (short) span."""
+        if self.telemetry is None or change.kind is ChangeKind.HEARTBEAT:
+            return
+        entry = change.entry
+        with self.telemetry.tracer.start_as_current_span(
+            f"directory.{change.kind.value}",
+            attributes={"peer.name": entry.name, "peer.mesh": entry.mesh, "peer.id": entry.node_id},
+        ):
+            log.info("directory: %s %s", change.kind.value, entry.name)
+
+    # -- control socket --------------------------------------------------------
+
+    def _operations(self) -> dict[str, control.Operation]:
+        return {"status": self._op_status, "directory": self._op_directory, "spans": self._op_spans}
+
+    async def _op_status(self, _: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    async def _op_directory(self, request: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        mesh = request.get("mesh")
+        return {"name": self.name, "entries": [e.as_dict(now) for e in self.directory.entries(mesh=mesh)]}  # type: ignore[union-attr]
+
+    async def _op_spans(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"spans": [span_to_dict(s) for s in self.telemetry.recent.snapshot()]}  # type: ignore[union-attr]
+
+    def status(self) -> dict[str, Any]:
+        """Who this node is, where, and its counters."""
+        cores = self.gossip.cores.values() if self.gossip else []
+        return {
+            "name": self.name, "node_id": self.node_id, "mesh": self.config.mesh,
+            "type": self.config.type, "address": self.address, "watch": self.config.watch,
+            "uptime_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
+            "directory_size": len(self.directory or ()),
+            "gossip": {core.mesh: dict(core.stats) for core in cores},
+            "transport": dict(self.transport.stats) if self.transport else {},
+            "exporting": bool(self.telemetry and self.telemetry.exporting),
+        }
+
+    # -- shutdown --------------------------------------------------------------
+
+    async def stop(self, leave: bool = True) -> None:
+        """Stop serving; with ``leave`` announce it first so peers drop us at once."""
+        tracer = self.telemetry.tracer if self.telemetry else None
+        if tracer is not None and self.gossip is not None:
+            with tracer.start_as_current_span("mesh.node.stop", attributes={"leave": leave}):
+                if leave:
+                    await self.gossip.leave()
+                await self.gossip.stop()
+        if self.control is not None:
+            await self.control.close()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.telemetry is not None:
+            self.telemetry.flush()
+            self.telemetry.shutdown()

@@ -1,0 +1,151 @@
+"""OpenTelemetry for a node: the tracer provider, its exporter, and trace context on the wire.
+
+Telemetry is the floor: every unit of work a node does is a span. Spans leave the node through
+the SDK's OTLP exporter, configured only by the standard variables
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_PROTOCOL`` / ``..._TRACES_PROTOCOL`` = ``http/protobuf`` or ``grpc``), so
+any collector or Jaeger receives them unchanged. With none set, nothing is exported and
+nothing is printed: spans stay in the node's ring of recent spans (``Telemetry.recent``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping, MutableMapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from .errors import ConfigError
+
+TRACER_NAME = "meshfabric"
+_DEFAULT_SCHEDULE_DELAY_MS = 200  # the SDK's 5 s default hides a boot trace for too long
+
+
+@dataclass(frozen=True)
+class NodeLabels:
+    """The attributes every span of a node carries."""
+
+    name: str
+    mesh: str
+    type: str
+    node_id: str
+
+    def attributes(self) -> dict[str, str]:
+        return {"mesh.id": self.mesh, "node.type": self.type, "node.id": self.node_id}
+
+
+class _StampAttributes(SpanProcessor):
+    """Puts the node's labels on every span, so a span alone says where it ran."""
+
+    def __init__(self, attributes: Mapping[str, str]) -> None:
+        self._attributes = dict(attributes)
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        span.set_attributes(self._attributes)
+
+
+class RecentSpans(SpanProcessor):
+    """Keeps the last ``capacity`` finished spans in memory (for the control socket)."""
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._lock:
+            self._spans.append(span)
+
+    def snapshot(self) -> list[ReadableSpan]:
+        with self._lock:
+            return list(self._spans)
+
+
+def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
+    """The OTLP exporter the standard variables ask for, or ``None`` when none is set."""
+    if not (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp") == "none":
+        return None
+    protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        return OTLPSpanExporter()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        return GrpcExporter()
+    raise ConfigError(
+        f"unsupported OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use 'http/protobuf' or 'grpc'"
+    )
+
+
+class Telemetry:
+    """A node's tracer provider: resource = the node's name and labels."""
+
+    def __init__(self, labels: NodeLabels, exporter: SpanExporter | None = None,
+                 recent_capacity: int = 2048) -> None:
+        resource = Resource.create({"service.name": labels.name, **labels.attributes()})
+        self.labels = labels
+        self.provider = TracerProvider(resource=resource)
+        self.provider.add_span_processor(_StampAttributes(labels.attributes()))
+        self.recent = RecentSpans(recent_capacity)
+        self.provider.add_span_processor(self.recent)
+        self.exporting = exporter is not None
+        if exporter is not None:
+            delay = None if "OTEL_BSP_SCHEDULE_DELAY" in os.environ else _DEFAULT_SCHEDULE_DELAY_MS
+            self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
+        self.tracer = self.provider.get_tracer(TRACER_NAME)
+
+    @classmethod
+    def from_env(cls, labels: NodeLabels) -> "Telemetry":
+        return cls(labels, exporter_from_env())
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        return self.provider.force_flush(int(timeout_s * 1000))
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``, ``tracestate``)."""
+    carrier = {} if carrier is None else carrier
+    propagate.inject(carrier)
+    return dict(carrier)
+
+
+def extract(carrier: Mapping[str, Any] | None) -> Any:
+    """An OTel context from W3C headers received on the wire (empty or bad headers: a new root)."""
+    if not isinstance(carrier, Mapping):
+        return None
+    clean = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
+    return propagate.extract(clean)
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
+    """A plain-value view of a finished span (ids in hex, times in ns)."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    return {
+        "trace_id": format(ctx.trace_id, "032x"),
+        "span_id": format(ctx.span_id, "016x"),
+        "parent_span_id": format(parent.span_id, "016x") if parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+    }
+
+
+def current_trace_id() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None

@@ -1,0 +1,298 @@
+"""The iroh endpoint adapter: bind, ALPN routing, bounded connects and framed streams.
+
+Every node-to-node byte travels here, on QUIC authenticated by the node keys. Relays and
+discovery are off: peers reach each other by the direct addresses they gossip.
+
+Each protocol registers one ALPN and a handler ``handler(remote_id, frame) -> Frame | None``.
+Two stream shapes are used:
+
+* ``send``: a one-way uni stream carrying one frame (gossip pushes).
+* ``request``: a bi stream, one frame each way (pulls, produce, fetch, resolve).
+
+A bad frame or a failing handler is counted and answered with an ERROR frame where a reply
+is expected; it never takes the node down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Awaitable, Callable
+
+import iroh
+
+from . import frames
+from .errors import FrameError, PeerTimeout, TransportError
+from .frames import Frame, FrameDecoder, Kind
+from .identity import Identity
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, Frame], Awaitable[Frame | None]]
+
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_REQUEST_TIMEOUT = 5.0
+_READ_CHUNK = 64 * 1024
+
+
+def error_frame(message: str, code: str = "bad_request") -> Frame:
+    return Frame(Kind.ERROR, {"code": code, "message": message})
+
+
+def describe(exc: BaseException) -> str:
+    """A readable message for an iroh error (whose ``str()`` is empty)."""
+    if isinstance(exc, iroh.IrohError):
+        try:
+            return f"{exc.kind().name}: {exc.message()}"
+        except Exception:  # pragma: no cover - defensive: the bindings' error API varies
+            pass
+    return str(exc) or type(exc).__name__
+
+
+class Transport:
+    """One iroh endpoint with ALPN routing and a cache of outgoing connections."""
+
+    def __init__(self, endpoint: iroh.Endpoint, max_frame: int = frames.DEFAULT_MAX_FRAME) -> None:
+        self.endpoint = endpoint
+        self.max_frame = max_frame
+        self.stats: Counter[str] = Counter()
+        self._handlers: dict[bytes, Handler] = {}
+        self._connections: dict[tuple[str, bytes], iroh.Connection] = {}
+        self._connect_locks: dict[tuple[str, bytes], asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._accept_task: asyncio.Task | None = None
+
+    @classmethod
+    async def bind(cls, identity: Identity, bind_addr: str = "127.0.0.1:0",
+                   max_frame: int = frames.DEFAULT_MAX_FRAME) -> "Transport":
+        """Bind an endpoint with ``identity``'s key, no relay and no discovery."""
+        options = iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr=bind_addr,
+                                       secret_key=identity.secret_key)
+        try:
+            endpoint = await iroh.Endpoint.bind(options)
+        except iroh.IrohError as exc:
+            raise TransportError(f"cannot bind an iroh endpoint on {bind_addr}: {describe(exc)}") from exc
+        return cls(endpoint, max_frame)
+
+    @property
+    def node_id(self) -> str:
+        return str(self.endpoint.id())
+
+    @property
+    def addrs(self) -> list[str]:
+        """The direct addresses peers can reach this endpoint at."""
+        return list(self.endpoint.addr().direct_addresses())
+
+    # -- serving ---------------------------------------------------------------
+
+    def register(self, alpn: bytes, handler: Handler) -> None:
+        """Route connections negotiated with ``alpn`` to ``handler``."""
+        self._handlers[alpn] = handler
+
+    def apply_alpns(self) -> list[bytes]:
+        """Tell the endpoint which ALPNs to accept (every registered one)."""
+        alpns = sorted(self._handlers)
+        self.endpoint.set_alpns(alpns)
+        return alpns
+
+    def start_accepting(self) -> None:
+        """Start the accept loop in the background."""
+        self._accept_task = asyncio.create_task(self._accept_loop(), name="iroh-accept")
+
+    async def _accept_loop(self) -> None:
+        while True:
+            incoming = await self.endpoint.accept_next()
+            if incoming is None:
+                return  # endpoint closed
+            self._spawn(self._accept_one(incoming))
+
+    async def _accept_one(self, incoming: iroh.Incoming) -> None:
+        try:
+            accepting = await incoming.accept()
+            alpn = await accepting.alpn()
+            conn = await accepting.connect()
+        except iroh.IrohError as exc:
+            self.stats["handshake_failed"] += 1
+            log.debug("incoming handshake failed: %s", describe(exc))
+            return
+        handler = self._handlers.get(alpn)
+        if handler is None:
+            self.stats["unknown_alpn"] += 1
+            conn.close(1, b"unknown alpn")
+            return
+        remote = str(conn.remote_id())
+        self._spawn(self._serve_uni(conn, remote, handler))
+        await self._serve_bi(conn, remote, handler)
+
+    async def _serve_bi(self, conn: iroh.Connection, remote: str, handler: Handler) -> None:
+        while True:
+            try:
+                bi = await conn.accept_bi()
+            except iroh.IrohError:
+                return  # connection closed
+            self._spawn(self._answer(bi, remote, handler))
+
+    async def _serve_uni(self, conn: iroh.Connection, remote: str, handler: Handler) -> None:
+        while True:
+            try:
+                recv = await conn.accept_uni()
+            except iroh.IrohError:
+                return
+            self._spawn(self._consume(recv, remote, handler))
+
+    async def _answer(self, bi: iroh.BiStream, remote: str, handler: Handler) -> None:
+        send = bi.send()
+        try:
+            frame = await self._read_one(bi.recv())
+            reply = await self._call(handler, remote, frame)
+        except FrameError as exc:
+            self.stats["bad_frames"] += 1
+            reply = error_frame(str(exc), "bad_frame")
+        except (TransportError, iroh.IrohError) as exc:
+            self.stats["broken_streams"] += 1
+            log.debug("stream from %s broke: %s", remote[:6], describe(exc))
+            return
+        try:
+            await send.write_all(frames.encode(reply or Frame(Kind.RESPONSE), self.max_frame))
+            await send.finish()
+        except (FrameError, iroh.IrohError) as exc:
+            self.stats["reply_failed"] += 1
+            log.debug("reply to %s failed: %s", remote[:6], describe(exc))
+
+    async def _consume(self, recv: iroh.RecvStream, remote: str, handler: Handler) -> None:
+        try:
+            frame = await self._read_one(recv)
+            await self._call(handler, remote, frame)
+        except FrameError:
+            self.stats["bad_frames"] += 1
+        except (TransportError, iroh.IrohError):
+            self.stats["broken_streams"] += 1
+
+    async def _call(self, handler: Handler, remote: str, frame: Frame) -> Frame | None:
+        self.stats["frames_in"] += 1
+        try:
+            return await handler(remote, frame)
+        except FrameError:
+            raise
+        except Exception as exc:  # a handler bug must not kill the node: count, log, answer
+            self.stats["handler_errors"] += 1
+            log.exception("handler failed on a frame from %s", remote[:6])
+            return error_frame(f"internal error: {type(exc).__name__}: {exc}", "internal")
+
+    async def _read_one(self, recv: iroh.RecvStream) -> Frame:
+        """Read exactly one frame, then the end of the stream."""
+        decoder = FrameDecoder(self.max_frame)
+        got: list[Frame] = []
+        while True:
+            try:
+                chunk = await recv.read(_READ_CHUNK)
+            except iroh.IrohError as exc:
+                raise TransportError(f"stream read failed: {describe(exc)}") from exc
+            if not chunk:
+                break
+            got += decoder.feed(chunk)
+            if len(got) > 1:
+                raise FrameError("expected one frame on this stream, got more")
+        if decoder.pending:
+            raise FrameError(f"stream ended inside a frame ({decoder.pending} bytes left over)")
+        if not got:
+            raise FrameError("stream ended before a whole frame arrived")
+        return got[0]
+
+    # -- calling ---------------------------------------------------------------
+
+    async def connect(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
+                      timeout: float = DEFAULT_CONNECT_TIMEOUT) -> iroh.Connection:
+        """A (cached) connection to ``node_id`` for ``alpn``, bounded by ``timeout``."""
+        key = (node_id, alpn)
+        if (conn := self._connections.get(key)) is not None:
+            return conn
+        lock = self._connect_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if (conn := self._connections.get(key)) is not None:
+                return conn
+            try:
+                peer = iroh.EndpointAddr(iroh.EndpointId.from_string(node_id), None, list(addrs))
+                conn = await asyncio.wait_for(self.endpoint.connect(peer, alpn), timeout)
+            except asyncio.TimeoutError:
+                self.stats["connect_timeouts"] += 1
+                raise PeerTimeout(f"connect to {node_id[:6]} at {list(addrs)} timed out after {timeout}s") from None
+            except iroh.IrohError as exc:
+                self.stats["connect_failed"] += 1
+                raise TransportError(f"connect to {node_id[:6]} at {list(addrs)} failed: {describe(exc)}") from exc
+            self._connections[key] = conn
+            return conn
+
+    def forget(self, node_id: str, alpn: bytes) -> None:
+        """Drop a cached connection (after it failed)."""
+        conn = self._connections.pop((node_id, alpn), None)
+        if conn is not None:
+            try:
+                conn.close(0, b"")
+            except iroh.IrohError:
+                pass
+
+    async def send(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
+                   frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        """Send one frame one-way on a fresh uni stream."""
+        data = frames.encode(frame, self.max_frame)
+
+        async def go() -> None:
+            conn = await self.connect(node_id, addrs, alpn, timeout)
+            stream = await conn.open_uni()
+            await stream.write_all(data)
+            await stream.finish()
+
+        await self._bounded(go(), node_id, alpn, timeout, "send")
+        self.stats["frames_out"] += 1
+
+    async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
+                      frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:
+        """Send one frame on a fresh bi stream and return the peer's one reply frame."""
+        data = frames.encode(frame, self.max_frame)
+
+        async def go() -> Frame:
+            conn = await self.connect(node_id, addrs, alpn, timeout)
+            bi = await conn.open_bi()
+            send = bi.send()
+            await send.write_all(data)
+            await send.finish()
+            return await self._read_one(bi.recv())
+
+        reply = await self._bounded(go(), node_id, alpn, timeout, "request")
+        self.stats["frames_out"] += 1
+        return reply
+
+    async def _bounded(self, work: Awaitable, node_id: str, alpn: bytes, timeout: float, what: str):
+        try:
+            return await asyncio.wait_for(work, timeout)
+        except asyncio.TimeoutError:
+            self.forget(node_id, alpn)
+            raise PeerTimeout(f"{what} to {node_id[:6]} timed out after {timeout}s") from None
+        except iroh.IrohError as exc:
+            self.forget(node_id, alpn)
+            raise TransportError(f"{what} to {node_id[:6]} failed: {describe(exc)}") from exc
+        except TransportError:
+            self.forget(node_id, alpn)
+            raise
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection and the endpoint."""
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for key in list(self._connections):
+            self.forget(*key)
+        try:
+            await asyncio.wait_for(self.endpoint.close(), 2.0)
+        except (asyncio.TimeoutError, iroh.IrohError):
+            pass

@@ -1,0 +1,1 @@
+"""pytest plugin and chaos harness for meshfabric clusters."""
