@@ -9,6 +9,7 @@ Request: ``{"op": "directory", ...}``; reply: ``{"ok": true, ...}`` or
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -101,5 +102,14 @@ async def request(path: str | os.PathLike[str], op: str, timeout: float = 5.0, *
 
 
 def request_sync(path: str | os.PathLike[str], op: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
-    """``request`` for code that has no event loop running (the CLI, sync tests)."""
-    return asyncio.run(request(path, op, timeout, **args))
+    """``request`` for blocking code (the CLI, sync tests).
+
+    Safe to call from a thread that runs an event loop: the request then runs on a loop of
+    its own in a worker thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(request(path, op, timeout, **args))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, request(path, op, timeout, **args)).result()

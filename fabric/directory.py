@@ -100,6 +100,11 @@ class Directory:
         # node id -> (version that may no longer be applied, when to forget it)
         self._tombstones: dict[str, tuple[tuple[int, int], float]] = {}
         self._listeners: list[Listener] = []
+        # Gossip asks these on every tick and every piece of news, so they are kept, not
+        # recomputed: members per mesh, and sorted ``entries()`` answers until the next
+        # join, removal, state or name change (a heartbeat changes none of them).
+        self._counts: dict[str, int] = {}
+        self._sorted: dict[tuple[str | None, str | None, bool], list[Entry]] = {}
 
     # -- feeding ---------------------------------------------------------------
 
@@ -125,9 +130,15 @@ class Directory:
         if current is None:
             entry = Entry(signed, now)
             self._entries[d.node_id] = entry
+            self._counts[d.mesh] = self._counts.get(d.mesh, 0) + 1
+            self._sorted.clear()
             return self._emit(ChangeKind.JOINED, entry)
         old = current.digest
         was_suspect = current.state is State.SUSPECT
+        if was_suspect or (old.mesh, old.type) != (d.mesh, d.type):
+            self._sorted.clear()
+            self._counts[old.mesh] -= 1
+            self._counts[d.mesh] = self._counts.get(d.mesh, 0) + 1
         current.signed, current.last_heard, current.state = signed, now, State.ALIVE
         if (old.addrs, old.meta, old.incarnation) != (d.addrs, d.meta, d.incarnation):
             return self._emit(ChangeKind.CHANGED, current)
@@ -138,14 +149,15 @@ class Directory:
     def expire(self, now: float) -> list[Change]:
         """Mark silent entries suspect and remove those silent for too long."""
         changes: list[Change] = []
-        for entry in list(self._entries.values()):
-            if entry.node_id == self.self_id:
-                continue
+        for node_id, entry in list(self._entries.items()):
             silent = now - entry.last_heard
+            if silent < self.suspect_after or node_id == self.self_id:
+                continue  # the common case, decided without touching the digest
             if silent >= self.remove_after:
                 changes.append(self._remove(entry, ChangeKind.REMOVED, entry.digest.version, now))
-            elif silent >= self.suspect_after and entry.state is State.ALIVE:
+            elif entry.state is State.ALIVE:
                 entry.state = State.SUSPECT
+                self._sorted.clear()
                 changes.append(self._emit(ChangeKind.SUSPECT, entry))
         for node_id, (_, until) in list(self._tombstones.items()):
             if until <= now:
@@ -168,13 +180,21 @@ class Directory:
     def get(self, node_id: str) -> Entry | None:
         return self._entries.get(node_id)
 
+    def count(self, mesh: str | None = None) -> int:
+        """How many entries there are (of ``mesh``), in O(1)."""
+        return len(self._entries) if mesh is None else self._counts.get(mesh, 0)
+
     def entries(self, mesh: str | None = None, type: str | None = None,
                 alive_only: bool = False) -> list[Entry]:
         """Entries sorted by name, optionally of one mesh and/or type."""
-        found = [e for e in self._entries.values()
-                 if (mesh is None or e.mesh == mesh) and (type is None or e.type == type)
-                 and (not alive_only or e.state is State.ALIVE)]
-        return sorted(found, key=lambda e: e.name)
+        key = (mesh, type, alive_only)
+        cached = self._sorted.get(key)
+        if cached is None:
+            found = [e for e in self._entries.values()
+                     if (mesh is None or e.mesh == mesh) and (type is None or e.type == type)
+                     and (not alive_only or e.state is State.ALIVE)]
+            cached = self._sorted[key] = sorted(found, key=lambda e: e.name)
+        return list(cached)
 
     def resolve(self, target: str, rng: random.Random | None = None) -> Entry:
         """Find a live node by exact name, by ``<mesh>.<type>`` (any live one), or by id prefix.
@@ -205,6 +225,8 @@ class Directory:
 
     def _remove(self, entry: Entry, kind: ChangeKind, version: tuple[int, int], now: float) -> Change:
         del self._entries[entry.node_id]
+        self._counts[entry.mesh] -= 1
+        self._sorted.clear()
         self._bury(entry.node_id, version, now)
         return self._emit(kind, entry)
 

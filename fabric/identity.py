@@ -33,10 +33,11 @@ def check_mesh_label(mesh: str | None) -> str:
             "a node needs a mesh label: pass --mesh NAME (for example --mesh mesh1) "
             "or set MESHFABRIC_MESH"
         )
-    if not _MESH_LABEL.match(mesh):
+    if not _MESH_LABEL.fullmatch(mesh):
         raise ConfigError(
-            f"invalid mesh label {mesh!r}: use 1-63 lower-case letters, digits, '-' or '_', "
-            "starting with a letter or digit (for example 'mesh1')"
+            f"invalid mesh label {mesh!r} (given with --mesh, --watch-mesh or MESHFABRIC_MESH): "
+            "use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit (for example --mesh mesh1)"
         )
     return mesh
 

@@ -84,8 +84,9 @@ class GossipNet:
         now = self.clock()
         sends = [s for core in self.cores.values() for s in core.leave(now)]
         if sends:
-            await asyncio.wait([asyncio.ensure_future(self._deliver(None, s)) for s in sends],
-                               timeout=timeout)
+            # Acknowledged sends: a one-way stream could die with the endpoint that closes next.
+            await asyncio.wait([asyncio.ensure_future(self._deliver(None, s, acknowledged=True))
+                                for s in sends], timeout=timeout)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -118,10 +119,10 @@ class GossipNet:
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _t, key=key: self._busy.discard(key))
 
-    async def _deliver(self, core: GossipCore | None, send: Send) -> None:
+    async def _deliver(self, core: GossipCore | None, send: Send, acknowledged: bool = False) -> None:
         peer, message = send.to, send.message
         try:
-            if isinstance(message, Pull):
+            if isinstance(message, Pull) or acknowledged:
                 reply = await self.transport.request(peer.node_id, peer.addrs, ALPN,
                                                      to_frame(message), self.send_timeout)
                 if core is not None and reply.kind is Kind.GOSSIP_PULL_REPLY:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import blake3
 
-from ..directory import Directory
+from ..directory import Directory, Entry
 from ..errors import DigestError, ForgedDigest
 from . import digest as digests
 from .digest import SignedDigest, Verifier
@@ -131,7 +131,8 @@ class GossipCore:
         self.stats: Counter[str] = Counter()
         self.heartbeat = 0
         self._rumors: dict[bytes, _Rumor] = {}
-        self._seen: dict[bytes, float] = {}
+        self._seen: dict[bytes, float] = {}  # message id -> when to forget it
+        self._seen_order: deque[tuple[float, bytes]] = deque()
         self._next_heartbeat = -math.inf
         self._next_pull = -math.inf
         self._left = False
@@ -175,8 +176,18 @@ class GossipCore:
             self.stats["wrong_topic"] += 1
             return None
         self.stats["received_messages"] += 1
+        duplicates = 0
         for raw in message.digests[: self.config.max_digests_per_message]:
-            self._ingest(raw, now)
+            if not isinstance(raw, (bytes, bytearray)):
+                self.stats["malformed"] += 1
+                continue
+            msg_id = digests.message_id(raw)
+            if msg_id in self._seen:  # most digests, once a mesh is busy: keep this path short
+                duplicates += 1
+            else:
+                self._ingest(raw, msg_id, now)
+        if duplicates:
+            self.stats["duplicates"] += duplicates
         if len(message.digests) > self.config.max_digests_per_message:
             self.stats["truncated"] += 1
         if isinstance(message, Pull) and not self.watcher and not self._left:
@@ -198,19 +209,13 @@ class GossipCore:
         self.heartbeat += 1
         self._next_heartbeat = now + self.config.heartbeat_interval
         signed = self.own_digest(self.heartbeat, False)  # type: ignore[misc]
-        self._seen[signed.msg_id] = now + self.config.seen_ttl
+        self._mark_seen(signed.msg_id, now)
         self.directory.apply(signed, now)
         self._rumors[signed.msg_id] = _Rumor(signed.raw, self._rounds())
 
-    def _ingest(self, raw: bytes, now: float) -> None:
-        if not isinstance(raw, (bytes, bytearray)):
-            self.stats["malformed"] += 1
-            return
-        msg_id = digests.message_id(raw)
-        if msg_id in self._seen:
-            self.stats["duplicates"] += 1
-            return
-        self._seen[msg_id] = now + self.config.seen_ttl
+    def _ingest(self, raw: bytes, msg_id: bytes, now: float) -> None:
+        """Decode, verify and apply one digest not seen before."""
+        self._mark_seen(msg_id, now)
         try:
             signed = digests.decode(raw, self.verify)
         except ForgedDigest:
@@ -243,15 +248,17 @@ class GossipCore:
     def _rounds(self) -> int:
         if self.config.rumor_rounds is not None:
             return self.config.rumor_rounds
-        members = len(self.directory.entries(mesh=self.mesh))
+        members = self.directory.count(self.mesh)
         return math.ceil(math.log2(members + 1)) + 2
 
-    def _peers(self) -> list[Peer]:
-        return [Peer(e.node_id, e.addrs) for e in self.directory.entries(mesh=self.mesh, alive_only=True)
+    def _peers(self) -> list[Entry]:
+        """The live members but this node; ``_sample`` turns the chosen ones into ``Peer``s."""
+        return [e for e in self.directory.entries(mesh=self.mesh, alive_only=True)
                 if e.node_id != self.self_id]
 
-    def _sample(self, peers: list[Peer], k: int) -> list[Peer]:
-        return peers if len(peers) <= k else self.rng.sample(peers, k)
+    def _sample(self, peers: list[Entry], k: int) -> list[Peer]:
+        chosen = peers if len(peers) <= k else self.rng.sample(peers, k)
+        return [Peer(e.node_id, e.addrs) for e in chosen]
 
     def _own_raw(self) -> bytes:
         own = self.directory.get(self.self_id)
@@ -260,8 +267,16 @@ class GossipCore:
     def _full_state(self) -> tuple[bytes, ...]:
         return tuple(e.signed.raw for e in self.directory.entries(mesh=self.mesh))
 
+    def _mark_seen(self, msg_id: bytes, now: float) -> None:
+        until = now + self.config.seen_ttl
+        self._seen[msg_id] = until
+        self._seen_order.append((until, msg_id))
+
     def _forget_seen(self, now: float) -> None:
-        if len(self._seen) > 4096 or self.rng.random() < 0.05:
-            for msg_id, until in list(self._seen.items()):
-                if until <= now:
-                    del self._seen[msg_id]
+        # ``_seen_order`` is in expiry order (the ttl is fixed, time only moves on), so
+        # forgetting costs only the ids that expire, not a scan of every id seen.
+        order = self._seen_order
+        while order and order[0][0] <= now:
+            until, msg_id = order.popleft()
+            if self._seen.get(msg_id) == until:
+                del self._seen[msg_id]

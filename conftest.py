@@ -1,0 +1,1 @@
+"""Repository-level pytest configuration: the repo root on sys.path for `tests.*` imports."""

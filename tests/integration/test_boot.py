@@ -1,0 +1,55 @@
+"""A real node process boots as one trace, exported over OTLP into a real receiver."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fabric.node import BOOT_STEPS
+from pytest_meshfabric.capture import OtlpReceiver
+
+pytestmark = pytest.mark.slow
+
+
+def boot_trace(receiver: OtlpReceiver, service: str):
+    def complete(spans):
+        roots = [s for s in spans if s.name == "mesh.node.ready" and s.service_name == service]
+        if not roots:
+            return None
+        trace = [s for s in spans if s.trace_id == roots[0].trace_id]
+        return (roots[0], trace) if len(trace) >= 1 + len(BOOT_STEPS) else None
+
+    return receiver.store.wait_for(complete, timeout=15, description=f"the boot trace of {service}")
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_boot_is_one_trace_with_the_five_steps_in_order(spawn, receiver, protocol):
+    node = spawn("mesh1", "broker", protocol=protocol)
+    assert re.fullmatch(r"mesh1\.broker\.[0-9a-f]{6}", node.name)
+    assert node.name.endswith(node.info["node_id"][:6])
+
+    root, trace = boot_trace(receiver, node.name)
+    assert root.parent_span_id is None
+    steps = sorted((s for s in trace if s.parent_span_id == root.span_id), key=lambda s: s.start_ns)
+    assert [s.name for s in steps][: len(BOOT_STEPS)] == list(BOOT_STEPS)
+    for span in [root, *steps]:
+        assert span.service_name == node.name
+        assert span.attributes["mesh.id"] == "mesh1"
+        assert span.attributes["node.type"] == "broker"
+        assert span.attributes["node.id"] == node.info["node_id"]
+        assert span.status != "ERROR"
+    for step in steps:  # children nest inside the root and do not overlap each other
+        assert root.start_ns <= step.start_ns <= step.end_ns <= root.end_ns
+    for before, after in zip(steps, steps[1:]):
+        assert before.end_ns <= after.start_ns
+
+
+def test_restart_with_the_same_identity_keeps_the_name(spawn, tmp_path):
+    data = tmp_path / "persistent"
+    first = spawn("mesh1", "gateway", data_dir=data)
+    name = first.name
+    assert first.stop() == 0
+    second = spawn("mesh1", "gateway", data_dir=data)
+    assert second.name == name
+    assert (data / "identity.key").stat().st_mode & 0o777 == 0o600
