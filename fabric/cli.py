@@ -52,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--heartbeat", type=float, default=defaults.heartbeat_interval, help="seconds between heartbeats")
     node.add_argument("--suspect-after", type=float, default=defaults.suspect_after, help="silence before suspect (s)")
     node.add_argument("--remove-after", type=float, default=defaults.remove_after, help="silence before removal (s)")
+    broker = node.add_argument_group("broker")
+    broker.add_argument("--max-record-bytes", type=int, default=1024 * 1024, help="largest accepted record")
+    broker.add_argument("--no-auto-create", dest="auto_create", action="store_false",
+                        help="refuse produces to topics that do not exist yet")
+    broker.add_argument("--topic", dest="topics", action="append", default=[], help="create this topic at start")
+    gateway = node.add_argument_group("gateway")
+    gateway.add_argument("--writer-to", metavar="TARGET", help="run the simulated writer, producing to TARGET (e.g. mesh2.broker)")
+    gateway.add_argument("--writer-topic", default="demo")
+    gateway.add_argument("--writer-rate", type=float, default=2.0, help="records per second")
+    compute = node.add_argument_group("compute")
+    compute.add_argument("--compute-from", metavar="TOPIC", help="consume this topic")
+    compute.add_argument("--compute-to", metavar="TOPIC", help="produce transformed records here")
+    compute.add_argument("--transform", default="upper", help="upper, reverse or identity")
     node.add_argument("-v", "--verbose", action="store_true")
 
     up = sub.add_parser("up", help="start a demo cluster of real node processes until Ctrl-C")
@@ -59,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, help="where nodes keep state (default: a temp dir, removed at exit)")
     up.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
                     help="run the nodes in a loopback-only network namespace (auto: when root)")
+
+    produce = sub.add_parser("produce", help="produce one record through a node")
+    _add_via(produce)
+    produce.add_argument("--to", help="target broker: a name, <mesh>.<type> or id prefix (default: ask a registry)")
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--value", required=True)
+    produce.add_argument("--key")
+    fetch = sub.add_parser("fetch", help="fetch records through a node")
+    _add_via(fetch)
+    fetch.add_argument("--from", dest="from_", help="broker to fetch from (default: ask a registry)")
+    fetch.add_argument("--topic", required=True)
+    fetch.add_argument("--offset", type=int, default=0)
+    fetch.add_argument("--max-records", type=int, default=100)
 
     for name, text in (("directory", "print the directory as a node sees it"),
                        ("status", "print a node's identity and counters")):
@@ -70,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_via(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", required=True, metavar="NODE",
+                        help="the node to go through: its data directory (uses its control socket, works "
+                             "across network namespaces) or its address <id>@<ip:port> (uses iroh)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -78,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from .demo import run_up
             return run_up(args)
+        if args.command in ("produce", "fetch"):
+            return run_client(args)
         return run_query(args)
     except ConfigError as exc:
         print(f"meshfabric: error: {exc}", file=sys.stderr)
@@ -98,6 +133,9 @@ def run_node(args: argparse.Namespace) -> int:
         identity_path=args.identity, bind=args.bind, bootstrap=args.bootstrap, watch=args.watch_mesh,
         gossip=GossipConfig(heartbeat_interval=args.heartbeat, suspect_after=args.suspect_after,
                             remove_after=args.remove_after),
+        max_record_bytes=args.max_record_bytes, auto_create_topics=args.auto_create, topics=args.topics,
+        writer_to=args.writer_to, writer_topic=args.writer_topic, writer_rate=args.writer_rate,
+        compute_from=args.compute_from, compute_to=args.compute_to, transform=args.transform,
     )
     try:
         return asyncio.run(_serve(Node(config)))
@@ -119,6 +157,38 @@ async def _serve(node) -> int:
     logging.getLogger("fabric").info("stopping %s: announcing leave", node.name)
     await node.stop(leave=True)
     return 0
+
+
+def run_client(args: argparse.Namespace) -> int:
+    if "@" in args.via:
+        reply = asyncio.run(_client_call(args))
+    elif args.command == "produce":
+        reply = control.request_sync(Path(args.via) / "control.sock", "produce", topic=args.topic,
+                                     value=args.value, to=args.to, key=args.key)
+    else:
+        reply = control.request_sync(Path(args.via) / "control.sock", "fetch", topic=args.topic,
+                                     offset=args.offset, max_records=args.max_records, **{"from": args.from_})
+    reply.pop("ok", None)
+    if args.json:
+        print(json.dumps(reply, indent=2, default=lambda b: b.decode("utf-8", "backslashreplace")))
+    elif args.command == "produce":
+        print(f"ack: {reply['topic']}@{reply['offset']} on {reply['broker']}"
+              + (" (duplicate)" if reply.get("duplicate") else ""))
+    else:
+        for r in reply["records"]:
+            value = r["value"].decode("utf-8", "backslashreplace") if isinstance(r["value"], bytes) else r["value"]
+            print(f"{reply['topic']}@{r['offset']}: {value}")
+        print(f"({len(reply['records'])} records from {reply['broker']}, end offset {reply['end_offset']})")
+    return 0
+
+
+async def _client_call(args: argparse.Namespace) -> dict:
+    from .client import FabricClient
+
+    async with await FabricClient.connect(args.via) as client:
+        if args.command == "produce":
+            return await client.produce(args.topic, args.value, to=args.to, key=args.key)
+        return await client.fetch(args.topic, offset=args.offset, max_records=args.max_records, from_=args.from_)
 
 
 def run_query(args: argparse.Namespace) -> int:

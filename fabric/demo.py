@@ -1,7 +1,8 @@
 """``meshfabric up``: a demo cluster of real node processes, torn down on Ctrl-C.
 
 Each mesh gets a broker (started first: the others bootstrap off it), a gateway, a registry
-and a compute node; mesh1 also gets the console. Gateways and the console follow every other
+and a compute node (upper-casing topic ``demo`` into ``demo-upper``); mesh1 also gets the
+console. mesh1's gateway runs the seed's simulated writer, producing to mesh2's broker. Gateways and the console follow every other
 mesh's gossip (``--watch-mesh``), as in the seed's interim cross-mesh design.
 
 When run as root the nodes live in a fresh loopback-only network namespace, so nothing they
@@ -26,6 +27,20 @@ from .launcher import NodeProcess
 
 MESH_TYPES = ("broker", "gateway", "registry", "compute")
 WATCHING_TYPES = ("gateway", "console")
+
+
+def _writer_role(mesh: str, meshes: list[str]) -> list[str]:
+    """mesh1's gateway writes to the next mesh's broker, as in the seed."""
+    if mesh != meshes[0] or len(meshes) < 2:
+        return []
+    return ["--writer-to", f"{meshes[1]}.broker", "--writer-topic", "demo", "--writer-rate", "1"]
+
+
+DEMO_ROLES = {
+    "gateway": _writer_role,
+    "registry": lambda mesh, meshes: [],
+    "compute": lambda mesh, meshes: ["--compute-from", "demo", "--compute-to", "demo-upper"],
+}
 
 
 class LoopbackNamespace:
@@ -74,8 +89,8 @@ def run_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    def launch(mesh: str, type: str, bootstrap: list[str], watch: list[str]) -> NodeProcess:
-        node = NodeProcess(mesh, type, root / f"{mesh}-{type}", bootstrap, watch, prefix=prefix)
+    def launch(mesh: str, type: str, bootstrap: list[str], watch: list[str], extra: list[str] = ()) -> NodeProcess:
+        node = NodeProcess(mesh, type, root / f"{mesh}-{type}", bootstrap, watch, prefix=prefix, extra=extra)
         nodes.append(node)
         node.start().wait_ready()
         print(f"  ready  {node.name:<28} {node.address}", flush=True)
@@ -88,7 +103,7 @@ def run_up(args: argparse.Namespace) -> int:
             others = [m for m in meshes if m != mesh]
             for type in MESH_TYPES[1:]:
                 watch = others if type in WATCHING_TYPES else []
-                launch(mesh, type, [seeds[mesh]] + [seeds[m] for m in watch], watch)
+                launch(mesh, type, [seeds[mesh]] + [seeds[m] for m in watch], watch, DEMO_ROLES[type](mesh, meshes))
         launch(meshes[0], "console", list(seeds.values()), meshes[1:])
         print(f"\n{len(nodes)} nodes up. Try:\n  meshfabric directory --data-dir {nodes[-1].data_dir}\n"
               "Ctrl-C stops the cluster.", flush=True)

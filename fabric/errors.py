@@ -13,7 +13,8 @@ what went wrong and what to do about it::
     ├── TransportError     a peer that cannot be reached or a stream that broke
     │   └── PeerTimeout    a bounded connect or request ran out of time
     ├── ControlError       a failed request on a node's control socket
-    └── ResolveError       a name that no live node in the directory answers to
+    ├── ResolveError       a name that no live node in the directory answers to
+    └── RemoteError        a peer answered a request with an error (``code`` says which)
 """
 
 from __future__ import annotations
@@ -61,3 +62,11 @@ class ControlError(FabricError):
 
 class ResolveError(FabricError):
     """No live node in the directory matches the requested name."""
+
+
+class RemoteError(FabricError):
+    """A peer answered a request with an error frame; ``code`` names the kind of failure."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

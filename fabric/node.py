@@ -32,11 +32,27 @@ from .directory import Change, ChangeKind, Directory
 from .gossip import digest as digests
 from .gossip.net import GossipNet
 from .gossip.proto import GossipConfig, GossipCore
+from .errors import ConfigError
 from .identity import Identity, check_mesh_label, check_node_type, load_or_mint, node_name
 from .telemetry import NodeLabels, Telemetry, span_to_dict
+from .services.base import Service
+from .services.broker import BrokerService
+from .services.compute import ComputeService
+from .services.frontdoor import FrontDoor
+from .services.gateway import GatewayService
+from .services.registry import RegistryService
 from .transport import Transport
 
 log = logging.getLogger(__name__)
+
+SERVICES: dict[str, tuple[type[Service], ...]] = {
+    "broker": (BrokerService,),
+    "gateway": (GatewayService,),
+    "registry": (RegistryService,),
+    "compute": (ComputeService,),
+    "console": (),
+}
+"""The services each node type runs, besides the front door every node has."""
 
 BOOT_STEPS = ("identity_loaded", "endpoint_created", "alpn_registered", "gossip_started", "accept_loop_started")
 
@@ -62,12 +78,29 @@ class NodeConfig:
     bootstrap: list[str] = field(default_factory=list)
     watch: list[str] = field(default_factory=list)
     gossip: GossipConfig = field(default_factory=GossipConfig)
+    # broker
+    max_record_bytes: int = 1024 * 1024
+    auto_create_topics: bool = True
+    topics: list[str] = field(default_factory=list)
+    # gateway: the simulated writer (off unless writer_to is set)
+    writer_to: str | None = None
+    writer_topic: str = "demo"
+    writer_rate: float = 2.0
+    # compute: consume one topic, produce the transformed records to another
+    compute_from: str | None = None
+    compute_to: str | None = None
+    transform: str = "upper"
+    compute_poll_interval: float = 0.2
 
     def __post_init__(self) -> None:
         self.mesh = check_mesh_label(self.mesh)
         self.type = check_node_type(self.type)
         for watched in self.watch:
             check_mesh_label(watched)
+        if self.writer_rate <= 0:
+            raise ConfigError("--writer-rate must be a positive number of records per second")
+        if (self.compute_from is None) != (self.compute_to is None):
+            raise ConfigError("--compute-from and --compute-to go together")
         self.bootstrap_peers = [parse_peer(b) for b in self.bootstrap]
         self.data_dir = Path(self.data_dir)
         if self.identity_path is None:
@@ -91,8 +124,11 @@ class Node:
         self.gossip: GossipNet | None = None
         self.directory: Directory | None = None
         self.control: control.ControlServer | None = None
+        self.frontdoor: FrontDoor | None = None
+        self.services: list[Service] = []
         self.incarnation = time.time_ns() // 1_000_000
         self.started_at: float | None = None
+        self.clock = time.monotonic
 
     # -- identity --------------------------------------------------------------
 
@@ -135,6 +171,7 @@ class Node:
                 span.set_attribute("net.addresses", self.transport.addrs)
             with tracer.start_as_current_span("alpn_registered") as span:
                 self._start_gossip_state()
+                self._create_services()
                 span.set_attribute("alpns", [a.decode() for a in self.transport.apply_alpns()])
             with tracer.start_as_current_span("gossip_started") as span:
                 self.gossip.start()  # type: ignore[union-attr]
@@ -144,6 +181,8 @@ class Node:
                 self.transport.start_accepting()
                 self.control = control.ControlServer(cfg.control_path, self._operations())
                 await self.control.start()
+                for service in self.services:
+                    await service.start()
             root.set_attribute("node.address", self.address)
         self.started_at = time.monotonic()
         log.info("ready: %s at %s", self.name, self.address)
@@ -159,9 +198,19 @@ class Node:
                                bootstrap=list(cfg.bootstrap_peers)) for m in cfg.watch]
         self.gossip = GossipNet(self.transport, [member, *watchers])  # type: ignore[arg-type]
 
+    def _create_services(self) -> None:
+        self.frontdoor = FrontDoor(self)
+        self.services = [self.frontdoor] + [cls(self) for cls in SERVICES[self.config.type]]
+        for service in self.services:
+            if service.alpn:
+                self.transport.register(service.alpn, service.handle)  # type: ignore[union-attr]
+
     def _own_digest(self, heartbeat: int, leaving: bool) -> digests.SignedDigest:
+        meta: dict[str, Any] = {}
+        for service in self.services:
+            meta.update(service.meta())
         d = digests.Digest(self.node_id, self.config.mesh, self.config.type,
-                           tuple(self.transport.addrs), self.incarnation, heartbeat, leaving)  # type: ignore[union-attr]
+                           tuple(self.transport.addrs), self.incarnation, heartbeat, leaving, meta)  # type: ignore[union-attr]
         return digests.sign(d, self.identity.sign)  # type: ignore[union-attr]
 
     def _record_failed_identity(self, boot_start: int, exc: Exception) -> None:
@@ -190,7 +239,10 @@ class Node:
     # -- control socket --------------------------------------------------------
 
     def _operations(self) -> dict[str, control.Operation]:
-        return {"status": self._op_status, "directory": self._op_directory, "spans": self._op_spans}
+        ops = {"status": self._op_status, "directory": self._op_directory, "spans": self._op_spans}
+        for service in self.services:
+            ops.update(service.control_operations())
+        return ops
 
     async def _op_status(self, _: dict[str, Any]) -> dict[str, Any]:
         return self.status()
@@ -221,6 +273,8 @@ class Node:
     async def stop(self, leave: bool = True) -> None:
         """Stop serving; with ``leave`` announce it first so peers drop us at once."""
         tracer = self.telemetry.tracer if self.telemetry else None
+        for service in self.services:
+            await service.stop()
         if tracer is not None and self.gossip is not None:
             with tracer.start_as_current_span("mesh.node.stop", attributes={"leave": leave}):
                 if leave:
@@ -230,6 +284,8 @@ class Node:
             await self.control.close()
         if self.transport is not None:
             await self.transport.close()
+        for service in self.services:
+            service.close()
         if self.telemetry is not None:
             self.telemetry.flush()
             self.telemetry.shutdown()

@@ -21,6 +21,8 @@ it never pushes and is never pushed to; it pulls a member's full state every hea
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import random
 from collections import Counter, deque
@@ -106,7 +108,7 @@ class Send:
 @dataclass
 class _Rumor:
     raw: bytes
-    rounds_left: int
+    last_push: int  # the number of the last push batch it goes out in
 
 
 @dataclass
@@ -130,7 +132,9 @@ class GossipCore:
         self.topic = mesh_topic(self.mesh)
         self.stats: Counter[str] = Counter()
         self.heartbeat = 0
-        self._rumors: dict[bytes, _Rumor] = {}
+        self._rumors: dict[bytes, _Rumor] = {}  # oldest first
+        self._rumor_ends: list[tuple[int, bytes]] = []  # heap of (last push, msg id)
+        self._pushes = 0
         self._seen: dict[bytes, float] = {}  # message id -> when to forget it
         self._seen_order: deque[tuple[float, bytes]] = deque()
         self._next_heartbeat = -math.inf
@@ -211,7 +215,7 @@ class GossipCore:
         signed = self.own_digest(self.heartbeat, False)  # type: ignore[misc]
         self._mark_seen(signed.msg_id, now)
         self.directory.apply(signed, now)
-        self._rumors[signed.msg_id] = _Rumor(signed.raw, self._rounds())
+        self._add_rumor(signed.msg_id, signed.raw)
 
     def _ingest(self, raw: bytes, msg_id: bytes, now: float) -> None:
         """Decode, verify and apply one digest not seen before."""
@@ -235,15 +239,27 @@ class GossipCore:
             self.stats["stale"] += 1
             return
         self.stats["news"] += 1
-        self._rumors[msg_id] = _Rumor(signed.raw, self._rounds())
+        if not self.watcher:  # a watcher never pushes: it would only hoard rumors
+            self._add_rumor(msg_id, signed.raw)
+
+    def _add_rumor(self, msg_id: bytes, raw: bytes) -> None:
+        last_push = self._pushes + self._rounds()
+        self._rumors[msg_id] = _Rumor(raw, last_push)
+        heapq.heappush(self._rumor_ends, (last_push, msg_id))
 
     def _take_rumors(self) -> tuple[bytes, ...]:
-        batch = list(self._rumors.items())[-self.config.max_digests_per_message:]
-        for msg_id, rumor in list(self._rumors.items()):
-            rumor.rounds_left -= 1
-            if rumor.rounds_left <= 0:
+        """The newest rumors, up to a message's worth; each rumor goes out in ``_rounds()``
+        consecutive batches, then is dropped (cost: the batch and the dropped, not all)."""
+        self._pushes += 1
+        newest = itertools.islice(reversed(self._rumors.values()), self.config.max_digests_per_message)
+        batch = tuple(r.raw for r in newest)[::-1]
+        ends = self._rumor_ends
+        while ends and ends[0][0] <= self._pushes:
+            last_push, msg_id = heapq.heappop(ends)
+            rumor = self._rumors.get(msg_id)
+            if rumor is not None and rumor.last_push == last_push:
                 del self._rumors[msg_id]
-        return tuple(r.raw for _, r in batch)
+        return batch
 
     def _rounds(self) -> int:
         if self.config.rumor_rounds is not None:

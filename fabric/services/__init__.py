@@ -1,0 +1,1 @@
+"""What a node does besides gossip, one module per node type."""

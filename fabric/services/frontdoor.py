@@ -1,0 +1,138 @@
+"""Every node's front door: resolve a name, and produce or fetch through the node.
+
+A node that is asked to produce to ``mesh2.broker`` resolves it in its own directory and sends
+straight to that broker over iroh: the node is the writer, nothing stands in between. A
+gateway's directory spans the meshes it watches, so a produce through a mesh1 gateway reaches
+mesh2's broker directly. Without ``to``, the node asks a registry which broker owns the topic.
+
+Operations on ``meshfabric/node/1``: ``resolve {target}``, ``produce {topic, value, to?, key?,
+headers?}``, ``fetch {topic, from?, offset?, max_records?}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from .. import rpc
+from ..directory import Entry
+from ..errors import ConfigError, ResolveError
+from ..producer import Producer, Target
+from ..rpc import Operation
+from .base import Service
+from .broker import ALPN as BROKER_ALPN
+from .log import check_topic
+
+ALPN = b"meshfabric/node/1"
+REGISTRY_ALPN = b"meshfabric/registry/1"
+
+
+def target_of(entry: Entry) -> Target:
+    return Target(entry.name, entry.node_id, entry.addrs)
+
+
+class FrontDoor(Service):
+    alpn = ALPN
+
+    def __init__(self, node) -> None:
+        super().__init__(node)
+        self.producer: Producer | None = None
+
+    async def start(self) -> None:
+        self.producer = Producer(self.node.transport, self.node.telemetry.tracer)
+
+    def operations(self) -> dict[str, Operation]:
+        return {"resolve": self.resolve_op, "produce": self.produce_op, "fetch": self.fetch_op}
+
+    # -- resolving -------------------------------------------------------------
+
+    def resolve(self, target: str) -> Entry:
+        """Find ``target`` in this node's directory, inside a ``resolve`` span."""
+        with self.node.telemetry.tracer.start_as_current_span(f"resolve {target}",
+                                                              attributes={"resolve.target": target}) as span:
+            entry = self.node.directory.resolve(target)
+            span.set_attribute("resolve.name", entry.name)
+            span.set_attribute("resolve.mesh", entry.mesh)
+            return entry
+
+    async def broker_for(self, topic: str, to: str | None) -> Entry:
+        """The broker to use: ``to`` if given, else the one a registry names for ``topic``."""
+        if to:
+            entry = self.resolve(to)
+            if entry.type != "broker":
+                raise ConfigError(f"{entry.name} is a {entry.type}, not a broker: produce to a broker")
+            return entry
+        registry = self.resolve(f"{self.node.config.mesh}.registry")
+        answer = await rpc.call(self.node.transport, registry.node_id, registry.addrs, REGISTRY_ALPN,
+                                "lookup", {"topic": topic})
+        return self.resolve(answer["broker"])
+
+    async def resolve_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
+        target = args.get("target")
+        if not isinstance(target, str):
+            raise ConfigError("'target' must be a string: a name, <mesh>.<type> or an id prefix")
+        return {"entry": self.resolve(target).as_dict(self.node.clock())}
+
+    # -- producing and fetching -------------------------------------------------
+
+    async def produce(self, topic: str, value: bytes, to: str | None = None, key: bytes | None = None,
+                      headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Produce one record as this node (used by the op below and by the gateway's writer)."""
+        check_topic(topic)
+        broker = await self.broker_for(topic, to)
+        assert self.producer is not None, "the node is not started"
+        ack = await self.producer.send(target_of(broker), topic, value, key, headers)
+        return {**ack, "broker_mesh": broker.mesh, "via": self.node.name}
+
+    async def produce_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
+        topic, value = args.get("topic"), args.get("value")
+        to = args.get("to")
+        if not isinstance(value, bytes):
+            raise ConfigError("'value' must be bytes")
+        if to is not None and not isinstance(to, str):
+            raise ConfigError("'to' must be a node name or <mesh>.<type>")
+        with self.node.telemetry.tracer.start_as_current_span(
+                "produce", kind=SpanKind.SERVER, attributes={"messaging.destination.name": str(topic),
+                                                            "produce.to": to or ""}):
+            return await self.produce(topic, value, to, args.get("key"), args.get("headers"))
+
+    async def fetch(self, topic: str, from_: str | None = None, offset: int = 0,
+                    max_records: int = 100) -> dict[str, Any]:
+        """Fetch records of ``topic`` from broker ``from_`` (default: the registry's choice)."""
+        check_topic(topic)
+        broker = await self.broker_for(topic, from_)
+        result = await rpc.call(self.node.transport, broker.node_id, broker.addrs, BROKER_ALPN, "fetch",
+                                {"topic": topic, "offset": offset, "max_records": max_records})
+        return {**result, "broker": broker.name}
+
+    async def fetch_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
+        with self.node.telemetry.tracer.start_as_current_span("fetch", kind=SpanKind.SERVER):
+            return await self.fetch(args.get("topic"), args.get("from"), args.get("offset", 0),
+                                    args.get("max_records", 100))
+
+    # -- the same, on the control socket (JSON: values are text) -----------------
+
+    def control_operations(self) -> dict[str, Any]:
+        tracer = self.node.telemetry.tracer
+
+        async def produce(request: dict[str, Any]) -> dict[str, Any]:
+            value = request.get("value")
+            if not isinstance(value, str):
+                raise ConfigError("'value' must be a string")
+            with tracer.start_as_current_span("produce", kind=SpanKind.SERVER):
+                return await self.produce(request.get("topic"), value.encode(), request.get("to"))
+
+        async def fetch(request: dict[str, Any]) -> dict[str, Any]:
+            with tracer.start_as_current_span("fetch", kind=SpanKind.SERVER):
+                result = await self.fetch(request.get("topic"), request.get("from"),
+                                          request.get("offset", 0), request.get("max_records", 100))
+            for record in result["records"]:
+                record["value"] = record["value"].decode("utf-8", "backslashreplace")
+                record["key"] = record["key"].decode("utf-8", "backslashreplace") if record["key"] else None
+            return result
+
+        async def resolve(request: dict[str, Any]) -> dict[str, Any]:
+            return await self.resolve_op("", request)
+
+        return {"produce": produce, "fetch": fetch, "resolve": resolve}
