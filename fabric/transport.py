@@ -249,8 +249,14 @@ class Transport:
 
     async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                       frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:
-        """Send one frame on a fresh bi stream and return the peer's one reply frame."""
+        """Send one frame on a fresh bi stream and return the peer's one reply frame.
+
+        A request to this endpoint itself (iroh cannot connect to itself) goes straight to the
+        local handler, through the same encoding, so callers need not care who serves it.
+        """
         data = frames.encode(frame, self.max_frame)
+        if node_id == self.node_id:
+            return await self._request_self(alpn, data)
 
         async def go() -> Frame:
             conn = await self.connect(node_id, addrs, alpn, timeout)
@@ -263,6 +269,15 @@ class Transport:
         reply = await self._bounded(go(), node_id, alpn, timeout, "request")
         self.stats["frames_out"] += 1
         return reply
+
+    async def _request_self(self, alpn: bytes, data: bytes) -> Frame:
+        handler = self._handlers.get(alpn)
+        if handler is None:
+            raise TransportError(f"this node does not serve {alpn.decode(errors='replace')}")
+        (frame,) = FrameDecoder(self.max_frame).feed(data)
+        reply = await self._call(handler, self.node_id, frame) or Frame(Kind.RESPONSE)
+        (decoded,) = FrameDecoder(self.max_frame).feed(frames.encode(reply, self.max_frame))
+        return decoded
 
     async def _bounded(self, work: Awaitable, node_id: str, alpn: bytes, timeout: float, what: str):
         try:

@@ -1,0 +1,128 @@
+"""Produce on real processes: a cross-mesh produce is one stitched trace; acked records survive kill -9."""
+
+from __future__ import annotations
+
+import pytest
+
+from fabric import rpc
+from fabric.client import FabricClient
+from fabric.errors import RemoteError
+from fabric.identity import Identity
+from fabric.services.broker import ALPN as BROKER_ALPN
+from fabric.transport import Transport
+from tests.integration.conftest import directory_names, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fabric2(spawn):
+    """mesh1 (broker, registry, gateway watching mesh2) and mesh2 (broker, registry)."""
+    b1 = spawn("mesh1", "broker")
+    b2 = spawn("mesh2", "broker")
+    nodes = {
+        "b1": b1, "b2": b2,
+        "r1": spawn("mesh1", "registry", [b1.address]),
+        "r2": spawn("mesh2", "registry", [b2.address]),
+        "gw": spawn("mesh1", "gateway", [b1.address, b2.address], watch=["mesh2"]),
+    }
+    wait_until(lambda: b2.name in directory_names(nodes["gw"]), 10, "the gateway to see mesh2's broker")
+    return nodes
+
+
+def assert_stitched(spans):
+    """One trace, every parent present, children inside their parents."""
+    assert len({s.trace_id for s in spans}) == 1
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if s.parent_span_id is None]
+    assert len(roots) == 1, [s.describe() for s in roots]
+    for span in spans:
+        if span.parent_span_id is not None:
+            parent = by_id.get(span.parent_span_id)
+            assert parent is not None, f"orphan: {span.describe()}"
+            assert parent.start_ns <= span.start_ns and span.end_ns <= parent.end_ns, span.describe()
+    return roots[0]
+
+
+@pytest.mark.asyncio
+async def test_cross_mesh_produce_is_one_stitched_trace(fabric2, receiver, monkeypatch):
+    gw, b2 = fabric2["gw"], fabric2["b2"]
+    for key, value in receiver.env("http/protobuf", bsp_schedule_delay_ms=100).items():
+        monkeypatch.setenv(key, value)
+    async with await FabricClient.connect(gw.address, service_name="test-writer") as client:
+        ack = await client.produce("orders", b"cross-mesh hello", to="mesh2.broker")
+    assert ack["broker"] == b2.name and ack["broker_mesh"] == "mesh2" and ack["offset"] == 0
+
+    expected = {("test-writer", "produce orders"), (gw.name, "produce"), (gw.name, "resolve mesh2.broker"),
+                (gw.name, "send orders"), (b2.name, "receive orders"), (b2.name, "log.append")}
+
+    def whole_trace(spans):
+        roots = [s for s in spans if s.name == "produce orders" and s.service_name == "test-writer"]
+        if not roots:
+            return None
+        trace = [s for s in spans if s.trace_id == roots[0].trace_id]
+        return trace if expected <= {(s.service_name, s.name) for s in trace} else None
+
+    # Each process exports on its own schedule: wait until every expected span is in.
+    trace = receiver.store.wait_for(whole_trace, timeout=10, description="the cross-mesh produce trace")
+    root = assert_stitched(trace)
+    assert root.kind == "PRODUCER" and root.service_name == "test-writer"
+    send = next(s for s in trace if s.name == "send orders")
+    receive = next(s for s in trace if s.name == "receive orders")
+    assert send.kind == "PRODUCER" and receive.kind == "CONSUMER"
+    assert receive.parent_span_id == send.span_id
+    assert receive.attributes["messaging.destination.name"] == "orders"
+    assert receive.attributes["messaging.system"] == "meshfabric"
+    assert {s.attributes.get("mesh.id") for s in trace if s.service_name != "test-writer"} == {"mesh1", "mesh2"}
+
+
+@pytest.mark.asyncio
+async def test_acknowledged_records_survive_kill_9_and_retries_are_stored_once(spawn):
+    broker = spawn("mesh1", "broker")
+    gw = spawn("mesh1", "gateway", [broker.address])
+    wait_until(lambda: broker.name in directory_names(gw), 10, "the gateway to see the broker")
+    async with await FabricClient.connect(gw.address) as client:
+        acks = [await client.produce("durable", f"record {i}", to=broker.name) for i in range(25)]
+    assert [a["offset"] for a in acks] == list(range(25))
+
+    broker.kill()
+    restarted = spawn("mesh1", "broker", data_dir=broker.data_dir)
+    assert restarted.name == broker.name
+    async with await FabricClient.connect(restarted.address) as client:
+        batch = await client.fetch("durable", from_=restarted.name, max_records=100)
+    values = [r["value"] for r in batch["records"]]
+    assert values == [f"record {i}".encode() for i in range(25)]
+    assert batch["end_offset"] == 25
+
+
+@pytest.mark.asyncio
+async def test_a_retried_produce_is_stored_once(spawn):
+    broker = spawn("mesh1", "broker")
+    node_id, _, addrs = broker.address.partition("@")
+    transport = await Transport.bind(Identity.generate())
+    try:
+        args = {"topic": "retries", "value": b"once", "producer_id": "p-1", "seq": 7}
+        first = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce", args)
+        again = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce", args)
+        other = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce", {**args, "seq": 8})
+    finally:
+        await transport.close()
+    assert (first["offset"], first["duplicate"]) == (0, False)
+    assert (again["offset"], again["duplicate"]) == (0, True)
+    assert (other["offset"], other["duplicate"]) == (1, False)
+
+
+@pytest.mark.asyncio
+async def test_bad_produce_requests_get_clear_errors_and_the_broker_keeps_serving(spawn):
+    broker = spawn("mesh1", "broker", extra=["--max-record-bytes", "1000"])
+    async with await FabricClient.connect(broker.address) as client:
+        with pytest.raises(RemoteError, match="over this broker's 1000-byte limit"):
+            await client.produce("big", b"x" * 1001, to=broker.name)
+        with pytest.raises(RemoteError, match="no live node answers to 'mesh9.broker'") as info:
+            await client.produce("t", b"v", to="mesh9.broker")
+        assert info.value.code == "unknown_target"
+        with pytest.raises(RemoteError, match="invalid topic name"):
+            await client.produce("../etc/passwd", b"v", to=broker.name)
+        ack = await client.produce("t", b"still serving", to=broker.name)
+    assert ack["offset"] == 0
+    assert broker.alive()
