@@ -11,8 +11,6 @@ them here with :meth:`OtlpReceiver.env` and read what arrived from its
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import queue
 import socket
@@ -24,122 +22,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from fabric.errors import ConfigError
-from pytest_meshfabric.spanstore import CapturedSpan, SpanStore, SpanWaitTimeout
+from fabric.otlp import (MAX_BODY, PROTOBUF_TYPES, CapturedSpan, ExportRequest, OtlpBodyError, decode_body,
+                         decode_request)
+from pytest_meshfabric.spanstore import SpanStore, SpanWaitTimeout
 
 __all__ = ["CapturedSpan", "OtlpReceiver", "SpanStore", "SpanWaitTimeout", "decode_request"]
 
 _log = logging.getLogger(__name__)
 
-ExportRequest = trace_service_pb2.ExportTraceServiceRequest
-MAX_BODY = 64 * 1024 * 1024  # bytes, before and after decompression
-PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 PROTOCOLS = ("http/protobuf", "http/json", "grpc")
 
 
-# -- protobuf -> CapturedSpan ------------------------------------------------------
-
-
-def _value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return _attrs(v.kvlist_value.values)
-    return None if kind is None else getattr(v, kind)
-
-
-def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
-
-
-def _hex_id(raw: bytes, size: int, what: str) -> str:
-    if len(raw) != size:
-        raise ValueError(f"{what} must be {size} bytes, got {len(raw)}")
-    return raw.hex()
-
-
-def _enum_name(enum: Any, value: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(value)).removeprefix(prefix)
-    except ValueError:  # a value newer than our protos: keep the number
-        return str(value)
-
-
-def decode_request(request: ExportRequest) -> list[CapturedSpan]:
-    """Flatten an ``ExportTraceServiceRequest`` into spans; ``ValueError`` on bad ids."""
-    spans = []
-    for rs in request.resource_spans:
-        resource = _attrs(rs.resource.attributes)
-        service = str(resource.get("service.name", ""))
-        for ss in rs.scope_spans:
-            for sp in ss.spans:
-                spans.append(
-                    CapturedSpan(
-                        trace_id=_hex_id(sp.trace_id, 16, "trace_id"),
-                        span_id=_hex_id(sp.span_id, 8, "span_id"),
-                        parent_span_id=_hex_id(sp.parent_span_id, 8, "parent_span_id") if sp.parent_span_id else None,
-                        name=sp.name,
-                        kind=_enum_name(trace_pb2.Span.SpanKind, sp.kind, "SPAN_KIND_"),
-                        start_ns=sp.start_time_unix_nano,
-                        end_ns=sp.end_time_unix_nano,
-                        status=_enum_name(trace_pb2.Status.StatusCode, sp.status.code, "STATUS_CODE_"),
-                        status_message=sp.status.message,
-                        attributes=_attrs(sp.attributes),
-                        resource=resource,
-                        service_name=service,
-                        events=[(e.name, _attrs(e.attributes)) for e in sp.events],
-                        links=[(_hex_id(ln.trace_id, 16, "link trace_id"), _hex_id(ln.span_id, 8, "link span_id"))
-                               for ln in sp.links],
-                        scope=ss.scope.name,
-                    )
-                )
-    return spans
-
-
-def _parse_json(body: bytes) -> ExportRequest:
-    """Parse OTLP/JSON, whose ids are hex where proto3 JSON expects base64."""
-    doc = json.loads(body)
-    for rs in doc.get("resourceSpans", doc.get("resource_spans", [])):
-        for ss in rs.get("scopeSpans", rs.get("scope_spans", [])):
-            for sp in ss.get("spans", []):
-                for obj in (sp, *sp.get("links", [])):
-                    for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
-                        if isinstance(obj.get(key), str):
-                            obj[key] = base64.b64encode(bytes.fromhex(obj[key])).decode()
-    return json_format.ParseDict(doc, ExportRequest(), ignore_unknown_fields=True)
-
-
-def _decompress(body: bytes, encoding: str) -> bytes:
-    if encoding in ("", "identity", "none"):
-        return body
-    if encoding == "gzip":
-        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    elif encoding == "deflate":  # zlib-wrapped as the SDKs send it, or raw deflate
-        d = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
-    else:
-        raise _Reject(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
-    data = d.decompress(body, MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise _Reject(413, f"decompressed body is over {MAX_BODY} bytes")
-    if not d.eof:
-        raise ValueError(f"truncated {encoding} stream")
-    return data
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# -- OTLP/HTTP ---------------------------------------------------------------------
+class _Reject(OtlpBodyError):
+    """An HTTP-level refusal (size, transfer encoding) before the body is decoded."""
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -182,17 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         try:
             raw = self._read_body()
-            body = _decompress(raw, self.headers.get("Content-Encoding", "").strip().lower())
-            if ctype in PROTOBUF_TYPES:
-                request = ExportRequest.FromString(body)
-            elif ctype == "application/json":
-                request = _parse_json(body)
-            else:
-                raise _Reject(415, f"unsupported Content-Type {ctype!r}; use application/x-protobuf or application/json")
-            spans = decode_request(request)
-        except _Reject as exc:
+            spans = decode_body(raw, ctype, self.headers.get("Content-Encoding", ""))
+        except OtlpBodyError as exc:
             self._reject(exc.status, str(exc))
-        except (DecodeError, json_format.ParseError, ValueError, EOFError, OSError, zlib.error) as exc:
+        except (ValueError, EOFError, OSError, zlib.error) as exc:
             self._reject(400, f"invalid OTLP trace export body ({ctype or 'no Content-Type'}): {exc}")
         else:
             receiver._accept(spans, raw, self.headers.get("Content-Type", ""), self.headers.get("Content-Encoding", ""))

@@ -11,9 +11,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, TypeVar
+
+from fabric.otlp import CapturedSpan
 
 T = TypeVar("T")
 
@@ -29,51 +30,6 @@ class SpanWaitTimeout(AssertionError):
 
 class _Cancelled(Exception):
     """Internal: an ``await_*`` call was cancelled while its thread was waiting."""
-
-
-@dataclass(frozen=True)
-class CapturedSpan:
-    """One span as received over OTLP, with ids as lowercase hex strings.
-
-    ``kind`` is ``"INTERNAL"``, ``"SERVER"``, ``"CLIENT"``, ``"PRODUCER"``,
-    ``"CONSUMER"`` (or ``"UNSPECIFIED"``); ``status`` is ``"UNSET"``, ``"OK"`` or
-    ``"ERROR"``. Attribute values are plain Python values (arrays become lists,
-    key/value lists become dicts). ``events`` holds ``(name, attributes)`` pairs,
-    ``links`` holds ``(trace_id, span_id)`` pairs.
-    """
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int
-    status: str = "UNSET"
-    status_message: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-    resource: dict[str, Any] = field(default_factory=dict)
-    service_name: str = ""
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    links: list[tuple[str, str]] = field(default_factory=list)
-    scope: str = ""
-
-    def __hash__(self) -> int:  # the dict/list fields are unhashable; ids identify a span
-        return hash((self.trace_id, self.span_id))
-
-    @property
-    def duration_ns(self) -> int:
-        """End minus start time, in nanoseconds."""
-        return self.end_ns - self.start_ns
-
-    @property
-    def is_root(self) -> bool:
-        """True when the span has no parent."""
-        return self.parent_span_id is None
-
-    def describe(self) -> str:
-        """A one-line ``service: name`` summary used in timeout messages."""
-        return f"{self.service_name or '?'}: {self.name}"
 
 
 def summarize(spans: list[CapturedSpan], last: int = SUMMARY_LINES) -> str:

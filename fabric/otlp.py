@@ -1,0 +1,183 @@
+"""The OTLP trace wire format: export requests (protobuf or JSON, maybe compressed) to spans.
+
+Shared by everything that receives spans the way a collector does: the console node and the
+test harness's receiver. ``decode_body`` is the whole pipeline; ``OtlpBodyError`` carries the
+HTTP status a receiver should answer with.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+ExportRequest = trace_service_pb2.ExportTraceServiceRequest
+MAX_BODY = 64 * 1024 * 1024  # bytes, before and after decompression
+PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
+
+
+class OtlpBodyError(Exception):
+    """A request body that is not a valid OTLP export; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CapturedSpan:
+    """One span as received over OTLP, with ids as lowercase hex strings.
+
+    ``kind`` is ``"INTERNAL"``, ``"SERVER"``, ``"CLIENT"``, ``"PRODUCER"``,
+    ``"CONSUMER"`` (or ``"UNSPECIFIED"``); ``status`` is ``"UNSET"``, ``"OK"`` or
+    ``"ERROR"``. Attribute values are plain Python values (arrays become lists,
+    key/value lists become dicts). ``events`` holds ``(name, attributes)`` pairs,
+    ``links`` holds ``(trace_id, span_id)`` pairs.
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str = "UNSET"
+    status_message: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
+    service_name: str = ""
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    scope: str = ""
+
+    def __hash__(self) -> int:  # the dict/list fields are unhashable; ids identify a span
+        return hash((self.trace_id, self.span_id))
+
+    @property
+    def duration_ns(self) -> int:
+        """End minus start time, in nanoseconds."""
+        return self.end_ns - self.start_ns
+
+    @property
+    def is_root(self) -> bool:
+        """True when the span has no parent."""
+        return self.parent_span_id is None
+
+    def describe(self) -> str:
+        """A one-line ``service: name`` summary used in timeout messages."""
+        return f"{self.service_name or '?'}: {self.name}"
+
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return _attrs(v.kvlist_value.values)
+    return None if kind is None else getattr(v, kind)
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+def _hex_id(raw: bytes, size: int, what: str) -> str:
+    if len(raw) != size:
+        raise ValueError(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw.hex()
+
+
+def _enum_name(enum: Any, value: int, prefix: str) -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)
+    except ValueError:  # a value newer than our protos: keep the number
+        return str(value)
+
+
+def decode_request(request: ExportRequest) -> list[CapturedSpan]:
+    """Flatten an ``ExportTraceServiceRequest`` into spans; ``ValueError`` on bad ids."""
+    spans = []
+    for rs in request.resource_spans:
+        resource = _attrs(rs.resource.attributes)
+        service = str(resource.get("service.name", ""))
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                spans.append(
+                    CapturedSpan(
+                        trace_id=_hex_id(sp.trace_id, 16, "trace_id"),
+                        span_id=_hex_id(sp.span_id, 8, "span_id"),
+                        parent_span_id=_hex_id(sp.parent_span_id, 8, "parent_span_id") if sp.parent_span_id else None,
+                        name=sp.name,
+                        kind=_enum_name(trace_pb2.Span.SpanKind, sp.kind, "SPAN_KIND_"),
+                        start_ns=sp.start_time_unix_nano,
+                        end_ns=sp.end_time_unix_nano,
+                        status=_enum_name(trace_pb2.Status.StatusCode, sp.status.code, "STATUS_CODE_"),
+                        status_message=sp.status.message,
+                        attributes=_attrs(sp.attributes),
+                        resource=resource,
+                        service_name=service,
+                        events=[(e.name, _attrs(e.attributes)) for e in sp.events],
+                        links=[(_hex_id(ln.trace_id, 16, "link trace_id"), _hex_id(ln.span_id, 8, "link span_id"))
+                               for ln in sp.links],
+                        scope=ss.scope.name,
+                    )
+                )
+    return spans
+
+
+def _parse_json(body: bytes) -> ExportRequest:
+    """Parse OTLP/JSON, whose ids are hex where proto3 JSON expects base64."""
+    doc = json.loads(body)
+    for rs in doc.get("resourceSpans", doc.get("resource_spans", [])):
+        for ss in rs.get("scopeSpans", rs.get("scope_spans", [])):
+            for sp in ss.get("spans", []):
+                for obj in (sp, *sp.get("links", [])):
+                    for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+                        if isinstance(obj.get(key), str):
+                            obj[key] = base64.b64encode(bytes.fromhex(obj[key])).decode()
+    return json_format.ParseDict(doc, ExportRequest(), ignore_unknown_fields=True)
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    if encoding in ("", "identity", "none"):
+        return body
+    if encoding == "gzip":
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    elif encoding == "deflate":  # zlib-wrapped as the SDKs send it, or raw deflate
+        d = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
+    else:
+        raise OtlpBodyError(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    data = d.decompress(body, MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise OtlpBodyError(413, f"decompressed body is over {MAX_BODY} bytes")
+    if not d.eof:
+        raise ValueError(f"truncated {encoding} stream")
+    return data
+
+
+
+def decode_body(body: bytes, content_type: str, encoding: str = "") -> list[CapturedSpan]:
+    """Decompress, parse and flatten one OTLP/HTTP trace export body."""
+    data = _decompress(body, encoding.strip().lower())
+    ctype = content_type.split(";")[0].strip().lower()
+    try:
+        if ctype in PROTOBUF_TYPES:
+            request = ExportRequest.FromString(data)
+        elif ctype == "application/json":
+            request = _parse_json(data)
+        else:
+            raise OtlpBodyError(415, f"unsupported Content-Type {ctype!r}; use application/x-protobuf or application/json")
+        return decode_request(request)
+    except (DecodeError, ValueError, KeyError, TypeError, json_format.ParseError) as exc:
+        raise OtlpBodyError(400, f"invalid OTLP trace export body ({ctype}): {exc}") from None
