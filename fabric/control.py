@@ -95,7 +95,12 @@ async def request(path: str | os.PathLike[str], op: str, timeout: float = 5.0, *
         writer.close()
     if not line:
         raise ControlError(f"node at {path} closed the control socket without answering {op!r}")
-    reply = json.loads(line)
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise ControlError(f"the answer on {path} to {op!r} is not a control reply: {line[:80]!r}")
     if not reply.get("ok"):
         raise ControlError(f"{op!r} failed on {path}: {reply.get('error')}")
     return reply

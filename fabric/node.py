@@ -14,7 +14,6 @@ A step that fails ends its span with error status, the root too, and the error p
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time

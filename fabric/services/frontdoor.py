@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from .. import rpc
 from ..directory import Entry
-from ..errors import ConfigError, ResolveError
+from ..errors import ConfigError
 from ..producer import Producer, Target
 from ..rpc import Operation
 from .base import Service
