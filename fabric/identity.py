@@ -22,6 +22,11 @@ _MESH_LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY_SIZE = 32
 
 
+def is_mesh_label(text: object) -> bool:
+    """True if ``text`` is a well-formed mesh label."""
+    return isinstance(text, str) and _MESH_LABEL.fullmatch(text) is not None
+
+
 def check_mesh_label(mesh: str | None) -> str:
     """Return ``mesh`` if it is a usable mesh label, else raise ``ConfigError``.
 

@@ -51,7 +51,7 @@ class Router:
                                "unknown_op")
         if not isinstance(args, dict):
             return error_frame("'args' must be a map", "bad_request")
-        token = otel_context.attach(telemetry.extract(frame.body.get("trace")) or otel_context.get_current())
+        token = otel_context.attach(telemetry.extract(frame.body.get("trace")))
         try:
             return Frame(Kind.RESPONSE, await operation(remote, args))
         except FabricError as exc:

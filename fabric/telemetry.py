@@ -120,10 +120,14 @@ def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
     return dict(carrier)
 
 
-def extract(carrier: Mapping[str, Any] | None) -> Any:
-    """An OTel context from W3C headers received on the wire (empty or bad headers: a new root)."""
+def extract(carrier: Any) -> Any:
+    """An OTel context from W3C headers received on the wire.
+
+    Missing or malformed headers give a context with no span in it: spans started in it are
+    new roots, never children of whatever happened to be current.
+    """
     if not isinstance(carrier, Mapping):
-        return None
+        carrier = {}
     clean = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
     return propagate.extract(clean)
 

@@ -16,7 +16,7 @@ import blake3
 import msgpack
 
 from ..errors import DigestError, ForgedDigest
-from ..identity import NODE_TYPES, node_name
+from ..identity import NODE_TYPES, is_mesh_label, node_name
 
 Verifier = Callable[[str, bytes, bytes], bool]
 """``verify(node_id_hex, message, signature) -> bool``."""
@@ -101,6 +101,8 @@ def decode(raw: bytes, verify: Verifier) -> SignedDigest:
         raise DigestError("digest node id must be 64 lower-case hex characters")
     if not all(isinstance(v, str) for v in (name, mesh, type_)):
         raise DigestError("digest name, mesh and type must be strings")
+    if not is_mesh_label(mesh):
+        raise DigestError(f"digest has an invalid mesh label {mesh!r}")
     if type_ not in NODE_TYPES:
         raise DigestError(f"digest has unknown node type {type_!r}")
     if not (isinstance(addrs, list) and all(isinstance(a, str) for a in addrs)):

@@ -167,6 +167,12 @@ class GossipCore:
             own = () if self.watcher else (self._own_raw(),)
             # With no known member yet, (re)join through every bootstrap peer.
             targets = self._sample(peers, 1) if peers else list(self.bootstrap)
+            # Members only ever talk to members: once a partition outlasts ``remove_after``
+            # each side has removed the other for good. Pulling a bootstrap peer that is not
+            # in the directory (gone, or across a healed cut) is what joins them up again.
+            lost = [p for p in self.bootstrap if peers and self.directory.get(p.node_id) is None]
+            if lost:
+                targets.append(self.rng.choice(lost))
             sends += [Send(p, Pull(self.topic, own)) for p in targets]
         self.stats["sent_messages"] += len(sends)
         return sends
@@ -281,7 +287,14 @@ class GossipCore:
         return own.signed.raw if own else self.own_digest(self.heartbeat, False).raw  # type: ignore[misc]
 
     def _full_state(self) -> tuple[bytes, ...]:
-        return tuple(e.signed.raw for e in self.directory.entries(mesh=self.mesh))
+        entries = self.directory.entries(mesh=self.mesh)
+        cap = self.config.max_digests_per_message
+        if len(entries) > cap:
+            # A receiver ingests only the first ``cap`` digests of a message: sorted by name,
+            # the same tail would be cut from every reply and never repaired by anti-entropy.
+            # A random ``cap`` of them instead lets successive pulls cover the whole mesh.
+            entries = self.rng.sample(entries, cap)
+        return tuple(e.signed.raw for e in entries)
 
     def _mark_seen(self, msg_id: bytes, now: float) -> None:
         until = now + self.config.seen_ttl

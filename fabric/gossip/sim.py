@@ -278,10 +278,12 @@ class Simulation:
         return [n for n in nodes if n.up]
 
     def converged(self) -> bool:
-        """Every live node's directory holds exactly the live members of its own mesh and of
-        every mesh it watches."""
-        members = {m: {n.node_id for n in nodes if n.up} for m, nodes in self.meshes.items()}
-        return all(node.known(m) == members[m]
+        """Every live node's directory holds exactly the live members it can reach (all, when
+        there is no partition) of its own mesh and of every mesh it watches."""
+        members: dict[tuple[str, int | None], set[str]] = {}
+        for node in self.live():
+            members.setdefault((node.mesh, self._group.get(node.node_id)), set()).add(node.node_id)
+        return all(node.known(m) == members.get((m, self._group.get(node.node_id)), set())
                    for node in self.live() for m in (node.mesh, *node.watchers))
 
     def spread(self, node: NodeRef, version: tuple[int, int] | None = None) -> bool:

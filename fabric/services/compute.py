@@ -78,8 +78,8 @@ class ComputeService(Service):
 
     async def _process(self, record: dict[str, Any], source: str, sink: str) -> None:
         parent = telemetry.extract(record.get("headers"))
-        producer_ctx = trace.get_current_span(parent).get_span_context() if parent else None
-        links = [Link(producer_ctx)] if producer_ctx and producer_ctx.is_valid else []
+        producer_ctx = trace.get_current_span(parent).get_span_context()
+        links = [Link(producer_ctx)] if producer_ctx.is_valid else []
         with self.node.telemetry.tracer.start_as_current_span(
                 f"process {source}", context=parent, kind=SpanKind.CONSUMER, links=links,
                 attributes={**messaging_attributes(source, "process"), "meshfabric.offset": record["offset"]}):

@@ -1,0 +1,274 @@
+"""Telemetry: exporter choice from the standard OTEL variables, node labels on spans, W3C context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+from fabric import telemetry
+from fabric.errors import ConfigError
+from fabric.identity import Identity, node_name
+from fabric.telemetry import NodeLabels, Telemetry, exporter_from_env, span_to_dict
+from pytest_meshfabric.capture import OtlpReceiver
+
+NODE_ID = Identity.generate().node_id
+LABELS = NodeLabels(name=node_name("mesh1", "broker", NODE_ID), mesh="mesh1", type="broker", node_id=NODE_ID)
+OTEL_VARS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_INSECURE",
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_BSP_SCHEDULE_DELAY",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for var in OTEL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def made() -> Iterator[list]:
+    """Telemetry objects and exporters a test created; shut down at teardown."""
+    things: list = []
+    yield things
+    for thing in things:
+        thing.shutdown()
+
+
+def local_telemetry(made: list) -> Telemetry:
+    t = Telemetry(LABELS, exporter=None)
+    made.append(t)
+    return t
+
+
+# -- exporter choice -------------------------------------------------------------
+
+
+def test_no_variables_no_exporter():
+    assert exporter_from_env({}) is None
+
+
+def test_unrelated_variables_no_exporter():
+    assert exporter_from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "PATH": "/bin"}) is None
+
+
+def test_endpoint_gives_the_http_exporter(clean_env, made):
+    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    made.append(exporter)
+    assert isinstance(exporter, HttpExporter)
+
+
+def test_explicit_http_protobuf_gives_the_http_exporter(clean_env, made):
+    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                                  "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    made.append(exporter)
+    assert isinstance(exporter, HttpExporter)
+
+
+def test_grpc_protocol_gives_the_grpc_exporter(clean_env, made):
+    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                                  "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    made.append(exporter)
+    assert isinstance(exporter, GrpcExporter)
+
+
+def test_traces_endpoint_alone_works(clean_env, made):
+    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
+    made.append(exporter)
+    assert isinstance(exporter, HttpExporter)
+
+
+def test_traces_protocol_wins_over_the_general_one(clean_env, made):
+    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
+                                  "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                                  "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
+    made.append(exporter)
+    assert isinstance(exporter, GrpcExporter)
+
+
+def test_traces_exporter_none_disables_export():
+    assert exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                              "OTEL_TRACES_EXPORTER": "none"}) is None
+
+
+@pytest.mark.parametrize("protocol", ["http/json", "thrift", "GRPC"])
+def test_unknown_protocol_is_a_config_error(protocol):
+    with pytest.raises(ConfigError, match="http/protobuf' or 'grpc") as info:
+        exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+    assert repr(protocol) in str(info.value)
+
+
+# -- spans carry the node's labels -----------------------------------------------
+
+
+def test_spans_carry_resource_and_node_attributes(made):
+    t = local_telemetry(made)
+    assert not t.exporting
+    with t.tracer.start_as_current_span("work", attributes={"extra": 1}):
+        pass
+    (span,) = t.recent.snapshot()
+    assert span.name == "work"
+    assert span.resource.attributes["service.name"] == LABELS.name
+    assert span.resource.attributes["mesh.id"] == "mesh1"
+    assert span.attributes["mesh.id"] == "mesh1"
+    assert span.attributes["node.type"] == "broker"
+    assert span.attributes["node.id"] == NODE_ID
+    assert span.attributes["extra"] == 1
+
+
+def test_recent_keeps_only_the_last_spans(made):
+    t = Telemetry(LABELS, exporter=None, recent_capacity=3)
+    made.append(t)
+    for i in range(5):
+        with t.tracer.start_as_current_span(f"s{i}"):
+            pass
+    assert [s.name for s in t.recent.snapshot()] == ["s2", "s3", "s4"]
+
+
+def test_span_to_dict_is_plain_values(made):
+    t = local_telemetry(made)
+    with t.tracer.start_as_current_span("parent") as parent:
+        with t.tracer.start_as_current_span("child"):
+            assert telemetry.current_trace_id() == format(parent.get_span_context().trace_id, "032x")
+    child, parent_span = t.recent.snapshot()
+    d = span_to_dict(child)
+    assert d["name"] == "child"
+    assert d["service"] == LABELS.name
+    assert d["trace_id"] == format(parent_span.get_span_context().trace_id, "032x")
+    assert d["parent_span_id"] == format(parent_span.get_span_context().span_id, "016x")
+    assert span_to_dict(parent_span)["parent_span_id"] is None
+    assert d["attributes"]["node.id"] == NODE_ID
+    assert d["end_ns"] >= d["start_ns"] > 0
+
+
+def test_current_trace_id_is_none_outside_a_span():
+    assert telemetry.current_trace_id() is None
+
+
+# -- W3C context on the wire -----------------------------------------------------
+
+
+def test_inject_then_extract_keeps_the_trace(made):
+    t = local_telemetry(made)
+    with t.tracer.start_as_current_span("caller") as caller:
+        headers = telemetry.inject()
+    assert "traceparent" in headers
+    ctx = telemetry.extract(headers)
+    with t.tracer.start_as_current_span("callee", context=ctx) as callee:
+        pass
+    caller_ctx, callee_span = caller.get_span_context(), callee
+    assert callee_span.get_span_context().trace_id == caller_ctx.trace_id
+    assert callee_span.parent is not None
+    assert callee_span.parent.span_id == caller_ctx.span_id
+    assert callee_span.parent.is_remote
+
+
+def test_inject_fills_a_given_carrier(made):
+    t = local_telemetry(made)
+    carrier = {"other": "x"}
+    with t.tracer.start_as_current_span("caller"):
+        out = telemetry.inject(carrier)
+    assert out["other"] == "x" and "traceparent" in out and "traceparent" in carrier
+
+
+def test_inject_outside_a_span_is_empty():
+    assert "traceparent" not in telemetry.inject()
+
+
+def test_extract_survives_a_msgpack_round_trip(made):
+    import msgpack
+
+    t = local_telemetry(made)
+    with t.tracer.start_as_current_span("caller") as caller:
+        wire = msgpack.packb({"trace": telemetry.inject()})
+    ctx = telemetry.extract(msgpack.unpackb(wire)["trace"])
+    assert trace.get_current_span(ctx).get_span_context().trace_id == caller.get_span_context().trace_id
+
+
+GARBAGE = [
+    None,
+    "traceparent",
+    b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    42,
+    ["traceparent"],
+    {},
+    {"traceparent": 5},
+    {"traceparent": None},
+    {"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {1: "x", b"traceparent": "y", ("t",): "z"},
+    {"traceparent": "garbage"},
+    {"traceparent": "00-xyz-abc-01"},
+    {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},  # zero trace id
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"},  # zero span id
+    {"traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},  # forbidden version
+    {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},  # upper case
+    {"traceparent": "", "tracestate": "=,=,=="},
+    {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" * 100},
+]
+
+
+@pytest.mark.parametrize("carrier", GARBAGE, ids=range(len(GARBAGE)))
+def test_extract_of_garbage_gives_a_new_root(made, carrier):
+    t = local_telemetry(made)
+    ctx = telemetry.extract(carrier)  # must not raise
+    assert not trace.get_current_span(ctx).get_span_context().is_valid
+    with t.tracer.start_as_current_span("handler", context=ctx) as span:
+        pass
+    assert span.parent is None
+    assert span.get_span_context().trace_id != 0x0AF7651916CD43DD8448EB211C80319C
+
+
+@pytest.mark.parametrize("carrier", [c for c in GARBAGE if isinstance(c, dict)])
+def test_extract_of_bad_headers_inside_a_span_does_not_inherit_it(made, carrier):
+    t = local_telemetry(made)
+    with t.tracer.start_as_current_span("outer"):
+        ctx = telemetry.extract(carrier)
+        with t.tracer.start_as_current_span("handler", context=ctx) as span:
+            pass
+    assert span.parent is None
+
+
+# -- real export through the SDK exporters ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rx:
+        yield rx
+
+
+@pytest.mark.parametrize("protocol, exporter_class", [("http/protobuf", HttpExporter), ("grpc", GrpcExporter)])
+def test_spans_reach_a_real_otlp_receiver(receiver, clean_env, made, protocol, exporter_class):
+    env = receiver.env(protocol)
+    for key, value in env.items():  # the SDK exporters read os.environ for the endpoint
+        clean_env.setenv(key, value)
+    exporter = exporter_from_env(env)
+    assert isinstance(exporter, exporter_class)
+    t = Telemetry(LABELS, exporter)
+    made.append(t)
+    assert t.exporting
+    span_name = f"exported over {protocol}"
+    with t.tracer.start_as_current_span(span_name) as parent:
+        with t.tracer.start_as_current_span(f"{span_name} child"):
+            pass
+    assert t.flush(10.0)
+    got = receiver.store.wait_for_span(name=span_name, timeout=10)
+    child = receiver.store.wait_for_span(name=f"{span_name} child", timeout=10)
+    assert got.service_name == LABELS.name
+    assert got.resource["mesh.id"] == "mesh1"
+    assert got.attributes["node.id"] == NODE_ID
+    assert got.attributes["node.type"] == "broker"
+    assert got.trace_id == format(parent.get_span_context().trace_id, "032x")
+    assert child.parent_span_id == got.span_id
+    assert receiver.rejected == 0
