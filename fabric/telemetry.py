@@ -92,15 +92,18 @@ class Telemetry:
                  recent_capacity: int = 2048) -> None:
         resource = Resource.create({"service.name": labels.name, **labels.attributes()})
         self.labels = labels
+        # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op: the
+        # benchmarks measure what tracing costs by comparing against it.
+        self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
         self.provider = TracerProvider(resource=resource)
         self.provider.add_span_processor(_StampAttributes(labels.attributes()))
         self.recent = RecentSpans(recent_capacity)
         self.provider.add_span_processor(self.recent)
-        self.exporting = exporter is not None
-        if exporter is not None:
+        self.exporting = exporter is not None and self.enabled
+        if self.exporting:
             delay = None if "OTEL_BSP_SCHEDULE_DELAY" in os.environ else _DEFAULT_SCHEDULE_DELAY_MS
             self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
-        self.tracer = self.provider.get_tracer(TRACER_NAME)
+        self.tracer = self.provider.get_tracer(TRACER_NAME) if self.enabled else trace.NoOpTracer()
 
     @classmethod
     def from_env(cls, labels: NodeLabels) -> "Telemetry":

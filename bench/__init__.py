@@ -1,0 +1,1 @@
+"""meshfabric's benchmarks: each prints a table and writes JSON results under bench/results/."""
