@@ -22,12 +22,13 @@ from typing import Awaitable, Callable
 
 import iroh
 
-from . import frames
+from . import frames, iroh_patch
 from .errors import FrameError, PeerTimeout, TransportError
 from .frames import Frame, FrameDecoder, Kind
 from .identity import Identity
 
 log = logging.getLogger(__name__)
+iroh_patch.apply()
 
 Handler = Callable[[str, Frame], Awaitable[Frame | None]]
 
