@@ -2,10 +2,13 @@
 
 Wire layout (big-endian)::
 
-    +---------+---------+----------------+------------------------+
-    | version | kind    | body length    | body (msgpack map)     |
-    | 1 byte  | 1 byte  | 4 bytes        | `body length` bytes    |
-    +---------+---------+----------------+------------------------+
+    +---------+---------+-----------+----------------+------------------------+
+    | version | kind    | tag       | body length    | body (msgpack map)     |
+    | 1 byte  | 1 byte  | 4 bytes   | 4 bytes        | `body length` bytes    |
+    +---------+---------+-----------+----------------+------------------------+
+
+The tag is picked by the sender of a request and copied into its reply, so many requests can
+share one long-lived stream and their replies can come back in any order.
 
 The length is checked against the limit *before* the body is read, so a peer cannot make a
 node buffer an arbitrary amount. Decoding is incremental (``FrameDecoder.feed``) and I/O-free;
@@ -23,8 +26,8 @@ import msgpack
 
 from .errors import FrameError, FrameTooLarge
 
-VERSION = 1
-HEADER = struct.Struct(">BBI")
+VERSION = 2
+HEADER = struct.Struct(">BBII")
 DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 
 
@@ -41,10 +44,11 @@ class Kind(IntEnum):
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: its kind and its body (a dict of plain values)."""
+    """One decoded frame: its kind, its body (a dict of plain values) and its tag."""
 
     kind: Kind
     body: dict[str, Any] = field(default_factory=dict)
+    tag: int = 0
 
 
 def encode(frame: Frame, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -54,10 +58,10 @@ def encode(frame: Frame, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
         raise FrameTooLarge(
             f"{frame.kind.name} frame body is {len(body)} bytes, over the {max_size}-byte limit"
         )
-    return HEADER.pack(VERSION, frame.kind, len(body)) + body
+    return HEADER.pack(VERSION, frame.kind, frame.tag, len(body)) + body
 
 
-def decode_body(kind_byte: int, body: bytes) -> Frame:
+def decode_body(kind_byte: int, body: bytes, tag: int = 0) -> Frame:
     """Turn a frame's kind byte and body bytes into a ``Frame``, or raise ``FrameError``."""
     try:
         kind = Kind(kind_byte)
@@ -69,17 +73,17 @@ def decode_body(kind_byte: int, body: bytes) -> Frame:
         raise FrameError(f"{kind.name} frame body is not valid msgpack: {exc}") from None
     if not isinstance(value, dict):
         raise FrameError(f"{kind.name} frame body must be a map, got {type(value).__name__}")
-    return Frame(kind, value)
+    return Frame(kind, value, tag)
 
 
-def parse_header(header: bytes, max_size: int = DEFAULT_MAX_FRAME) -> tuple[int, int]:
-    """Check a 6-byte header; return ``(kind byte, body length)``."""
-    version, kind_byte, length = HEADER.unpack(header)
+def parse_header(header: bytes, max_size: int = DEFAULT_MAX_FRAME) -> tuple[int, int, int]:
+    """Check a header; return ``(kind byte, tag, body length)``."""
+    version, kind_byte, tag, length = HEADER.unpack(header)
     if version != VERSION:
         raise FrameError(f"unsupported frame version {version} (this node speaks {VERSION})")
     if length > max_size:
         raise FrameTooLarge(f"frame declares {length} bytes, over the {max_size}-byte limit")
-    return kind_byte, length
+    return kind_byte, tag, length
 
 
 class FrameDecoder:
@@ -97,13 +101,13 @@ class FrameDecoder:
         self._buffer += data
         frames: list[Frame] = []
         while len(self._buffer) >= HEADER.size:
-            kind_byte, length = parse_header(bytes(self._buffer[: HEADER.size]), self.max_size)
+            kind_byte, tag, length = parse_header(bytes(self._buffer[: HEADER.size]), self.max_size)
             end = HEADER.size + length
             if len(self._buffer) < end:
                 break
             body = bytes(self._buffer[HEADER.size : end])
             del self._buffer[:end]
-            frames.append(decode_body(kind_byte, body))
+            frames.append(decode_body(kind_byte, body, tag))
         return frames
 
     @property

@@ -4,10 +4,11 @@ Every node-to-node byte travels here, on QUIC authenticated by the node keys. Re
 discovery are off: peers reach each other by the direct addresses they gossip.
 
 Each protocol registers one ALPN and a handler ``handler(remote_id, frame) -> Frame | None``.
-Two stream shapes are used:
+Two ways to call a peer:
 
-* ``send``: a one-way uni stream carrying one frame (gossip pushes).
-* ``request``: a bi stream, one frame each way (pulls, produce, fetch, resolve).
+* ``request``: a tagged frame on the long-lived, multiplexed bi stream kept per peer and
+  ALPN (see ``streams.py``); the reply carries the same tag.
+* ``send``: one frame, one-way, on a fresh uni stream (gossip pushes).
 
 A bad frame or a failing handler is counted and answered with an ERROR frame where a reply
 is expected; it never takes the node down.
@@ -26,6 +27,9 @@ from . import frames, iroh_patch
 from .errors import FrameError, PeerTimeout, TransportError
 from .frames import Frame, FrameDecoder, Kind
 from .identity import Identity
+from .streams import READ_CHUNK, Channel, describe, error_frame, serve_stream
+
+__all__ = ["Handler", "Transport", "describe", "error_frame"]
 
 log = logging.getLogger(__name__)
 iroh_patch.apply()
@@ -34,33 +38,20 @@ Handler = Callable[[str, Frame], Awaitable[Frame | None]]
 
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_REQUEST_TIMEOUT = 5.0
-_READ_CHUNK = 64 * 1024
-
-
-def error_frame(message: str, code: str = "bad_request") -> Frame:
-    return Frame(Kind.ERROR, {"code": code, "message": message})
-
-
-def describe(exc: BaseException) -> str:
-    """A readable message for an iroh error (whose ``str()`` is empty)."""
-    if isinstance(exc, iroh.IrohError):
-        try:
-            return f"{exc.kind().name}: {exc.message()}"
-        except Exception:  # pragma: no cover - defensive: the bindings' error API varies
-            pass
-    return str(exc) or type(exc).__name__
 
 
 class Transport:
-    """One iroh endpoint with ALPN routing and a cache of outgoing connections."""
+    """One iroh endpoint with ALPN routing, cached connections and multiplexed channels."""
 
     def __init__(self, endpoint: iroh.Endpoint, max_frame: int = frames.DEFAULT_MAX_FRAME) -> None:
         self.endpoint = endpoint
         self.max_frame = max_frame
+        self.node_id = str(endpoint.id())
         self.stats: Counter[str] = Counter()
         self._handlers: dict[bytes, Handler] = {}
         self._connections: dict[tuple[str, bytes], iroh.Connection] = {}
-        self._connect_locks: dict[tuple[str, bytes], asyncio.Lock] = {}
+        self._channels: dict[tuple[str, bytes], Channel] = {}
+        self._locks: dict[tuple[str, bytes], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._accept_task: asyncio.Task | None = None
 
@@ -75,10 +66,6 @@ class Transport:
         except iroh.IrohError as exc:
             raise TransportError(f"cannot bind an iroh endpoint on {bind_addr}: {describe(exc)}") from exc
         return cls(endpoint, max_frame)
-
-    @property
-    def node_id(self) -> str:
-        return str(self.endpoint.id())
 
     @property
     def addrs(self) -> list[str]:
@@ -122,84 +109,32 @@ class Transport:
             self.stats["unknown_alpn"] += 1
             conn.close(1, b"unknown alpn")
             return
-        remote = str(conn.remote_id())
-        self._spawn(self._serve_uni(conn, remote, handler))
-        await self._serve_bi(conn, remote, handler)
+        respond = self._responder(handler, str(conn.remote_id()))
+        self._spawn(self._serve(conn.accept_uni, respond, bi=False))
+        await self._serve(conn.accept_bi, respond, bi=True)
 
-    async def _serve_bi(self, conn: iroh.Connection, remote: str, handler: Handler) -> None:
+    async def _serve(self, accept: Callable[[], Awaitable], respond, bi: bool) -> None:
         while True:
             try:
-                bi = await conn.accept_bi()
+                stream = await accept()
             except iroh.IrohError:
                 return  # connection closed
-            self._spawn(self._answer(bi, remote, handler))
+            recv, send = (stream.recv(), stream.send()) if bi else (stream, None)
+            self._spawn(serve_stream(recv, send, respond, self.max_frame, self.stats))
 
-    async def _serve_uni(self, conn: iroh.Connection, remote: str, handler: Handler) -> None:
-        while True:
+    def _responder(self, handler: Handler, remote: str) -> Callable[[Frame], Awaitable[Frame | None]]:
+        async def respond(frame: Frame) -> Frame | None:
+            self.stats["frames_in"] += 1
             try:
-                recv = await conn.accept_uni()
-            except iroh.IrohError:
-                return
-            self._spawn(self._consume(recv, remote, handler))
-
-    async def _answer(self, bi: iroh.BiStream, remote: str, handler: Handler) -> None:
-        send = bi.send()
-        try:
-            frame = await self._read_one(bi.recv())
-            reply = await self._call(handler, remote, frame)
-        except FrameError as exc:
-            self.stats["bad_frames"] += 1
-            reply = error_frame(str(exc), "bad_frame")
-        except (TransportError, iroh.IrohError) as exc:
-            self.stats["broken_streams"] += 1
-            log.debug("stream from %s broke: %s", remote[:6], describe(exc))
-            return
-        try:
-            await send.write_all(frames.encode(reply or Frame(Kind.RESPONSE), self.max_frame))
-            await send.finish()
-        except (FrameError, iroh.IrohError) as exc:
-            self.stats["reply_failed"] += 1
-            log.debug("reply to %s failed: %s", remote[:6], describe(exc))
-
-    async def _consume(self, recv: iroh.RecvStream, remote: str, handler: Handler) -> None:
-        try:
-            frame = await self._read_one(recv)
-            await self._call(handler, remote, frame)
-        except FrameError:
-            self.stats["bad_frames"] += 1
-        except (TransportError, iroh.IrohError):
-            self.stats["broken_streams"] += 1
-
-    async def _call(self, handler: Handler, remote: str, frame: Frame) -> Frame | None:
-        self.stats["frames_in"] += 1
-        try:
-            return await handler(remote, frame)
-        except FrameError:
-            raise
-        except Exception as exc:  # a handler bug must not kill the node: count, log, answer
-            self.stats["handler_errors"] += 1
-            log.exception("handler failed on a frame from %s", remote[:6])
-            return error_frame(f"internal error: {type(exc).__name__}: {exc}", "internal")
-
-    async def _read_one(self, recv: iroh.RecvStream) -> Frame:
-        """Read exactly one frame, then the end of the stream."""
-        decoder = FrameDecoder(self.max_frame)
-        got: list[Frame] = []
-        while True:
-            try:
-                chunk = await recv.read(_READ_CHUNK)
-            except iroh.IrohError as exc:
-                raise TransportError(f"stream read failed: {describe(exc)}") from exc
-            if not chunk:
-                break
-            got += decoder.feed(chunk)
-            if len(got) > 1:
-                raise FrameError("expected one frame on this stream, got more")
-        if decoder.pending:
-            raise FrameError(f"stream ended inside a frame ({decoder.pending} bytes left over)")
-        if not got:
-            raise FrameError("stream ended before a whole frame arrived")
-        return got[0]
+                return await handler(remote, frame)
+            except FrameError as exc:
+                self.stats["bad_frames"] += 1
+                return error_frame(str(exc), "bad_frame")
+            except Exception as exc:  # a handler bug must not kill the node: count, log, answer
+                self.stats["handler_errors"] += 1
+                log.exception("handler failed on a frame from %s", remote[:6])
+                return error_frame(f"internal error: {type(exc).__name__}: {exc}", "internal")
+        return respond
 
     # -- calling ---------------------------------------------------------------
 
@@ -209,8 +144,7 @@ class Transport:
         key = (node_id, alpn)
         if (conn := self._connections.get(key)) is not None:
             return conn
-        lock = self._connect_locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(key, asyncio.Lock()):
             if (conn := self._connections.get(key)) is not None:
                 return conn
             try:
@@ -225,14 +159,54 @@ class Transport:
             self._connections[key] = conn
             return conn
 
+    async def _channel(self, node_id: str, addrs, alpn: bytes, timeout: float) -> Channel:
+        key = (node_id, alpn)
+        channel = self._channels.get(key)
+        if channel is not None and not channel.closed:
+            return channel
+        conn = await self.connect(node_id, addrs, alpn, timeout)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            channel = self._channels.get(key)
+            if channel is None or channel.closed:
+                bi = await conn.open_bi()
+                channel = Channel(bi, self.max_frame, lambda ch, key=key: self._drop_channel(key, ch))
+                self._channels[key] = channel
+            return channel
+
+    def _drop_channel(self, key: tuple[str, bytes], channel: Channel) -> None:
+        if self._channels.get(key) is channel:
+            del self._channels[key]
+
     def forget(self, node_id: str, alpn: bytes) -> None:
-        """Drop a cached connection (after it failed)."""
+        """Drop the cached connection and channel to a peer (after they failed)."""
+        channel = self._channels.pop((node_id, alpn), None)
+        if channel is not None:
+            channel.close()
         conn = self._connections.pop((node_id, alpn), None)
         if conn is not None:
             try:
                 conn.close(0, b"")
             except iroh.IrohError:
                 pass
+
+    async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
+                      frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:
+        """Send one request and return the peer's reply, within ``timeout`` overall.
+
+        A request to this endpoint itself (iroh cannot connect to itself) goes straight to the
+        local handler, through the same encoding, so callers need not care who serves it.
+        """
+        data = frames.encode(frame, self.max_frame)  # size check before any I/O
+        if node_id == self.node_id:
+            return await self._request_self(alpn, data)
+
+        async def go() -> Frame:
+            channel = await self._channel(node_id, addrs, alpn, timeout)
+            return await channel.call(frame, timeout)
+
+        reply = await self._bounded(go(), node_id, alpn, timeout, "request")
+        self.stats["frames_out"] += 1
+        return reply
 
     async def send(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                    frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
@@ -248,35 +222,13 @@ class Transport:
         await self._bounded(go(), node_id, alpn, timeout, "send")
         self.stats["frames_out"] += 1
 
-    async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
-                      frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:
-        """Send one frame on a fresh bi stream and return the peer's one reply frame.
-
-        A request to this endpoint itself (iroh cannot connect to itself) goes straight to the
-        local handler, through the same encoding, so callers need not care who serves it.
-        """
-        data = frames.encode(frame, self.max_frame)
-        if node_id == self.node_id:
-            return await self._request_self(alpn, data)
-
-        async def go() -> Frame:
-            conn = await self.connect(node_id, addrs, alpn, timeout)
-            bi = await conn.open_bi()
-            send = bi.send()
-            await send.write_all(data)
-            await send.finish()
-            return await self._read_one(bi.recv())
-
-        reply = await self._bounded(go(), node_id, alpn, timeout, "request")
-        self.stats["frames_out"] += 1
-        return reply
-
     async def _request_self(self, alpn: bytes, data: bytes) -> Frame:
         handler = self._handlers.get(alpn)
         if handler is None:
             raise TransportError(f"this node does not serve {alpn.decode(errors='replace')}")
+        respond = self._responder(handler, self.node_id)
         (frame,) = FrameDecoder(self.max_frame).feed(data)
-        reply = await self._call(handler, self.node_id, frame) or Frame(Kind.RESPONSE)
+        reply = await respond(frame) or Frame(Kind.RESPONSE)
         (decoded,) = FrameDecoder(self.max_frame).feed(frames.encode(reply, self.max_frame))
         return decoded
 
@@ -293,6 +245,19 @@ class Transport:
             self.forget(node_id, alpn)
             raise
 
+    async def read_one(self, recv: iroh.RecvStream) -> Frame:
+        """Read exactly one frame and then the end of ``recv`` (a one-shot reply stream)."""
+        decoder = FrameDecoder(self.max_frame)
+        got: list[Frame] = []
+        try:
+            while chunk := await recv.read(READ_CHUNK):
+                got += decoder.feed(chunk)
+        except iroh.IrohError as exc:
+            raise TransportError(f"stream read failed: {describe(exc)}") from exc
+        if decoder.pending or len(got) != 1:
+            raise FrameError(f"expected one whole frame, got {len(got)} and {decoder.pending} stray bytes")
+        return got[0]
+
     # -- lifecycle -------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable) -> None:
@@ -301,12 +266,12 @@ class Transport:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop accepting, close every connection and the endpoint."""
+        """Stop accepting, close every channel, connection and the endpoint."""
         if self._accept_task is not None:
             self._accept_task.cancel()
         for task in list(self._tasks):
             task.cancel()
-        for key in list(self._connections):
+        for key in list(self._connections) + list(self._channels):
             self.forget(*key)
         try:
             await asyncio.wait_for(self.endpoint.close(), 2.0)

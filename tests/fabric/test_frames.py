@@ -24,7 +24,7 @@ SAMPLE_BODY = {"op": "ping", "n": 7, "blob": b"\x00\xff", "list": [1, "two", Non
 
 
 def header(length: int, kind: int = Kind.REQUEST, version: int = VERSION) -> bytes:
-    return HEADER.pack(version, kind, length)
+    return HEADER.pack(version, kind, 0, length)
 
 
 # -- round trips -----------------------------------------------------------------
@@ -35,7 +35,7 @@ def test_round_trip_every_kind(kind):
     frame = Frame(kind, SAMPLE_BODY)
     data = encode(frame)
     assert data[0] == VERSION and data[1] == kind
-    assert int.from_bytes(data[2:6], "big") == len(data) - HEADER.size
+    assert int.from_bytes(data[6:10], "big") == len(data) - HEADER.size
     decoder = FrameDecoder()
     assert decoder.feed(data) == [frame]
     assert decoder.pending == 0
@@ -143,7 +143,7 @@ def test_wrong_version_raises_frame_error():
     with pytest.raises(FrameError, match="version"):
         FrameDecoder().feed(bytes(data))
     with pytest.raises(FrameError, match="version"):
-        parse_header(bytes(data[:6]))
+        parse_header(bytes(data[: HEADER.size]))
 
 
 def test_wrong_version_is_detected_from_the_header_alone():

@@ -6,6 +6,7 @@ import pytest
 import pytest_asyncio
 
 from fabric import control, frames
+from fabric.frames import HEADER, VERSION
 from fabric.frames import Frame, Kind
 from fabric.gossip import digest as digests
 from fabric.gossip.net import ALPN, to_frame
@@ -64,19 +65,19 @@ async def test_malformed_frames_get_an_error_and_the_node_keeps_serving(spawn, a
     node_id, addrs = peer_of(target)
     conn = await attacker.connect(node_id, addrs, ALPN)
     bad_inputs = [
-        b"\x09\x01\x00\x00\x00\x01x",                  # unknown version
-        b"\x01\x63\x00\x00\x00\x01\xc0",                # unknown kind
-        b"\x01\x02\xff\xff\xff\xff",                    # declares 4 GiB
-        b"\x01\x02\x00\x00\x00\x03\xc1\xc1\xc1",        # not msgpack
+        HEADER.pack(9, 1, 0, 1) + b"x",                # unknown version
+        HEADER.pack(VERSION, 0x63, 0, 1) + b"\xc0",   # unknown kind
+        HEADER.pack(VERSION, 2, 0, 0xFFFFFFFF),        # declares 4 GiB
+        HEADER.pack(VERSION, 2, 0, 3) + b"\xc1\xc1\xc1",  # not msgpack
         frames.encode(Frame(Kind.GOSSIP_PULL, {"topic": b"short", "digests": []})),
         frames.encode(Frame(Kind.GOSSIP_PULL, {"topic": mesh_topic("mesh1"), "digests": "nope"})),
-        b"\x01\x02\x00\x00",                            # truncated header
+        HEADER.pack(VERSION, 2, 0, 0)[:4],             # truncated header
     ]
     for raw in bad_inputs:
         bi = await conn.open_bi()
         await bi.send().write_all(raw)
         await bi.send().finish()
-        reply = await attacker._read_one(bi.recv())
+        reply = await attacker.read_one(bi.recv())
         assert reply.kind is Kind.ERROR, raw
         assert reply.body["message"]
 
