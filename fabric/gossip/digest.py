@@ -9,6 +9,7 @@ one derived from that id, so no node can insert or change another node's entry.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -97,7 +98,7 @@ def decode(raw: bytes, verify: Verifier) -> SignedDigest:
     if not isinstance(fields, list) or len(fields) != len(_FIELDS):
         raise DigestError(f"digest body must be a list of {len(_FIELDS)} fields")
     node_id, name, mesh, type_, addrs, inc, hb, leaving, meta = fields
-    if not (isinstance(node_id, str) and len(node_id) == 64 and _is_hex(node_id)):
+    if not (isinstance(node_id, str) and _is_hex64(node_id)):
         raise DigestError("digest node id must be 64 lower-case hex characters")
     if not all(isinstance(v, str) for v in (name, mesh, type_)):
         raise DigestError("digest name, mesh and type must be strings")
@@ -117,8 +118,11 @@ def decode(raw: bytes, verify: Verifier) -> SignedDigest:
     return SignedDigest(digest, bytes(raw))
 
 
-def _is_hex(s: str) -> bool:
-    return all(c in "0123456789abcdef" for c in s)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_hex64(s: str) -> bool:
+    return _HEX64.fullmatch(s) is not None
 
 
 def _is_uint(v: Any) -> bool:

@@ -12,7 +12,9 @@ How it spreads state (rumor mongering plus anti-entropy, as in epidemic broadcas
   live members. Fan-out per tick is fixed, so it does not grow with the mesh; a rumor reaches
   every node in O(log N) rounds.
 * Every ``pull_interval`` a node pulls the full state of one random member, repairing
-  whatever the rumors missed; a joining node pulls from its bootstrap peers at once.
+  whatever the rumors missed (a state over ``max_digests_per_message`` is sent as a random
+  sample of that many); a joining node pulls from its bootstrap peers at once, and a member
+  also pulls one bootstrap peer it does not hold, so the sides of a healed partition rejoin.
 * Messages are deduplicated by id (blake3 of the signed bytes) before any signature check.
 
 A *watcher* core follows a mesh it is not a member of (the seed's interim cross-mesh design):
@@ -170,8 +172,8 @@ class GossipCore:
             # Members only ever talk to members: once a partition outlasts ``remove_after``
             # each side has removed the other for good. Pulling a bootstrap peer that is not
             # in the directory (gone, or across a healed cut) is what joins them up again.
-            lost = [p for p in self.bootstrap if peers and self.directory.get(p.node_id) is None]
-            if lost:
+            lost = [p for p in self.bootstrap if self.directory.get(p.node_id) is None]
+            if peers and lost:
                 targets.append(self.rng.choice(lost))
             sends += [Send(p, Pull(self.topic, own)) for p in targets]
         self.stats["sent_messages"] += len(sends)
@@ -275,8 +277,8 @@ class GossipCore:
 
     def _peers(self) -> list[Entry]:
         """The live members but this node; ``_sample`` turns the chosen ones into ``Peer``s."""
-        return [e for e in self.directory.entries(mesh=self.mesh, alive_only=True)
-                if e.node_id != self.self_id]
+        own = self.directory.get(self.self_id)
+        return [e for e in self.directory.entries(mesh=self.mesh, alive_only=True) if e is not own]
 
     def _sample(self, peers: list[Entry], k: int) -> list[Peer]:
         chosen = peers if len(peers) <= k else self.rng.sample(peers, k)

@@ -115,6 +115,7 @@ class SimNode:
     mesh: str
     node_id: str
     name: str
+    signer: Signer  # signs with this node's key: digests for it, or forgeries by it
     directory: Directory
     core: GossipCore
     phase: float
@@ -233,6 +234,11 @@ class Simulation:
             self._send(node, send.to.node_id, send.message)
         node.state = NodeState.LEFT
 
+    def inject(self, src: NodeRef, dst: NodeRef, message: Message) -> None:
+        """Send ``message`` as if ``src`` had (a crafted or forged one, say); it is counted,
+        can be lost and arrives after the latency like any other."""
+        self._send(self._node(src), self._node(dst).node_id, message)
+
     def partition(self, *groups: Iterable[NodeRef]) -> None:
         """Cut the network: nodes in different groups (unlisted nodes form one more group)
         cannot reach each other. Messages in flight across the cut are dropped."""
@@ -247,9 +253,12 @@ class Simulation:
         """Process every event up to ``now + duration``."""
         until = self.now + duration
         while self._queue and self._queue[0][0] <= until:
-            when, _, action, args = heapq.heappop(self._queue)
+            when, _, is_tick, args = heapq.heappop(self._queue)
             self.now = when
-            action(*args)
+            if is_tick:
+                self._tick(*args)
+            else:
+                self._deliver(*args)
         self.now = until
 
     def run_rounds(self, rounds: int) -> None:
@@ -335,11 +344,12 @@ class Simulation:
 
     def _new_node(self, mesh: str) -> SimNode:
         node_id, signer = self.keys.new(self._rng)
+        node_type = self.node_type
         incarnation = int(self.now * 1000) + 1
         addrs = (f"sim://{node_id[:12]}",)
 
         def own_digest(heartbeat: int, leaving: bool) -> SignedDigest:
-            digest = Digest(node_id, mesh, self.node_type, addrs, incarnation, heartbeat, leaving)
+            digest = Digest(node_id, mesh, node_type, addrs, incarnation, heartbeat, leaving)
             return sign(digest, signer)
 
         directory = Directory(node_id, self.config.suspect_after, self.config.remove_after)
@@ -347,16 +357,16 @@ class Simulation:
                           random.Random(self._rng.getrandbits(64)))
         phase = self._rng.uniform(0.0, self.config.tick_interval)
         node = SimNode(len(self.meshes[mesh]), mesh, node_id, own_digest(0, False).digest.name,
-                       directory, core, phase)
+                       signer, directory, core, phase)
         self.meshes[mesh].append(node)
         self.nodes[node_id] = node
-        self._schedule(self.now + phase, self._tick, node)
+        self._schedule(self.now + phase, True, node)
         return node
 
     def _tick(self, node: SimNode) -> None:
         if node.state in (NodeState.DEAD, NodeState.LEFT):
             return
-        self._schedule(self.now + self.config.tick_interval, self._tick, node)
+        self._schedule(self.now + self.config.tick_interval, True, node)
         if not node.up:
             return
         sends = [send for core in node.cores() for send in core.tick(self.now)]
@@ -376,7 +386,7 @@ class Simulation:
             return
         latency = self.net.latency
         delay = self._net_rng.uniform(*latency) if isinstance(latency, tuple) else latency
-        self._schedule(self.now + delay, self._deliver, src.node_id, dst, message)
+        self._schedule(self.now + delay, False, src.node_id, dst, message)
 
     def _deliver(self, src: str, dst: str, message: Message) -> None:
         node = self.nodes.get(dst)
@@ -391,8 +401,10 @@ class Simulation:
         if reply is not None:
             self._send(node, src, reply)
 
-    def _schedule(self, when: float, action: Callable, *args: object) -> None:
-        heapq.heappush(self._queue, (when, next(self._seq), action, args))
+    def _schedule(self, when: float, is_tick: bool, *args: object) -> None:
+        # Events hold no bound methods (nor closures over self): a finished simulation is
+        # freed at once, without waiting for the cyclic garbage collector.
+        heapq.heappush(self._queue, (when, next(self._seq), is_tick, args))
 
     def _followers(self, mesh: str) -> list[SimNode]:
         return [n for n in self.live() if n.mesh == mesh or mesh in n.watchers]
