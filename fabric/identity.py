@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import iroh
@@ -68,14 +69,18 @@ class Identity:
     secret_key: bytes
     path: Path | None
 
-    @property
+    @cached_property
+    def _key(self) -> iroh.SecretKey:
+        return iroh.SecretKey.from_bytes(self.secret_key)
+
+    @cached_property
     def node_id(self) -> str:
         """The ed25519 public key as 64 lower-case hex characters."""
-        return str(iroh.SecretKey.from_bytes(self.secret_key).public())
+        return str(self._key.public())
 
     def sign(self, message: bytes) -> bytes:
         """Sign ``message`` with this identity's key (64-byte ed25519 signature)."""
-        return iroh.SecretKey.from_bytes(self.secret_key).sign(message).to_bytes()
+        return self._key.sign(message).to_bytes()
 
     @classmethod
     def generate(cls) -> "Identity":

@@ -13,11 +13,14 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import (TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION,
+                                         OTELResourceDetector, Resource)
+from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
@@ -85,12 +88,24 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     )
 
 
+def node_resource(labels: NodeLabels) -> Resource:
+    """The SDK's default resource, ``OTEL_RESOURCE_ATTRIBUTES``, then the node's own labels.
+
+    This is what ``Resource.create`` builds for the default detector, without the thread
+    pool it starts to run detectors (~3 ms of a ~5 ms boot).
+    """
+    sdk = Resource({TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry",
+                    TELEMETRY_SDK_VERSION: _SDK_VERSION, "service.instance.id": str(uuid.uuid4())})
+    own = Resource({"service.name": labels.name, **labels.attributes()})
+    return sdk.merge(OTELResourceDetector().detect()).merge(own)
+
+
 class Telemetry:
     """A node's tracer provider: resource = the node's name and labels."""
 
     def __init__(self, labels: NodeLabels, exporter: SpanExporter | None = None,
                  recent_capacity: int = 2048) -> None:
-        resource = Resource.create({"service.name": labels.name, **labels.attributes()})
+        resource = node_resource(labels)
         self.labels = labels
         # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op: the
         # benchmarks measure what tracing costs by comparing against it.
