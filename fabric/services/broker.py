@@ -79,7 +79,8 @@ class BrokerService(Service):
                 raise ConfigError(f"unknown topic {topic!r} and this broker does not auto-create topics "
                                   f"(known: {sorted(self.log.topics)})")
             with tracer.start_as_current_span("log.append", attributes={"log.fsync": log.fsync}):
-                appended = log.append(value, key, headers, producer_id, seq)
+                appended = log.write(value, key, headers, producer_id, seq)
+                await log.sync_through(appended.offset)  # acknowledged only once durable
             span.set_attribute("meshfabric.offset", appended.offset)
             span.set_attribute("meshfabric.duplicate", appended.duplicate)
         return {"topic": topic, "offset": appended.offset, "duplicate": appended.duplicate,

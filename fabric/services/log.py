@@ -1,12 +1,16 @@
 """The broker's durable log: one append-only file per topic, fsynced before an ack.
 
-An acknowledged record survives ``kill -9``: ``append`` returns only after ``fsync``. On open,
+An acknowledged record survives ``kill -9``: a broker acknowledges a record only once
+``sync_through`` has seen it fsynced. Concurrent produces share fsyncs (group commit): the
+first waiter starts one ``fsync`` in a worker thread that covers everything written so far,
+and everyone whose record it covers is released together. On open,
 a torn tail left by a crash is detected (short record or bad checksum) and truncated, never
 served. Retried produces with the same ``(producer_id, seq)`` are stored once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -58,13 +62,28 @@ class TopicLog:
             self._remember(record)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._end = pos
+        self._durable = len(self._positions)  # records [0, _durable) are on disk for sure
+        self._syncing: asyncio.Future[None] | None = None
+        self.fsyncs = 0
 
     def __len__(self) -> int:
         return len(self._positions)
 
     def append(self, value: bytes, key: bytes | None = None, headers: dict[str, str] | None = None,
                producer_id: str | None = None, seq: int | None = None) -> Appended:
-        """Append one record and make it durable; a seen ``(producer_id, seq)`` is not stored again."""
+        """Append one record and fsync at once (for callers without an event loop)."""
+        appended = self.write(value, key, headers, producer_id, seq)
+        if self.fsync and self._durable <= appended.offset:
+            target = len(self._positions)
+            os.fsync(self._fd)
+            self.fsyncs += 1
+            self._durable = target
+        return appended
+
+    def write(self, value: bytes, key: bytes | None = None, headers: dict[str, str] | None = None,
+              producer_id: str | None = None, seq: int | None = None) -> Appended:
+        """Append one record without waiting for the disk; a seen ``(producer_id, seq)`` is not
+        stored again. Call ``sync_through(offset)`` before acknowledging it."""
         if producer_id is not None and seq is not None:
             known = self._dedup.get((producer_id, seq))
             if known is not None:
@@ -73,12 +92,28 @@ class TopicLog:
                         producer_id, seq)
         data = records.encode(record)
         os.write(self._fd, data)
-        if self.fsync:
-            os.fsync(self._fd)
         self._positions.append((self._end, len(data)))
         self._end += len(data)
         self._remember(record)
         return Appended(record.offset, False)
+
+    async def sync_through(self, offset: int) -> None:
+        """Return once record ``offset`` is on disk, sharing each fsync with concurrent callers."""
+        if not self.fsync:
+            return
+        while self._durable <= offset:
+            if self._syncing is None:
+                self._syncing = asyncio.ensure_future(self._sync())
+            await asyncio.shield(self._syncing)
+
+    async def _sync(self) -> None:
+        target = len(self._positions)
+        try:
+            await asyncio.to_thread(os.fsync, self._fd)
+            self.fsyncs += 1
+            self._durable = max(self._durable, target)
+        finally:
+            self._syncing = None
 
     def read(self, offset: int, max_records: int) -> list[Record]:
         """Records from ``offset`` on, at most ``max_records``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from fabric.errors import ConfigError
@@ -71,3 +73,31 @@ def test_log_finds_existing_topics_and_refuses_bad_names(tmp_path):
     for bad in ["../x", "", "a/b", ".hidden", "x" * 201, None, 3]:
         with pytest.raises(ConfigError):
             check_topic(bad)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_writers_share_fsyncs_and_each_waits_for_its_own_record(tmp_path):
+    log = TopicLog(tmp_path / "t.log")
+
+    async def produce(i: int) -> int:
+        appended = log.write(f"r{i}".encode())
+        await log.sync_through(appended.offset)
+        assert log._durable > appended.offset  # released only once its record is on disk
+        return appended.offset
+
+    offsets = await asyncio.gather(*(produce(i) for i in range(50)))
+    assert sorted(offsets) == list(range(50))
+    assert 1 <= log.fsyncs < 50  # group commit: far fewer fsyncs than records
+    log.close()
+    assert len(TopicLog(tmp_path / "t.log")) == 50
+
+
+@pytest.mark.asyncio
+async def test_a_retried_record_still_waits_until_it_is_durable(tmp_path):
+    log = TopicLog(tmp_path / "t.log")
+    first = log.write(b"a", producer_id="p", seq=1)
+    retry = log.write(b"a", producer_id="p", seq=1)
+    assert retry.duplicate and retry.offset == first.offset
+    assert log._durable == 0
+    await log.sync_through(retry.offset)
+    assert log._durable == 1
