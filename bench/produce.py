@@ -24,8 +24,9 @@ from fabric.launcher import NodeProcess
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 
 
-async def raw_round_trips(n: int) -> list[float]:
-    """64-byte echoes on one open iroh stream: the transport's floor."""
+async def raw_round_trips(n: int, batch: int) -> tuple[list[float], float]:
+    """64-byte echoes on one open iroh stream (the transport's floor), then raw throughput:
+    ``batch`` 100-byte messages per write, echoed back, as many messages as produces."""
     opts = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
     a, b = await iroh.Endpoint.bind(opts()), await iroh.Endpoint.bind(opts())
     a.set_alpns([b"bench/echo"])
@@ -48,11 +49,17 @@ async def raw_round_trips(n: int) -> list[float]:
         await send.write_all(b"x" * 64)
         await recv.read_exact(64)
         samples.append(time.perf_counter() - start)
+    chunk = b"m" * 100 * batch
+    start = time.perf_counter()
+    for _ in range(max(1, n // batch)):
+        await send.write_all(chunk)
+        await recv.read_exact(len(chunk))
+    throughput = max(1, n // batch) * batch / (time.perf_counter() - start)
     await send.finish()
     await asyncio.wait_for(server, 5)
     await b.close()
     await a.close()
-    return samples
+    return samples, throughput
 
 
 def fsyncs(directory: Path, n: int) -> list[float]:
@@ -110,16 +117,27 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
             await asyncio.gather(*(one() for _ in range(records)))
             throughput = records / (time.perf_counter() - start)
         out[label] = {**summary_ms(samples), "throughput_rps": throughput}
+    # The seed's writer: the gateway itself produces across meshes (one hop), timed in-process.
+    writer = control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
+                                  topic="bench", count=records, size=100, concurrency=concurrency)
+    out["cross-mesh, writer on gateway"] = {**summary_ms(writer["latencies_s"]),
+                                            "throughput_rps": writer["throughput_rps"]}
+    batched = control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
+                                   topic="bench", count=records * 20, size=100, concurrency=4, batch=concurrency)
+    out[f"cross-mesh, writer on gateway, batches of {concurrency}"] = {
+        "p50_ms": float("nan"), "p99_ms": float("nan"), "throughput_rps": batched["throughput_rps"]}
     return out
 
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp:
         root = Path(tmp)
-        rtt = summary_ms(await raw_round_trips(args.records))
+        rtt_samples, raw_rps = await raw_round_trips(args.records, args.concurrency)
+        rtt = summary_ms(rtt_samples)
         fs = summary_ms(fsyncs(root, args.records))
         floor_ms = rtt["p50_ms"] + fs["p50_ms"]
-        results: dict = {"baseline": {"raw_rtt": rtt, "fsync": fs, "floor_p50_ms": floor_ms}, "runs": {}}
+        results: dict = {"baseline": {"raw_rtt": rtt, "fsync": fs, "floor_p50_ms": floor_ms,
+                                      "raw_throughput_mps": raw_rps}, "runs": {}}
         for tracing in ("on", "off"):
             env = {"OTEL_SDK_DISABLED": "true"} if tracing == "off" else {}
             nodes = start_cluster(root / f"tracing-{tracing}", env)
@@ -131,14 +149,16 @@ async def main(args: argparse.Namespace) -> None:
                 os.environ.pop("OTEL_SDK_DISABLED", None)
                 for node in nodes.values():
                     node.stop()
-    rows = [["raw iroh round trip (64 B, open stream)", "-", rtt["p50_ms"], rtt["p99_ms"], 1.0, "-"],
-            ["fsync of a 100 B append", "-", fs["p50_ms"], fs["p99_ms"], "-", "-"]]
+    rows = [["raw iroh round trip (64 B, open stream)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
+            ["fsync of a 100 B append", "-", fs["p50_ms"], fs["p99_ms"], "-", "-", "-"]]
     for tracing, runs in results["runs"].items():
         for label, r in runs.items():
-            rows.append([label, tracing, r["p50_ms"], r["p99_ms"], r["p50_ms"] / floor_ms, r["throughput_rps"]])
+            rows.append([label, tracing, r["p50_ms"], r["p99_ms"], r["p50_ms"] / floor_ms,
+                         r["throughput_rps"], r["throughput_rps"] / raw_rps])
     print(f"\nproduce: {args.records} sequential records per path, then {args.records} with "
-          f"{args.concurrency} in flight; floor = raw round trip + fsync = {floor_ms:.3f} ms\n")
-    print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s"], rows))
+          f"{args.concurrency} in flight; floor = raw round trip + fsync = {floor_ms:.3f} ms; raw stream "
+          f"throughput = {args.concurrency} x 100 B messages per write, echoed\n")
+    print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s", "/ raw stream"], rows))
     print(f"\nresults: {save('produce', results)}")
 
 

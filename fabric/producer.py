@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from . import rpc, telemetry
@@ -35,8 +36,9 @@ class Producer:
         self.producer_id = producer_id or secrets.token_hex(8)
         self._seq = 0
 
-    def next_seq(self) -> int:
-        seq, self._seq = self._seq, self._seq + 1
+    def next_seq(self, count: int = 1) -> int:
+        """Reserve ``count`` consecutive sequence numbers; return the first."""
+        seq, self._seq = self._seq, self._seq + count
         return seq
 
     async def send(self, broker: Target, topic: str, value: bytes, key: bytes | None = None,
@@ -44,24 +46,43 @@ class Producer:
                    producer_id: str | None = None, timeout: float = 5.0, attempts: int = 3) -> dict[str, Any]:
         """Produce one record to ``broker``; retried on transport failures with the same sequence."""
         seq = self.next_seq() if seq is None else seq
-        attributes = {**messaging_attributes(topic, "send"), "peer.service": broker.name,
-                      "server.address": ",".join(broker.addrs), "meshfabric.seq": seq}
-        with self.tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER,
-                                               attributes=attributes) as span:
+        with self._span(broker, topic, seq, 1):
             # The record carries this span's context, so its consumers continue the trace.
             args = {"topic": topic, "value": value, "key": key, "headers": telemetry.inject(dict(headers or {})),
                     "producer_id": producer_id or self.producer_id, "seq": seq}
-            last: FabricError | None = None
-            for attempt in range(1, attempts + 1):
-                try:
-                    ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN,
-                                         "produce", args, timeout)
-                    span.set_attribute("meshfabric.offset", ack["offset"])
-                    span.set_attribute("meshfabric.attempts", attempt)
-                    return ack
-                except RemoteError:
-                    raise  # the broker answered: retrying would not change its mind
-                except TransportError as exc:
-                    last = exc
-                    span.add_event("retry", {"attempt": attempt, "error": str(exc)})
-            raise TransportError(f"produce to {broker.name} failed after {attempts} attempts: {last}")
+            ack = await self._call(broker, "produce", args, timeout, attempts)
+            trace.get_current_span().set_attribute("meshfabric.offset", ack["offset"])
+            return ack
+
+    async def send_batch(self, broker: Target, topic: str, values: list[bytes], *, timeout: float = 5.0,
+                         attempts: int = 3) -> dict[str, Any]:
+        """Produce many records in one request (one append, one fsync on the broker)."""
+        seq = self.next_seq(len(values))
+        with self._span(broker, topic, seq, len(values)):
+            headers = telemetry.inject()
+            args = {"topic": topic, "records": [{"value": v, "headers": headers} for v in values],
+                    "producer_id": self.producer_id, "seq": seq}
+            return await self._call(broker, "produce_batch", args, timeout, attempts)
+
+    def _span(self, broker: Target, topic: str, seq: int, count: int):
+        attributes = {**messaging_attributes(topic, "send"), "peer.service": broker.name,
+                      "server.address": ",".join(broker.addrs), "meshfabric.seq": seq}
+        if count > 1:
+            attributes["messaging.batch.message_count"] = count
+        return self.tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes)
+
+    async def _call(self, broker: Target, op: str, args: dict[str, Any], timeout: float,
+                    attempts: int) -> dict[str, Any]:
+        """Call the broker, retrying transport failures with the same arguments (and sequence)."""
+        last: FabricError | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN, op, args, timeout)
+                trace.get_current_span().set_attribute("meshfabric.attempts", attempt)
+                return ack
+            except RemoteError:
+                raise  # the broker answered: retrying would not change its mind
+            except TransportError as exc:
+                last = exc
+                trace.get_current_span().add_event("retry", {"attempt": attempt, "error": str(exc)})
+        raise TransportError(f"produce to {broker.name} failed after {attempts} attempts: {last}")

@@ -11,6 +11,8 @@ headers?}``, ``fetch {topic, from?, offset?, max_records?}``.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -43,7 +45,8 @@ class FrontDoor(Service):
         self.producer = Producer(self.node.transport, self.node.telemetry.tracer)
 
     def operations(self) -> dict[str, Operation]:
-        return {"resolve": self.resolve_op, "produce": self.produce_op, "fetch": self.fetch_op}
+        return {"resolve": self.resolve_op, "produce": self.produce_op, "produce_batch": self.produce_batch_op,
+                "fetch": self.fetch_op}
 
     # -- resolving -------------------------------------------------------------
 
@@ -84,6 +87,25 @@ class FrontDoor(Service):
         assert self.producer is not None, "the node is not started"
         ack = await self.producer.send(target_of(broker), topic, value, key, headers)
         return {**ack, "broker_mesh": broker.mesh, "via": self.node.name}
+
+    async def produce_batch(self, topic: str, values: list[bytes], to: str | None = None) -> dict[str, Any]:
+        """Produce many records in one request to one broker."""
+        check_topic(topic)
+        if not isinstance(values, list) or not values or not all(isinstance(v, bytes) for v in values):
+            raise ConfigError("'values' must be a non-empty list of bytes")
+        broker = await self.broker_for(topic, to)
+        assert self.producer is not None, "the node is not started"
+        ack = await self.producer.send_batch(target_of(broker), topic, values)
+        return {**ack, "broker_mesh": broker.mesh, "via": self.node.name}
+
+    async def produce_batch_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
+        to = args.get("to")
+        if to is not None and not isinstance(to, str):
+            raise ConfigError("'to' must be a node name or <mesh>.<type>")
+        with self.node.telemetry.tracer.start_as_current_span(
+                "produce", kind=SpanKind.SERVER, attributes={"messaging.destination.name": str(args.get("topic")),
+                                                            "produce.to": to or ""}):
+            return await self.produce_batch(args.get("topic"), args.get("values"), to)
 
     async def produce_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
         topic, value = args.get("topic"), args.get("value")
@@ -135,4 +157,38 @@ class FrontDoor(Service):
         async def resolve(request: dict[str, Any]) -> dict[str, Any]:
             return await self.resolve_op("", request)
 
-        return {"produce": produce, "fetch": fetch, "resolve": resolve}
+        return {"produce": produce, "fetch": fetch, "resolve": resolve, "produce_many": self.produce_many}
+
+    async def produce_many(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Measure this node as a writer: ``count`` produces of ``size`` bytes to ``to``, first one
+        at a time (latencies), then ``concurrency`` at a time (throughput)."""
+        to, topic = request.get("to"), request.get("topic", "bench")
+        count, size, concurrency, batch = (request.get(k, d) for k, d in (
+            ("count", 100), ("size", 100), ("concurrency", 16), ("batch", 1)))
+        if not all(isinstance(v, int) and v > 0 for v in (count, size, concurrency, batch)) or count > 100_000:
+            raise ConfigError("'count' (<= 100000), 'size', 'concurrency' and 'batch' must be positive integers")
+        value = b"v" * size
+        if batch > 1:  # throughput only: ``concurrency`` batches of ``batch`` records in flight
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one_batch() -> None:
+                async with gate:
+                    await self.produce_batch(topic, [value] * batch, to)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(one_batch() for _ in range(max(1, count // batch))))
+            return {"throughput_rps": max(1, count // batch) * batch / (time.perf_counter() - start)}
+        latencies = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await self.produce(topic, value, to)
+            latencies.append(time.perf_counter() - start)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                await self.produce(topic, value, to)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {"latencies_s": latencies, "throughput_rps": count / (time.perf_counter() - start)}

@@ -84,18 +84,31 @@ class TopicLog:
               producer_id: str | None = None, seq: int | None = None) -> Appended:
         """Append one record without waiting for the disk; a seen ``(producer_id, seq)`` is not
         stored again. Call ``sync_through(offset)`` before acknowledging it."""
-        if producer_id is not None and seq is not None:
-            known = self._dedup.get((producer_id, seq))
-            if known is not None:
-                return Appended(known, True)
-        record = Record(len(self._positions), value, key, headers or {}, time.time_ns() // 1_000_000,
-                        producer_id, seq)
-        data = records.encode(record)
-        os.write(self._fd, data)
-        self._positions.append((self._end, len(data)))
-        self._end += len(data)
-        self._remember(record)
-        return Appended(record.offset, False)
+        return self.write_many([(value, key, headers or {})], producer_id, seq)[0]
+
+    def write_many(self, batch: list[tuple[bytes, bytes | None, dict[str, str]]],
+                   producer_id: str | None = None, seq: int | None = None) -> list[Appended]:
+        """Append records in one ``write`` (the i-th with sequence ``seq + i``), skipping seen ones."""
+        now_ms = time.time_ns() // 1_000_000
+        results: list[Appended] = []
+        fresh: list[tuple[Record, bytes]] = []
+        for i, (value, key, headers) in enumerate(batch):
+            record_seq = None if seq is None else seq + i
+            if producer_id is not None and record_seq is not None:
+                known = self._dedup.get((producer_id, record_seq))
+                if known is not None:
+                    results.append(Appended(known, True))
+                    continue
+            record = Record(len(self._positions) + len(fresh), value, key, headers, now_ms, producer_id, record_seq)
+            fresh.append((record, records.encode(record)))
+            results.append(Appended(record.offset, False))
+        if fresh:
+            _write_all(self._fd, b"".join(data for _, data in fresh))
+        for record, data in fresh:  # only once the bytes are in the file
+            self._positions.append((self._end, len(data)))
+            self._end += len(data)
+            self._remember(record)
+        return results
 
     async def sync_through(self, offset: int) -> None:
         """Return once record ``offset`` is on disk, sharing each fsync with concurrent callers."""
@@ -160,6 +173,12 @@ class Log:
     def close(self) -> None:
         for log in self.topics.values():
             log.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -172,3 +172,24 @@ async def test_registry_routes_by_topic_and_compute_continues_the_trace(spawn, r
     assert_stitched(trace)
     process = next(s for s in trace if s.name == "process words")
     assert process.kind == "CONSUMER" and process.links, "the process span links to the producer's span"
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_stored_in_order_and_its_retry_once(spawn):
+    broker = spawn("mesh1", "broker")
+    async with await FabricClient.connect(broker.address) as client:
+        ack = await client.produce_batch("batched", [f"b{i}" for i in range(50)], to=broker.name)
+        assert ack["offsets"] == list(range(50)) and not any(ack["duplicates"])
+        got = await client.fetch("batched", from_=broker.name, max_records=100)
+    assert [r["value"] for r in got["records"]] == [f"b{i}".encode() for i in range(50)]
+
+    node_id, _, addrs = broker.address.partition("@")
+    transport = await Transport.bind(Identity.generate())
+    try:
+        args = {"topic": "retried", "records": [{"value": b"x"}, {"value": b"y"}], "producer_id": "p", "seq": 10}
+        first = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce_batch", args)
+        again = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce_batch", args)
+    finally:
+        await transport.close()
+    assert first["offsets"] == again["offsets"] == [0, 1]
+    assert again["duplicates"] == [True, True]
