@@ -1,0 +1,101 @@
+"""Run the whole benchmark suite: ``python -m bench`` (a few minutes on 2 cores).
+
+Each benchmark runs in its own process (inside a loopback-only namespace when root) and
+writes JSON under ``bench/results/``; this prints the summary against the project's targets
+and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.report import RESULTS, machine, table
+
+SUITE = {
+    "boot": ["--rounds", "40"],
+    "produce": ["--records", "300", "--concurrency", "32"],
+    "cluster": ["--rounds", "5"],
+    "bringup": ["--repeat", "3"],
+}
+README = Path(__file__).parent.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def summary() -> tuple[list[list], dict]:
+    """(rows of the summary table, the machine the results came from)."""
+    boot, produce, cluster, bringup = (load(n) for n in ("boot", "produce", "cluster", "bringup"))
+    rows = []
+    ready, bind = boot["restart"]["mesh.node.ready"]["p50_ms"], boot["bind"]["p50_ms"]
+    rows.append(["boot: mesh.node.ready (restart) / bare endpoint bind", f"{ready:.2f} / {bind:.2f} ms",
+                 ready / bind, "<= 1.5x"])
+    floor = produce["baseline"]["floor_p50_ms"]
+    on, off = produce["runs"]["on"], produce["runs"]["off"]
+    writer = on["cross-mesh, writer on gateway"]
+    rows.append(["produce cross-mesh p50 (gateway writer) / (raw round trip + fsync)",
+                 f"{writer['p50_ms']:.2f} / {floor:.2f} ms", writer["p50_ms"] / floor, "<= 1.5x"])
+    batched = next(v for k, v in on.items() if "batches" in k)
+    raw = produce["baseline"]["raw_throughput_mps"]
+    rows.append(["batched produce throughput / raw stream throughput",
+                 f"{batched['throughput_rps']:.0f} / {raw:.0f} rec/s", batched["throughput_rps"] / raw, ">= 0.5x"])
+    writer_off = off["cross-mesh, writer on gateway"]
+    cost = 1 - writer["throughput_rps"] / writer_off["throughput_rps"]
+    rows.append(["cost of tracing (gateway writer throughput, on vs off)",
+                 f"{writer['throughput_rps']:.0f} vs {writer_off['throughput_rps']:.0f} rec/s", cost, "< 0.10"])
+    two = [r for r in bringup["runs"] if r["meshes"] == 2]
+    best = min(two, key=lambda r: sorted(r["up_s"])[len(r["up_s"]) // 2])
+    up = sorted(best["up_s"])[len(best["up_s"]) // 2]
+    rows.append([f"bring-up, 2 meshes x {best['nodes'] // 2} nodes ({best['backend']}), ready + converged",
+                 f"{up:.2f} s", up / 3.0, "< 3 s"])
+    removed = cluster["kill_removed"]["p50_ms"] / 1e3
+    rows.append(["failure detection: kill -> removed from every directory", f"{removed:.2f} s",
+                 removed / 3.0, "< 3 s"])
+    rss = cluster["rss_mb"]["max"]
+    rows.append(["memory per idle node (max RSS)", f"{rss:.1f} MB", rss / 60, "< 60 MB"])
+    return rows, produce["machine"]
+
+
+def render() -> str:
+    rows, where = summary()
+    head = (f"Measured {where['date']} on {where['cpus']} CPUs, {where['platform']}, Python {where['python']} "
+            "(`python -m bench`; ratios are against baselines measured in the same run):\n\n")
+    return head + table(["figure", "measured", "ratio", "target"], rows)
+
+
+def update_readme(text: str) -> bool:
+    readme = README.read_text()
+    if START not in readme or END not in readme:
+        return False
+    before, rest = readme.split(START, 1)
+    _, after = rest.split(END, 1)
+    README.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
+    args = parser.parse_args()
+    for name in args.only or SUITE:
+        print(f"\n=== bench.{name}", flush=True)
+        done = subprocess.run([sys.executable, "-m", f"bench.{name}", *SUITE[name]])
+        if done.returncode != 0:
+            print(f"bench.{name} failed with exit code {done.returncode}", file=sys.stderr)
+            return done.returncode
+    text = render()
+    print("\n=== summary\n\n" + text)
+    if not args.no_readme and update_readme(text):
+        print(f"\n(README.md updated; machine: {machine()['platform']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
