@@ -18,7 +18,7 @@ import iroh
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
 from fabric.node import BOOT_STEPS, Node, NodeConfig
-from fabric.telemetry import NodeLabels, Telemetry
+from fabric.telemetry import Telemetry
 
 STEPS = ("mesh.node.ready", *BOOT_STEPS)
 

@@ -1,7 +1,7 @@
 """The ``meshfabric`` command.
 
     meshfabric node --mesh M --type T [--data-dir D] [--bootstrap ID@ADDR ...] [--watch-mesh M2 ...]
-    meshfabric up --meshes N            a demo cluster of real processes, until Ctrl-C
+    meshfabric up --meshes N            a demo cluster of real processes and its console, until Ctrl-C
     meshfabric directory --data-dir D   the directory as that node sees it
     meshfabric status --data-dir D      who a node is and its counters
 """
@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="ID@ADDR", help="a peer to join through (repeatable; or MESHFABRIC_BOOTSTRAP)")
     node.add_argument("--watch-mesh", action="append", default=[], metavar="MESH",
                       help="also follow this mesh's gossip (repeatable)")
+    node.add_argument("--cross-mesh", choices=["backbone", "watch"], default="backbone",
+                      help="how other meshes are known: gateways and consoles join the backbone "
+                           "(default), or only the --watch-mesh meshes are followed (the old design)")
+    node.add_argument("--backbone-peer", action="append", default=[], metavar="ID@ADDR",
+                      help="a backbone member (gateway or console) to join the backbone through (repeatable)")
     defaults = GossipConfig()
     node.add_argument("--heartbeat", type=float, default=defaults.heartbeat_interval, help="seconds between heartbeats")
     node.add_argument("--suspect-after", type=float, default=defaults.suspect_after, help="silence before suspect (s)")
@@ -65,13 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--compute-from", metavar="TOPIC", help="consume this topic")
     compute.add_argument("--compute-to", metavar="TOPIC", help="produce transformed records here")
     compute.add_argument("--transform", default="upper", help="upper, reverse or identity")
+    console = node.add_argument_group("console")
+    console.add_argument("--console-host", default="127.0.0.1", help="web console address (default 127.0.0.1)")
+    console.add_argument("--console-port", type=int, default=0, help="web console port (default 0: any free port)")
+    console.add_argument("--otlp-forward", metavar="URL", help="also forward received spans to this OTLP/HTTP endpoint")
+    console.add_argument("--console-token", default=os.environ.get("MESHFABRIC_CONSOLE_TOKEN"),
+                         help="enable cluster-changing actions for requests bearing this token "
+                              "(or MESHFABRIC_CONSOLE_TOKEN; default: read-only)")
     node.add_argument("-v", "--verbose", action="store_true")
 
     up = sub.add_parser("up", help="start a demo cluster of real node processes until Ctrl-C")
     up.add_argument("--meshes", type=int, default=2, help="number of meshes (default 2)")
     up.add_argument("--data-dir", type=Path, help="where nodes keep state (default: a temp dir, removed at exit)")
+    up.add_argument("--cross-mesh", choices=["backbone", "watch"], default="backbone",
+                    help="cross-mesh design: the backbone (default) or gateways watching every mesh")
     up.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
                     help="run the nodes in a loopback-only network namespace (auto: when root)")
+    up.add_argument("--console-port", type=int, default=8080,
+                    help="host port of the web console (default 8080; 0 = any free port, with a namespace)")
 
     produce = sub.add_parser("produce", help="produce one record through a node")
     _add_via(produce)
@@ -131,11 +147,14 @@ def run_node(args: argparse.Namespace) -> int:
         mesh=args.mesh, type=args.type,
         data_dir=args.data_dir or _default_data_dir(args.mesh, args.type),
         identity_path=args.identity, bind=args.bind, bootstrap=args.bootstrap, watch=args.watch_mesh,
+        cross_mesh=args.cross_mesh, backbone_peers=args.backbone_peer,
         gossip=GossipConfig(heartbeat_interval=args.heartbeat, suspect_after=args.suspect_after,
                             remove_after=args.remove_after),
         max_record_bytes=args.max_record_bytes, auto_create_topics=args.auto_create, topics=args.topics,
         writer_to=args.writer_to, writer_topic=args.writer_topic, writer_rate=args.writer_rate,
         compute_from=args.compute_from, compute_to=args.compute_to, transform=args.transform,
+        console_host=args.console_host, console_port=args.console_port, otlp_forward=args.otlp_forward,
+        console_token=args.console_token,
     )
     try:
         return asyncio.run(_serve(Node(config)))
@@ -151,7 +170,7 @@ async def _serve(node) -> int:
         loop.add_signal_handler(sig, stop.set)
     await node.start()
     ready = {"event": "ready", "name": node.name, "node_id": node.node_id, "address": node.address,
-             "control": str(node.config.control_path), "pid": os.getpid()}
+             "control": str(node.config.control_path), "pid": os.getpid(), **node.service_info()}
     print(json.dumps(ready), flush=True)
     await stop.wait()
     logging.getLogger("fabric").info("stopping %s: announcing leave", node.name)

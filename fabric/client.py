@@ -44,13 +44,18 @@ class FabricClient:
         self.timeout = timeout
 
     @classmethod
-    async def connect(cls, via: str, *, service_name: str | None = None, timeout: float = 5.0) -> "FabricClient":
-        """Bind a client endpoint; ``via`` is a node address ``<id>@<ip:port>``."""
+    async def connect(cls, via: str, *, service_name: str | None = None, timeout: float = 5.0,
+                      bind: str = "127.0.0.1:0") -> "FabricClient":
+        """Bind a client endpoint on ``bind``; ``via`` is a node address ``<id>@<ip:port>``.
+
+        Bind an address that can reach the node: loopback for nodes on this host's loopback,
+        a bridge address (or ``0.0.0.0:0``) for nodes in other network namespaces.
+        """
         parse_peer(via)  # fail before binding anything
         identity = Identity.generate()
         name = service_name or f"client.{identity.node_id[:6]}"
         telemetry = Telemetry.from_env(NodeLabels(name, "", "client", identity.node_id))
-        return cls(await Transport.bind(identity), via, telemetry, timeout)
+        return cls(await Transport.bind(identity, bind), via, telemetry, timeout)
 
     async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         return await rpc.call(self.transport, self.via.node_id, self.via.addrs, NODE_ALPN, op, args, self.timeout)

@@ -14,6 +14,7 @@ A step that fails ends its span with error status, the root too, and the error p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import iroh
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from . import control
 from .address import format_peer, parse_peer
+from .backbone import BACKBONE_TYPES, Backbone
 from .directory import Change, ChangeKind, Directory
 from .gossip import digest as digests
 from .gossip.net import GossipNet
@@ -37,6 +40,7 @@ from .telemetry import NodeLabels, Telemetry, span_to_dict
 from .services.base import Service
 from .services.broker import BrokerService
 from .services.compute import ComputeService
+from .services.console import ConsoleService, check_console_settings
 from .services.frontdoor import FrontDoor
 from .services.gateway import GatewayService
 from .services.registry import RegistryService
@@ -49,7 +53,7 @@ SERVICES: dict[str, tuple[type[Service], ...]] = {
     "gateway": (GatewayService,),
     "registry": (RegistryService,),
     "compute": (ComputeService,),
-    "console": (),
+    "console": (ConsoleService,),
 }
 """The services each node type runs, besides the front door every node has."""
 
@@ -65,6 +69,17 @@ def verify_signature(node_id: str, message: bytes, signature: bytes) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _outside_the_boot_trace():
+    """Start background work here: a task copies the current context, and what it does later
+    (a heartbeat's news, a produce, a control request) must start traces of its own."""
+    token = otel_context.attach(otel_context.Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 @dataclass
 class NodeConfig:
     """Everything a node needs to boot. ``mesh`` and ``type`` are checked at construction."""
@@ -77,6 +92,9 @@ class NodeConfig:
     bootstrap: list[str] = field(default_factory=list)
     watch: list[str] = field(default_factory=list)
     gossip: GossipConfig = field(default_factory=GossipConfig)
+    # cross-mesh: "backbone" (gateways and consoles join it) or "watch" (only --watch-mesh)
+    cross_mesh: str = "backbone"
+    backbone_peers: list[str] = field(default_factory=list)
     # broker
     max_record_bytes: int = 1024 * 1024
     auto_create_topics: bool = True
@@ -90,6 +108,11 @@ class NodeConfig:
     compute_to: str | None = None
     transform: str = "upper"
     compute_poll_interval: float = 0.2
+    # console: its web server, where it forwards the spans it receives, the token for actions
+    console_host: str = "127.0.0.1"
+    console_port: int = 0
+    otlp_forward: str | None = None
+    console_token: str | None = None
 
     def __post_init__(self) -> None:
         self.mesh = check_mesh_label(self.mesh)
@@ -100,7 +123,11 @@ class NodeConfig:
             raise ConfigError("--writer-rate must be a positive number of records per second")
         if (self.compute_from is None) != (self.compute_to is None):
             raise ConfigError("--compute-from and --compute-to go together")
+        check_console_settings(self)
         self.bootstrap_peers = [parse_peer(b) for b in self.bootstrap]
+        if self.cross_mesh not in ("backbone", "watch"):
+            raise ConfigError(f"--cross-mesh must be 'backbone' or 'watch', not {self.cross_mesh!r}")
+        self.backbone_peer_list = [parse_peer(b) for b in self.backbone_peers]
         self.data_dir = Path(self.data_dir)
         if self.identity_path is None:
             self.identity_path = self.data_dir / "identity.key"
@@ -122,6 +149,7 @@ class Node:
         self.transport: Transport | None = None
         self.gossip: GossipNet | None = None
         self.directory: Directory | None = None
+        self.backbone: Backbone | None = None  # gateways and consoles in backbone mode
         self.control: control.ControlServer | None = None
         self.frontdoor: FrontDoor | None = None
         self.services: list[Service] = []
@@ -173,10 +201,12 @@ class Node:
                 self._create_services()
                 span.set_attribute("alpns", [a.decode() for a in self.transport.apply_alpns()])
             with tracer.start_as_current_span("gossip_started") as span:
-                self.gossip.start()  # type: ignore[union-attr]
+                with _outside_the_boot_trace():
+                    self.gossip.start()  # type: ignore[union-attr]
                 span.set_attribute("gossip.meshes", [cfg.mesh, *cfg.watch])
+                span.set_attribute("gossip.backbone", self.backbone is not None)
                 span.set_attribute("gossip.bootstrap_peers", len(cfg.bootstrap_peers))
-            with tracer.start_as_current_span("accept_loop_started"):
+            with tracer.start_as_current_span("accept_loop_started"), _outside_the_boot_trace():
                 self.transport.start_accepting()
                 self.control = control.ControlServer(cfg.control_path, self._operations())
                 await self.control.start()
@@ -195,7 +225,11 @@ class Node:
                             own_digest=self._own_digest, rng=rng, bootstrap=list(cfg.bootstrap_peers))
         watchers = [GossipCore(m, self.node_id, self.directory, verify_signature, gcfg, rng=rng,
                                bootstrap=list(cfg.bootstrap_peers)) for m in cfg.watch]
-        self.gossip = GossipNet(self.transport, [member, *watchers])  # type: ignore[arg-type]
+        cores: list = [member, *watchers]
+        if cfg.cross_mesh == "backbone" and cfg.type in BACKBONE_TYPES:
+            self.backbone = Backbone.create(self, verify_signature, rng)
+            cores.append(self.backbone.core)
+        self.gossip = GossipNet(self.transport, cores)  # type: ignore[arg-type]
 
     def _create_services(self) -> None:
         self.frontdoor = FrontDoor(self)
@@ -208,6 +242,8 @@ class Node:
         meta: dict[str, Any] = {}
         for service in self.services:
             meta.update(service.meta())
+        if self.backbone is not None:
+            meta["backbone"] = True  # other seats of this mesh bootstrap the backbone off us
         d = digests.Digest(self.node_id, self.config.mesh, self.config.type,
                            tuple(self.transport.addrs), self.incarnation, heartbeat, leaving, meta)  # type: ignore[union-attr]
         return digests.sign(d, self.identity.sign)  # type: ignore[union-attr]
@@ -239,6 +275,8 @@ class Node:
 
     def _operations(self) -> dict[str, control.Operation]:
         ops = {"status": self._op_status, "directory": self._op_directory, "spans": self._op_spans}
+        if self.backbone is not None:
+            ops["backbone"] = self._op_backbone
         for service in self.services:
             ops.update(service.control_operations())
         return ops
@@ -251,6 +289,18 @@ class Node:
         mesh = request.get("mesh")
         return {"name": self.name, "entries": [e.as_dict(now) for e in self.directory.entries(mesh=mesh)]}  # type: ignore[union-attr]
 
+    async def _op_backbone(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The meshes on the backbone; with ``members: true`` also every other mesh's members
+        (``"cached"``: as far as they are cached, without waiting)."""
+        backbone = self.backbone
+        assert backbone is not None
+        reply: dict[str, Any] = {"name": self.name, "meshes": backbone.meshes(), **backbone.status()}
+        if request.get("members") == "cached":
+            reply["entries"] = backbone.known_entries()
+        elif request.get("members"):
+            reply["entries"] = await backbone.entries()
+        return reply
+
     async def _op_spans(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"spans": [span_to_dict(s) for s in self.telemetry.recent.snapshot()]}  # type: ignore[union-attr]
 
@@ -260,12 +310,21 @@ class Node:
         return {
             "name": self.name, "node_id": self.node_id, "mesh": self.config.mesh,
             "type": self.config.type, "address": self.address, "watch": self.config.watch,
+            "cross_mesh": self.config.cross_mesh, "backbone": self.backbone is not None,
             "uptime_s": round(time.monotonic() - (self.started_at or time.monotonic()), 3),
             "directory_size": len(self.directory or ()),
             "gossip": {core.mesh: dict(core.stats) for core in cores},
             "transport": dict(self.transport.stats) if self.transport else {},
             "exporting": bool(self.telemetry and self.telemetry.exporting),
+            **self.service_info(),
         }
+
+    def service_info(self) -> dict[str, Any]:
+        """What the services add to the ready line and ``status`` (the console: its URL)."""
+        info: dict[str, Any] = {}
+        for service in self.services:
+            info.update(service.ready_info())
+        return info
 
     # -- shutdown --------------------------------------------------------------
 

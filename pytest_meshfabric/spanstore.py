@@ -18,7 +18,7 @@ from fabric.otlp import CapturedSpan
 
 T = TypeVar("T")
 
-__all__ = ["CapturedSpan", "SpanStore", "SpanWaitTimeout"]
+__all__ = ["CapturedSpan", "SpanStore", "SpanWaitTimeout", "glob_match", "span_matches"]
 
 #: How many "service: span name" lines a timeout message shows.
 SUMMARY_LINES = 20
@@ -51,6 +51,7 @@ class SpanStore:
         self._cond = threading.Condition(threading.Lock())
         self._spans: list[CapturedSpan] = []
         self._version = 0  # bumped by add() and clear(); waiters re-check on change
+        self._dropped = 0  # spans forgotten by clear(): marks stay valid across it
         self._last_add = time.monotonic()
 
     # -- writing ---------------------------------------------------------------
@@ -69,16 +70,22 @@ class SpanStore:
     def clear(self) -> None:
         """Forget every captured span."""
         with self._cond:
+            self._dropped += len(self._spans)
             self._spans.clear()
             self._version += 1
             self._cond.notify_all()
 
     # -- reading ---------------------------------------------------------------
 
-    def all(self) -> list[CapturedSpan]:
-        """A snapshot of every span, in arrival order."""
+    def all(self, since: int = 0) -> list[CapturedSpan]:
+        """A snapshot of every span (arrived after :meth:`mark` ``since``), in arrival order."""
         with self._cond:
-            return list(self._spans)
+            return self._spans[max(0, since - self._dropped):]
+
+    def mark(self) -> int:
+        """A position in the stream of spans: ``all(since=mark)`` is what arrived after it."""
+        with self._cond:
+            return self._dropped + len(self._spans)
 
     def __len__(self) -> int:
         with self._cond:
@@ -106,7 +113,7 @@ class SpanStore:
         (``"mesh1.broker.*"``); each keyword argument must equal the span attribute of
         that key. Dotted keys go through a dict: ``find(**{"mesh.id": "m1"})``.
         """
-        return [s for s in self.all() if _matches(s, name, service, trace_id, attributes)]
+        return [s for s in self.all() if span_matches(s, name, service, trace_id, attributes)]
 
     # -- waiting ---------------------------------------------------------------
 
@@ -114,14 +121,17 @@ class SpanStore:
         self,
         predicate: Callable[[list[CapturedSpan]], T],
         timeout: float = 10.0,
-        description: str = "",
+        description: str | Callable[[], str] = "",
         *,
+        since: int = 0,
         _cancel: threading.Event | None = None,
     ) -> T:
         """Block until ``predicate(all spans)`` is truthy and return its value.
 
         The predicate runs outside the lock, once now and again after each change to
-        the store. Raises :class:`SpanWaitTimeout` after ``timeout`` seconds.
+        the store, on the spans that arrived after mark ``since``. Raises
+        :class:`SpanWaitTimeout` after ``timeout`` seconds; ``description`` (a string,
+        or a callable for a message computed at timeout) says what was awaited.
         """
         deadline = time.monotonic() + timeout
         seen = -1
@@ -136,30 +146,32 @@ class SpanStore:
                     raise _Cancelled()
                 changed = self._version != seen
                 seen = self._version
-                snapshot = list(self._spans)
+                snapshot = self._spans[max(0, since - self._dropped):]
             if changed:
                 result = predicate(snapshot)
                 if result:
                     return result
             if time.monotonic() >= deadline:
-                what = description or getattr(predicate, "__name__", repr(predicate))
+                what = (description() if callable(description) else description) or getattr(
+                    predicate, "__name__", repr(predicate))
                 raise SpanWaitTimeout(f"timed out after {timeout:g}s waiting for {what}; {summarize(snapshot)}")
 
-    def wait_for_span(self, timeout: float = 10.0, **criteria: Any) -> CapturedSpan:
-        """Wait for the first span matching :meth:`find` ``criteria`` and return it."""
+    def wait_for_span(self, timeout: float = 10.0, *, since: int = 0, **criteria: Any) -> CapturedSpan:
+        """Wait for the first span (after mark ``since``) matching :meth:`find` ``criteria``."""
         keys = ("name", "service", "trace_id")
         named = {k: criteria.pop(k, None) for k in keys}
 
         def first_match(spans: list[CapturedSpan]) -> CapturedSpan | None:
-            return next((s for s in spans if _matches(s, *named.values(), criteria)), None)
+            return next((s for s in spans if span_matches(s, *named.values(), criteria)), None)
 
         shown = ", ".join(f"{k}={v!r}" for k, v in {**named, **criteria}.items() if v is not None)
-        return self.wait_for(first_match, timeout, f"a span with {shown}")
+        return self.wait_for(first_match, timeout, f"a span with {shown}", since=since)
 
     def wait_quiescent(
-        self, quiet: float = 0.3, timeout: float = 10.0, *, _cancel: threading.Event | None = None
+        self, quiet: float = 0.3, timeout: float = 10.0, *, since: int = 0,
+        _cancel: threading.Event | None = None
     ) -> list[CapturedSpan]:
-        """Return all spans once none has arrived for ``quiet`` seconds.
+        """Return all spans (after mark ``since``) once none has arrived for ``quiet`` seconds.
 
         Quiet time counts from the later of this call and the last arrival. Raises
         :class:`SpanWaitTimeout` if spans keep arriving for ``timeout`` seconds.
@@ -173,7 +185,7 @@ class SpanStore:
                 now = time.monotonic()
                 quiet_until = max(self._last_add, start) + quiet
                 if now >= quiet_until:
-                    return list(self._spans)
+                    return self._spans[max(0, since - self._dropped):]
                 if now >= deadline:
                     raise SpanWaitTimeout(
                         f"timed out after {timeout:g}s waiting for {quiet:g}s without new spans; "
@@ -184,14 +196,21 @@ class SpanStore:
     # -- asyncio variants ------------------------------------------------------
 
     async def await_for(
-        self, predicate: Callable[[list[CapturedSpan]], T], timeout: float = 10.0, description: str = ""
+        self,
+        predicate: Callable[[list[CapturedSpan]], T],
+        timeout: float = 10.0,
+        description: str | Callable[[], str] = "",
+        *,
+        since: int = 0,
     ) -> T:
         """:meth:`wait_for` in a worker thread, for async tests."""
-        return await self._in_thread(lambda cancel: self.wait_for(predicate, timeout, description, _cancel=cancel))
+        return await self._in_thread(
+            lambda cancel: self.wait_for(predicate, timeout, description, since=since, _cancel=cancel))
 
-    async def await_quiescent(self, quiet: float = 0.3, timeout: float = 10.0) -> list[CapturedSpan]:
+    async def await_quiescent(self, quiet: float = 0.3, timeout: float = 10.0, *, since: int = 0
+                              ) -> list[CapturedSpan]:
         """:meth:`wait_quiescent` in a worker thread, for async tests."""
-        return await self._in_thread(lambda cancel: self.wait_quiescent(quiet, timeout, _cancel=cancel))
+        return await self._in_thread(lambda cancel: self.wait_quiescent(quiet, timeout, since=since, _cancel=cancel))
 
     async def _in_thread(self, wait: Callable[[threading.Event], T]) -> T:
         # On cancellation, wake the worker thread so it does not linger until its
@@ -206,16 +225,16 @@ class SpanStore:
             raise
 
 
-def _matches(
+def span_matches(
     span: CapturedSpan,
     name: str | None,
     service: str | None,
     trace_id: str | None,
     attributes: dict[str, Any],
 ) -> bool:
-    if name is not None and not _glob(span.name, name):
+    if name is not None and not glob_match(span.name, name):
         return False
-    if service is not None and not _glob(span.service_name, service):
+    if service is not None and not glob_match(span.service_name, service):
         return False
     if trace_id is not None and span.trace_id != trace_id.lower():
         return False
@@ -223,5 +242,6 @@ def _matches(
     return all(span.attributes.get(k, missing) == v for k, v in attributes.items())
 
 
-def _glob(value: str, pattern: str) -> bool:
+def glob_match(value: str, pattern: str) -> bool:
+    """``value`` equals ``pattern`` or matches it as an :mod:`fnmatch` glob (``mesh1.gateway.*``)."""
     return value == pattern or fnmatchcase(value, pattern)

@@ -1,8 +1,10 @@
 """Runs gossip cores over the transport: the ticker, the wire format, the ALPN handler.
 
 Pushes go one-way on uni streams; pulls are requests whose reply is the full state. A send
-to a peer that is still busy with the previous one is skipped (counted), so a dead or paused
-peer never piles up work: the protocol's own retries (the next tick) cover it.
+to a peer that is still busy with the previous one of its kind (one-way or request) is skipped
+(counted), so a dead or paused peer never piles up work: the protocol's own retries (the next
+tick) cover it. A core may bring its own message format (``core.wire``: the backbone does);
+mesh cores use ``MESH_WIRE``. Frames and bytes in and out are counted in each core's ``stats``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import Counter
 from typing import Callable
 
 from ..errors import FabricError, FrameError
-from ..frames import Frame, Kind
+from ..frames import Frame, Kind, encode
 from ..transport import Transport
 from .proto import GossipCore, Message, Pull, PullReply, Push, Send
 
@@ -43,6 +45,29 @@ def from_frame(frame: Frame) -> Message:
     return cls(topic, tuple(digests))
 
 
+class MeshWire:
+    """The mesh cores' messages as frames: ``{topic, digests}``."""
+
+    encode = staticmethod(to_frame)
+    decode = staticmethod(from_frame)
+
+    @staticmethod
+    def is_request(message: Message) -> bool:
+        return isinstance(message, Pull)
+
+
+MESH_WIRE = MeshWire()
+
+
+def _wire(core: GossipCore):
+    return getattr(core, "wire", MESH_WIRE)
+
+
+def _count(core: GossipCore, frame: Frame, direction: str) -> None:
+    core.stats[f"wire_frames_{direction}"] += 1
+    core.stats[f"wire_bytes_{direction}"] += len(encode(frame))
+
+
 class GossipNet:
     """Drives the cores of one node (its own mesh, plus any watched meshes)."""
 
@@ -69,24 +94,32 @@ class GossipNet:
         self._ticker = asyncio.create_task(self._tick_forever(), name="gossip-ticker")
 
     async def handle(self, remote: str, frame: Frame) -> Frame | None:
-        message = from_frame(frame)
-        core = self.cores.get(message.topic)
+        topic = frame.body.get("topic")
+        core = self.cores.get(topic) if isinstance(topic, bytes) else None
         if core is None:
+            from_frame(frame)  # a malformed frame is a FrameError, not an unknown topic
             self.stats["unknown_topic"] += 1
             return None
+        wire = _wire(core)
+        message = wire.decode(frame)
+        _count(core, frame, "in")
         reply = core.handle(remote, message, self.clock())
-        return to_frame(reply) if reply is not None else None
+        if reply is None:
+            return None
+        reply_frame = wire.encode(reply)
+        _count(core, reply_frame, "out")
+        return reply_frame
 
     async def leave(self, timeout: float = 1.0) -> None:
         """Announce a clean leave and wait (bounded) for the announcements to go out."""
         if self._ticker is not None:
             self._ticker.cancel()
         now = self.clock()
-        sends = [s for core in self.cores.values() for s in core.leave(now)]
+        sends = [(core, s) for core in self.cores.values() for s in core.leave(now)]
         if sends:
             # Acknowledged sends: a one-way stream could die with the endpoint that closes next.
-            await asyncio.wait([asyncio.ensure_future(self._deliver(None, s, acknowledged=True))
-                                for s in sends], timeout=timeout)
+            await asyncio.wait([asyncio.ensure_future(self._deliver(core, s, acknowledged=True))
+                                for core, s in sends], timeout=timeout)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -109,7 +142,7 @@ class GossipNet:
                 self.stats["tick_errors"] += 1
                 continue
             for send in sends:
-                key = (send.to.node_id, send.message.topic)
+                key = (send.to.node_id, send.message.topic, _wire(core).is_request(send.message))
                 if key in self._busy:
                     self.stats["skipped_busy"] += 1
                     continue
@@ -119,17 +152,18 @@ class GossipNet:
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _t, key=key: self._busy.discard(key))
 
-    async def _deliver(self, core: GossipCore | None, send: Send, acknowledged: bool = False) -> None:
-        peer, message = send.to, send.message
+    async def _deliver(self, core: GossipCore, send: Send, acknowledged: bool = False) -> None:
+        peer, message, wire = send.to, send.message, _wire(core)
+        frame = wire.encode(message)
+        _count(core, frame, "out")
         try:
-            if isinstance(message, Pull) or acknowledged:
-                reply = await self.transport.request(peer.node_id, peer.addrs, ALPN,
-                                                     to_frame(message), self.send_timeout)
-                if core is not None and reply.kind is Kind.GOSSIP_PULL_REPLY:
-                    core.handle(peer.node_id, from_frame(reply), self.clock())
+            if wire.is_request(message) or acknowledged:
+                reply = await self.transport.request(peer.node_id, peer.addrs, ALPN, frame, self.send_timeout)
+                if reply.kind is Kind.GOSSIP_PULL_REPLY:
+                    _count(core, reply, "in")
+                    core.handle(peer.node_id, wire.decode(reply), self.clock())
             else:
-                await self.transport.send(peer.node_id, peer.addrs, ALPN, to_frame(message),
-                                          self.send_timeout)
+                await self.transport.send(peer.node_id, peer.addrs, ALPN, frame, self.send_timeout)
             self.stats["delivered"] += 1
         except FabricError as exc:
             self.stats["send_failed"] += 1

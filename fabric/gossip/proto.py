@@ -23,11 +23,9 @@ it never pushes and is never pushed to; it pulls a member's full state every hea
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import random
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
@@ -37,6 +35,7 @@ from ..directory import Directory, Entry
 from ..errors import DigestError, ForgedDigest
 from . import digest as digests
 from .digest import SignedDigest, Verifier
+from .rumors import RumorQueue, SeenIds
 
 
 def mesh_topic(mesh: str) -> bytes:
@@ -108,12 +107,6 @@ class Send:
 
 
 @dataclass
-class _Rumor:
-    raw: bytes
-    last_push: int  # the number of the last push batch it goes out in
-
-
-@dataclass
 class GossipCore:
     """One node's view of one mesh topic (as a member, or as a watcher).
 
@@ -134,11 +127,8 @@ class GossipCore:
         self.topic = mesh_topic(self.mesh)
         self.stats: Counter[str] = Counter()
         self.heartbeat = 0
-        self._rumors: dict[bytes, _Rumor] = {}  # oldest first
-        self._rumor_ends: list[tuple[int, bytes]] = []  # heap of (last push, msg id)
-        self._pushes = 0
-        self._seen: dict[bytes, float] = {}  # message id -> when to forget it
-        self._seen_order: deque[tuple[float, bytes]] = deque()
+        self._rumors = RumorQueue(self._rounds, self.config.max_digests_per_message)
+        self._seen = SeenIds(self.config.seen_ttl)
         self._next_heartbeat = -math.inf
         self._next_pull = -math.inf
         self._left = False
@@ -157,11 +147,11 @@ class GossipCore:
             if now >= self._next_heartbeat:
                 self._beat(now)
             self.directory.expire(now)
-        self._forget_seen(now)
+        self._seen.forget(now)
         peers = self._peers()
         sends: list[Send] = []
         if self._rumors and not self.watcher and peers:
-            push = Push(self.topic, self._take_rumors())
+            push = Push(self.topic, self._rumors.take())
             sends += [Send(p, push) for p in self._sample(peers, self.config.fanout)]
         if now >= self._next_pull:
             self._next_pull = now + (self.config.heartbeat_interval if self.watcher
@@ -221,13 +211,13 @@ class GossipCore:
         self.heartbeat += 1
         self._next_heartbeat = now + self.config.heartbeat_interval
         signed = self.own_digest(self.heartbeat, False)  # type: ignore[misc]
-        self._mark_seen(signed.msg_id, now)
+        self._seen.add(signed.msg_id, now)
         self.directory.apply(signed, now)
-        self._add_rumor(signed.msg_id, signed.raw)
+        self._rumors.add(signed.msg_id, signed.raw)
 
     def _ingest(self, raw: bytes, msg_id: bytes, now: float) -> None:
         """Decode, verify and apply one digest not seen before."""
-        self._mark_seen(msg_id, now)
+        self._seen.add(msg_id, now)
         try:
             signed = digests.decode(raw, self.verify)
         except ForgedDigest:
@@ -248,26 +238,7 @@ class GossipCore:
             return
         self.stats["news"] += 1
         if not self.watcher:  # a watcher never pushes: it would only hoard rumors
-            self._add_rumor(msg_id, signed.raw)
-
-    def _add_rumor(self, msg_id: bytes, raw: bytes) -> None:
-        last_push = self._pushes + self._rounds()
-        self._rumors[msg_id] = _Rumor(raw, last_push)
-        heapq.heappush(self._rumor_ends, (last_push, msg_id))
-
-    def _take_rumors(self) -> tuple[bytes, ...]:
-        """The newest rumors, up to a message's worth; each rumor goes out in ``_rounds()``
-        consecutive batches, then is dropped (cost: the batch and the dropped, not all)."""
-        self._pushes += 1
-        newest = itertools.islice(reversed(self._rumors.values()), self.config.max_digests_per_message)
-        batch = tuple(r.raw for r in newest)[::-1]
-        ends = self._rumor_ends
-        while ends and ends[0][0] <= self._pushes:
-            last_push, msg_id = heapq.heappop(ends)
-            rumor = self._rumors.get(msg_id)
-            if rumor is not None and rumor.last_push == last_push:
-                del self._rumors[msg_id]
-        return batch
+            self._rumors.add(msg_id, signed.raw)
 
     def _rounds(self) -> int:
         if self.config.rumor_rounds is not None:
@@ -297,17 +268,3 @@ class GossipCore:
             # A random ``cap`` of them instead lets successive pulls cover the whole mesh.
             entries = self.rng.sample(entries, cap)
         return tuple(e.signed.raw for e in entries)
-
-    def _mark_seen(self, msg_id: bytes, now: float) -> None:
-        until = now + self.config.seen_ttl
-        self._seen[msg_id] = until
-        self._seen_order.append((until, msg_id))
-
-    def _forget_seen(self, now: float) -> None:
-        # ``_seen_order`` is in expiry order (the ttl is fixed, time only moves on), so
-        # forgetting costs only the ids that expire, not a scan of every id seen.
-        order = self._seen_order
-        while order and order[0][0] <= now:
-            until, msg_id = order.popleft()
-            if self._seen.get(msg_id) == until:
-                del self._seen[msg_id]

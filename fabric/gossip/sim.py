@@ -10,8 +10,11 @@ choice comes from generators seeded by the simulation seed, so a seed replays ex
     sim.kill(nodes[5]); sim.rounds_to_remove(nodes[5])
 
 Meshes are first-class: ``add_mesh`` as many as needed, and ``watch(node, mesh)`` gives a node
-a watcher core that follows another mesh into the node's own directory. A *round* is one
+a watcher core that follows another mesh into the node's own directory (the seed's interim
+cross-mesh design), while ``join_backbone(node)`` gives a gateway a backbone core that
+publishes its mesh's summary (``backbone.py``, the design that replaces it). A *round* is one
 ``config.tick_interval``; every node ticks once per round at its own small phase offset.
+Every node counts what it sends and receives per topic (``SimNode.traffic``).
 """
 
 from __future__ import annotations
@@ -31,16 +34,21 @@ import iroh
 from ..directory import Directory
 from ..frames import Frame, Kind, encode
 from ..identity import Identity
+from .backbone import BackboneConfig, BackboneCore
+from .backbone_wire import WIRE as BACKBONE_WIRE
 from .digest import Digest, Signer, SignedDigest, sign
 from .proto import GossipConfig, GossipCore, Message, Peer, Pull, PullReply, Push
+from .summary import SummaryPublisher
 
 _FRAME_KIND = {Push: Kind.GOSSIP_PUSH, Pull: Kind.GOSSIP_PULL, PullReply: Kind.GOSSIP_PULL_REPLY}
 
 
 def frame_size(message: Message) -> int:
-    """Bytes of ``message`` as one frame whose body is ``{topic, digests}``."""
-    body = {"topic": message.topic, "digests": list(message.digests)}
-    return len(encode(Frame(_FRAME_KIND[type(message)], body)))
+    """Bytes of ``message`` as the one frame it travels as."""
+    kind = _FRAME_KIND.get(type(message))
+    if kind is None:
+        return len(encode(BACKBONE_WIRE.encode(message)))  # type: ignore[arg-type]
+    return len(encode(Frame(kind, {"topic": message.topic, "digests": list(message.digests)})))
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -120,17 +128,25 @@ class SimNode:
     core: GossipCore
     phase: float
     watchers: dict[str, GossipCore] = field(default_factory=dict)  # watched mesh -> core
+    backbone: BackboneCore | None = None
     state: NodeState = NodeState.UP
     sent_messages: int = 0
     sent_bytes: int = 0
     max_sends_per_tick: int = 0
+    # topic -> [messages out, bytes out, messages in, bytes in]
+    traffic: dict[bytes, list[int]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
         return self.state is NodeState.UP
 
-    def cores(self) -> list[GossipCore]:
-        return [self.core, *self.watchers.values()]
+    def cores(self) -> list[GossipCore | BackboneCore]:
+        return [self.core, *self.watchers.values(), *([self.backbone] if self.backbone else [])]
+
+    def count(self, topic: bytes, size: int, out: bool) -> None:
+        row = self.traffic.setdefault(topic, [0, 0, 0, 0])
+        row[0 if out else 2] += 1
+        row[1 if out else 3] += size
 
     def known(self, mesh: str | None = None) -> set[str]:
         """Ids this node's directory holds for ``mesh`` (its own mesh by default)."""
@@ -186,20 +202,22 @@ class Simulation:
 
     # -- building ------------------------------------------------------------------------
 
-    def add_mesh(self, name: str, n: int, seeds: int = 3) -> list[SimNode]:
-        """Add mesh ``name`` with ``n`` nodes; each bootstraps off the first ``seeds`` nodes."""
+    def add_mesh(self, name: str, n: int, seeds: int = 3, gateways: int = 0) -> list[SimNode]:
+        """Add mesh ``name`` with ``n`` nodes, the last ``gateways`` of them of type gateway;
+        each bootstraps off the first ``seeds`` nodes."""
         if name in self.meshes:
             raise ValueError(f"mesh {name!r} exists already")
         self.meshes[name] = []
-        nodes = [self._new_node(name) for _ in range(n)]
+        nodes = [self._new_node(name, "gateway" if i >= n - gateways else None) for i in range(n)]
         self._seeds[name] = nodes[:seeds]
         for node in nodes:
             node.core.bootstrap = self._peers(self._seeds[name], node)
         return nodes
 
-    def add_node(self, mesh: str, bootstrap: Iterable[NodeRef] | None = None) -> SimNode:
+    def add_node(self, mesh: str, bootstrap: Iterable[NodeRef] | None = None,
+                 node_type: str | None = None) -> SimNode:
         """Join a new node to ``mesh`` through ``bootstrap`` (default: the mesh's seeds)."""
-        node = self._new_node(mesh)
+        node = self._new_node(mesh, node_type)
         chosen = self._seeds[mesh] if bootstrap is None else [self._node(b) for b in bootstrap]
         node.core.bootstrap = self._peers(chosen, node)
         return node
@@ -211,6 +229,26 @@ class Simulation:
         core = GossipCore(mesh, node.node_id, node.directory, self.keys.verify, self.config,
                           None, random.Random(self._rng.getrandbits(64)), self._peers(chosen, node))
         node.watchers[mesh] = core
+        return core
+
+    def join_backbone(self, node: NodeRef, bootstrap: Iterable[NodeRef] = (),
+                      config: BackboneConfig | None = None) -> BackboneCore:
+        """Give ``node`` (a gateway) a backbone core that publishes its mesh's summary."""
+        node = self._node(node)
+        addrs, incarnation = (f"sim://{node.node_id[:12]}",), int(self.now * 1000) + 1
+        publisher: list[SummaryPublisher] = []
+
+        def own_record(version: int, leaving: bool) -> SignedDigest:
+            meta = publisher[0].meta() if publisher else {}
+            return sign(Digest(node.node_id, node.mesh, "gateway", addrs, incarnation, version, leaving, meta),
+                        node.signer)
+
+        core = BackboneCore(node.node_id, own_record, node.signer, self.keys.verify,
+                            config or BackboneConfig.like(self.config), random.Random(self._rng.getrandbits(64)),
+                            self._peers([self._node(b) for b in bootstrap], node))
+        publisher.append(SummaryPublisher(node.directory, node.mesh, core.changed, lambda: (
+            m.summary.get("sv", 0) for m in core.members(mesh=node.mesh, type="gateway"))))
+        node.backbone = core
         return core
 
     # -- faults --------------------------------------------------------------------------
@@ -230,7 +268,7 @@ class Simulation:
     def leave(self, node: NodeRef) -> None:
         """Clean leave: the node announces it (``core.leave``), then stops."""
         node = self._node(node)
-        for send in node.core.leave(self.now):
+        for send in [s for core in node.cores() for s in core.leave(self.now)]:
             self._send(node, send.to.node_id, send.message)
         node.state = NodeState.LEFT
 
@@ -326,6 +364,7 @@ class Simulation:
         self._since = self.now
         for node in self.nodes.values():
             node.sent_messages = node.sent_bytes = node.max_sends_per_tick = 0
+            node.traffic.clear()
 
     def traffic(self, mesh: str | None = None) -> Traffic:
         """What the live nodes (of ``mesh``) sent since the last ``reset_counters``."""
@@ -342,9 +381,9 @@ class Simulation:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _new_node(self, mesh: str) -> SimNode:
+    def _new_node(self, mesh: str, node_type: str | None = None) -> SimNode:
         node_id, signer = self.keys.new(self._rng)
-        node_type = self.node_type
+        node_type = node_type or self.node_type
         incarnation = int(self.now * 1000) + 1
         addrs = (f"sim://{node_id[:12]}",)
 
@@ -379,16 +418,18 @@ class Simulation:
             self._send(node, send.to.node_id, send.message, sizes[key])
 
     def _send(self, src: SimNode, dst: str, message: Message, size: int | None = None) -> None:
+        size = frame_size(message) if size is None else size
         src.sent_messages += 1
-        src.sent_bytes += frame_size(message) if size is None else size
+        src.sent_bytes += size
+        src.count(message.topic, size, out=True)
         if self.net.loss and self._net_rng.random() < self.net.loss:
             self.dropped["lost"] += 1
             return
         latency = self.net.latency
         delay = self._net_rng.uniform(*latency) if isinstance(latency, tuple) else latency
-        self._schedule(self.now + delay, False, src.node_id, dst, message)
+        self._schedule(self.now + delay, False, src.node_id, dst, message, size)
 
-    def _deliver(self, src: str, dst: str, message: Message) -> None:
+    def _deliver(self, src: str, dst: str, message: Message, size: int) -> None:
         node = self.nodes.get(dst)
         if node is None or not node.up:
             self.dropped["down"] += 1
@@ -396,8 +437,9 @@ class Simulation:
         if self._group.get(src) != self._group.get(dst):
             self.dropped["partition"] += 1
             return
+        node.count(message.topic, size, out=False)
         core = next((c for c in node.cores() if c.topic == message.topic), node.core)
-        reply = core.handle(src, message, self.now)
+        reply = core.handle(src, message, self.now)  # type: ignore[arg-type]
         if reply is not None:
             self._send(node, src, reply)
 

@@ -35,6 +35,10 @@ class Service:
         """Metadata to gossip in the node's digest (kept small: it travels every heartbeat)."""
         return {}
 
+    def ready_info(self) -> dict[str, Any]:
+        """Extra fields for the node's ready line and ``status`` (e.g. the console's URL)."""
+        return {}
+
     def control_operations(self) -> dict[str, Any]:
         """Extra operations on the node's control socket."""
         return {}

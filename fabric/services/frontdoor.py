@@ -1,9 +1,10 @@
 """Every node's front door: resolve a name, and produce or fetch through the node.
 
-A node that is asked to produce to ``mesh2.broker`` resolves it in its own directory and sends
-straight to that broker over iroh: the node is the writer, nothing stands in between. A
-gateway's directory spans the meshes it watches, so a produce through a mesh1 gateway reaches
-mesh2's broker directly. Without ``to``, the node asks a registry which broker owns the topic.
+A node that is asked to produce to ``mesh2.broker`` resolves it and sends straight to that
+broker over iroh: the node is the writer, nothing stands in between. A name its directory does
+not hold is looked up across meshes through the control plane (``crossmesh.py``: a gateway of
+this mesh, which asks the backbone); a watching gateway's directory spans the meshes it
+watches. Without ``to``, the node asks a registry which broker owns the topic.
 
 Operations on ``meshfabric/node/1``: ``resolve {target}``, ``produce {topic, value, to?, key?,
 headers?}``, ``fetch {topic, from?, offset?, max_records?}``.
@@ -18,8 +19,9 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from .. import rpc
+from ..crossmesh import CrossMesh
 from ..directory import Entry
-from ..errors import ConfigError
+from ..errors import ConfigError, ResolveError
 from ..producer import Producer, Target
 from ..rpc import Operation
 from .base import Service
@@ -40,6 +42,9 @@ class FrontDoor(Service):
     def __init__(self, node) -> None:
         super().__init__(node)
         self.producer: Producer | None = None
+        from ..node import verify_signature  # node imports this module
+
+        self.crossmesh = CrossMesh(node, verify_signature)
 
     async def start(self) -> None:
         self.producer = Producer(self.node.transport, self.node.telemetry.tracer)
@@ -50,11 +55,16 @@ class FrontDoor(Service):
 
     # -- resolving -------------------------------------------------------------
 
-    def resolve(self, target: str) -> Entry:
-        """Find ``target`` in this node's directory, inside a ``resolve`` span."""
+    async def resolve(self, target: str) -> Entry:
+        """Find ``target`` in this node's directory, or in another mesh through the control
+        plane, inside a ``resolve`` span (the lookup's spans are its children)."""
         with self.node.telemetry.tracer.start_as_current_span(f"resolve {target}",
                                                               attributes={"resolve.target": target}) as span:
-            entry = self.node.directory.resolve(target)
+            try:
+                entry = self.node.directory.resolve(target)
+            except ResolveError as not_found:
+                entry = await self.crossmesh.resolve(target, not_found)
+                span.set_attribute("resolve.via", "backbone")
             span.set_attribute("resolve.name", entry.name)
             span.set_attribute("resolve.mesh", entry.mesh)
             return entry
@@ -62,20 +72,20 @@ class FrontDoor(Service):
     async def broker_for(self, topic: str, to: str | None) -> Entry:
         """The broker to use: ``to`` if given, else the one a registry names for ``topic``."""
         if to:
-            entry = self.resolve(to)
+            entry = await self.resolve(to)
             if entry.type != "broker":
                 raise ConfigError(f"{entry.name} is a {entry.type}, not a broker: produce to a broker")
             return entry
-        registry = self.resolve(f"{self.node.config.mesh}.registry")
+        registry = await self.resolve(f"{self.node.config.mesh}.registry")
         answer = await rpc.call(self.node.transport, registry.node_id, registry.addrs, REGISTRY_ALPN,
                                 "lookup", {"topic": topic})
-        return self.resolve(answer["broker"])
+        return await self.resolve(answer["broker"])
 
     async def resolve_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
         target = args.get("target")
         if not isinstance(target, str):
             raise ConfigError("'target' must be a string: a name, <mesh>.<type> or an id prefix")
-        return {"entry": self.resolve(target).as_dict(self.node.clock())}
+        return {"entry": (await self.resolve(target)).as_dict(self.node.clock())}
 
     # -- producing and fetching -------------------------------------------------
 

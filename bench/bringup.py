@@ -1,0 +1,62 @@
+"""Cluster bring-up time: from nothing to ready (every boot trace in, every directory converged).
+
+For 1 and 2 meshes of broker, gateway, registry and compute on each backend this machine
+offers (local, and netns as root), this starts the cluster the ``fabric`` fixture would,
+``--repeat`` times, through the plugin's own ``FabricSession``, and reports bring-up and
+teardown times. Run: ``python -m bench.bringup [--repeat 5]`` (re-runs itself under
+``unshare -n`` as root, like the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from bench.isolation import ensure_isolated
+from bench.report import save, table
+from pytest_meshfabric import ClusterSpec, FabricSession, FabricSettings
+from pytest_meshfabric.backends import netns_unavailable_reason
+
+
+def backends() -> list[str]:
+    """The backends that can run here."""
+    return ["local"] + (["netns"] if netns_unavailable_reason() is None else [])
+
+
+def measure(backend: str, meshes: int, repeat: int) -> dict:
+    """Bring a cluster up and down ``repeat`` times on one session (bridge and receiver shared)."""
+    session = FabricSession(FabricSettings(backend=backend), worker="bench")
+    up, down, nodes = [], [], 0
+    try:
+        opened = time.perf_counter()
+        session.receiver  # noqa: B018 - open the backend (bridge) and the receiver, timed apart
+        setup = time.perf_counter() - opened
+        for _ in range(repeat):
+            start = time.perf_counter()
+            cluster = session.start_cluster(ClusterSpec(meshes=meshes))
+            up.append(time.perf_counter() - start)
+            nodes = len(cluster.nodes)
+            start = time.perf_counter()
+            session.stop_cluster(cluster)
+            down.append(time.perf_counter() - start)
+    finally:
+        session.close()
+    return {"backend": backend, "meshes": meshes, "nodes": nodes, "setup_s": setup, "up_s": up, "down_s": down}
+
+
+def main(args: argparse.Namespace) -> None:
+    runs = [measure(backend, meshes, args.repeat) for backend in backends() for meshes in (1, 2)]
+    rows = [[r["backend"], r["meshes"], r["nodes"], statistics.median(r["up_s"]), min(r["up_s"]), max(r["up_s"]),
+             statistics.median(r["down_s"]), r["setup_s"] * 1e3] for r in runs]
+    print(f"\ncluster bring-up to ready (boot traces captured, directories converged), {args.repeat} runs each\n")
+    print(table(["backend", "meshes", "nodes", "up p50 s", "up min s", "up max s", "down p50 s", "backend+receiver ms"],
+                rows))
+    print(f"\nresults: {save('bringup', {'repeat': args.repeat, 'runs': runs})}")
+
+
+if __name__ == "__main__":
+    ensure_isolated("bench.bringup")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=5, help="bring-ups per backend and mesh count (default 5)")
+    main(parser.parse_args())

@@ -1,0 +1,297 @@
+"""A test cluster: meshes of real node processes, started, watched and torn down as one.
+
+::
+
+    cluster = Cluster(ClusterSpec(meshes=2), backend=backend, receiver=receiver, root=tmp)
+    cluster.start()                      # ready: every boot trace in, every directory converged
+    gw = cluster["mesh1"]["gateway"]     # a NodeHandle
+    gw.kill(); cluster.wait_converged()  # the others drop it
+    gw.restart(); cluster.wait_converged()
+    cluster.stop()
+
+Each mesh's *seed* (its first node whose type watches no other mesh, usually the broker)
+starts first; every other node bootstraps through its mesh's seed, and gateways (and
+consoles) also through the seeds of the meshes they watch. The runtime is driven only
+through its processes and control sockets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from fabric import NODE_TYPES, ConfigError, FabricError
+
+from .backends import Backend
+from .capture import OtlpReceiver
+from .nodes import NodeHandle
+from .spanstore import SpanStore
+from .waiting import wait_until
+
+__all__ = ["Cluster", "ClusterSpec", "Mesh", "NodeHandle"]
+
+DEFAULT_TYPES = ("broker", "gateway", "registry", "compute")
+WATCHING_TYPES = ("gateway", "console")
+#: Gossip timings that make joins, suspicion and removal take about a second.
+FAST_GOSSIP = ("--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What to start: ``meshes`` meshes named mesh1..meshN, each with one node per entry of ``types``."""
+
+    meshes: int = 1
+    types: tuple[str, ...] = DEFAULT_TYPES
+    node_args: tuple[str, ...] = FAST_GOSSIP
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "types", tuple(self.types))
+        object.__setattr__(self, "node_args", tuple(self.node_args))
+        if not isinstance(self.meshes, int) or self.meshes < 1:
+            raise ConfigError(f"a cluster needs at least one mesh, not meshes={self.meshes!r}")
+        if not self.types:
+            raise ConfigError(f"a mesh needs at least one node type; choose from {', '.join(NODE_TYPES)}")
+        unknown = [t for t in self.types if t not in NODE_TYPES]
+        if unknown:
+            raise ConfigError(f"unknown node type(s) {', '.join(map(repr, unknown))}; "
+                              f"choose from {', '.join(NODE_TYPES)}")
+        if self.meshes > 1 and all(t in WATCHING_TYPES for t in self.types):
+            raise ConfigError(f"with several meshes each mesh needs a seed that watches no other mesh; add a type "
+                              f"other than {' or '.join(WATCHING_TYPES)} (e.g. broker) to {list(self.types)}")
+
+    @property
+    def mesh_names(self) -> list[str]:
+        return [f"mesh{i}" for i in range(1, self.meshes + 1)]
+
+    @property
+    def seed_type(self) -> str:
+        return next((t for t in self.types if t not in WATCHING_TYPES), self.types[0])
+
+
+class Mesh:
+    """The nodes of one mesh; ``mesh["broker"]`` is its first broker."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.nodes: list[NodeHandle] = []
+
+    def __getitem__(self, type: str) -> NodeHandle:
+        found = self.of_type(type)
+        if not found:
+            raise KeyError(f"{self.name} has no {type!r} node; it has {', '.join(n.type for n in self.nodes)}")
+        return found[0]
+
+    def of_type(self, type: str) -> list[NodeHandle]:
+        return [n for n in self.nodes if n.type == type]
+
+    @property
+    def seed(self) -> NodeHandle:
+        return self.nodes[0]
+
+    @property
+    def names(self) -> set[str]:
+        return {n.name for n in self.nodes}
+
+    def __iter__(self) -> Iterator[NodeHandle]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"<Mesh {self.name}: {', '.join(n.name for n in self.nodes)}>"
+
+
+class Cluster:
+    """Meshes of node processes on one backend, exporting spans to one receiver."""
+
+    def __init__(self, spec: ClusterSpec, *, backend: Backend, receiver: OtlpReceiver, root: Path,
+                 label: str = "c1", otlp_protocol: str = "http/protobuf", ready_timeout: float = 30.0) -> None:
+        self.spec, self.backend, self.receiver = spec, backend, receiver
+        self.root, self.label, self.ready_timeout = Path(root), label, ready_timeout
+        self.node_env = receiver.env(otlp_protocol, bsp_schedule_delay_ms=100)
+        self.meshes: dict[str, Mesh] = {}
+        self.kept = False
+        self._counter = 0
+
+    @property
+    def store(self) -> SpanStore:
+        return self.receiver.store
+
+    @property
+    def nodes(self) -> list[NodeHandle]:
+        return [n for mesh in self.meshes.values() for n in mesh]
+
+    def __getitem__(self, mesh: str) -> Mesh:
+        try:
+            return self.meshes[mesh]
+        except KeyError:
+            raise KeyError(f"no mesh {mesh!r} in this cluster; it has {', '.join(self.meshes)}") from None
+
+    def node(self, name: str) -> NodeHandle:
+        """A node by full name, or by ``<mesh>.<type>`` (the first such node)."""
+        for n in self.nodes:
+            if n.name == name or f"{n.mesh}.{n.type}" == name:
+                return n
+        raise KeyError(f"no node {name!r}; the cluster has {', '.join(n.name for n in self.nodes)}")
+
+    @property
+    def entry(self) -> NodeHandle:
+        """The node clients go through: mesh1's first gateway (it sees every mesh), else its seed."""
+        first = next(iter(self.meshes.values()))
+        return first.of_type("gateway")[0] if first.of_type("gateway") else first.seed
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.label} on {self.backend.name}: {len(self.nodes)} nodes in {', '.join(self.meshes)}>"
+
+    # -- building --
+
+    def add_node(self, mesh: str, type: str, *, watch: tuple[str, ...] | None = None,
+                 args: tuple[str, ...] = (), start: bool = True) -> NodeHandle:
+        """Add a node (a gateway or console watches every other mesh unless ``watch`` says otherwise)."""
+        if watch is None:
+            watch = tuple(m for m in self.meshes if m != mesh) if type in WATCHING_TYPES else ()
+        self._counter += 1
+        label = f"{mesh}.{type}.{self._counter}"
+        placement = self.backend.place(f"{self.label}/{label}")
+        try:
+            node = NodeHandle(self, mesh, type, self.root / label, placement, watch, args)
+        except ConfigError:
+            self.backend.release(placement)
+            raise
+        self.meshes.setdefault(mesh, Mesh(mesh)).nodes.append(node)
+        if start:
+            node.start(self.ready_timeout)
+        return node
+
+    def bootstrap_for(self, node: NodeHandle) -> list[str]:
+        """Addresses ``node`` joins through: its mesh's running nodes, and one per watched mesh."""
+        def running(mesh: str) -> list[NodeHandle]:
+            return [n for n in self.nodes if n.mesh == mesh and n.running and n is not node]
+
+        peers = [n.address for n in running(node.mesh)]
+        for watched in node.watch:
+            peers += [n.address for n in running(watched)[:1]]
+        return peers
+
+    def start(self) -> Cluster:
+        """Start every mesh (seeds first, then the rest in parallel) and wait until ready."""
+        names = self.spec.mesh_names
+        for mesh in names:
+            self.meshes[mesh] = Mesh(mesh)
+        seed_type = self.spec.seed_type
+        seeds = [self.add_node(m, seed_type, start=False) for m in names]
+        for seed in seeds:
+            seed.launch()
+        for seed in seeds:
+            seed.wait_ready(self.ready_timeout)
+        rest = list(self.spec.types)
+        rest.remove(seed_type)
+        others = [self.add_node(m, t, start=False) for m in names for t in rest]
+        for node in others:
+            node.launch()
+        for node in others:
+            node.wait_ready(self.ready_timeout)
+        self.wait_ready()
+        return self
+
+    # -- waiting --
+
+    def wait_ready(self, timeout: float | None = None) -> Cluster:
+        """Wait until every running node's boot trace is captured and every directory converged."""
+        self.wait_boot_traced(timeout)
+        return self.wait_converged(timeout)
+
+    def wait_boot_traced(self, timeout: float | None = None) -> Cluster:
+        """Wait until the receiver holds the latest boot trace of every running node."""
+        running = [n for n in self.nodes if n.running]
+
+        def missing(spans: list) -> list[str]:
+            return [n.name for n in running if not n.boot_trace(spans)]
+
+        self.store.wait_for(lambda spans: not missing(spans), timeout or self.ready_timeout,
+                            lambda: f"the boot traces of {', '.join(missing(self.store.all()))}")
+        return self
+
+    def expected_directory(self, node: NodeHandle) -> set[str]:
+        """The names ``node`` should list: running nodes of its mesh and of the meshes it watches."""
+        meshes = {node.mesh, *node.watch}
+        return {n.name for n in self.nodes if n.mesh in meshes and n.running}
+
+    def divergence(self) -> dict[str, str]:
+        """Running nodes whose directory is not exactly the expected names, all alive: name → what differs."""
+        report = {}
+        for node in (n for n in self.nodes if n.running):
+            expected = self.expected_directory(node)
+            try:
+                states = {e["name"]: e["state"] for e in node.directory()}
+            except FabricError as exc:
+                report[node.name] = f"no answer ({exc})"
+                continue
+            missing, extra = sorted(expected - set(states)), sorted(set(states) - expected)
+            not_alive = sorted(f"{name} ({state})" for name, state in states.items()
+                               if name in expected and state != "alive")
+            if missing or extra or not_alive:
+                report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}"
+        return report
+
+    def wait_converged(self, timeout: float | None = None) -> Cluster:
+        """Wait until every running node's directory lists exactly the running nodes it should, all alive."""
+        wait_until(lambda: not self.divergence(), timeout or self.ready_timeout, "every directory to converge",
+                   describe=lambda _: "; ".join(f"{k}: {v}" for k, v in self.divergence().items()))
+        return self
+
+    def heal(self) -> Cluster:
+        """Resume paused nodes, restart stopped or killed ones, and wait until ready again."""
+        changed = False
+        for node in self.nodes:
+            if node.alive and node.paused:
+                node.resume()
+                changed = True
+            elif not node.alive:
+                node.start(self.ready_timeout)
+                changed = True
+        return self.wait_converged() if changed else self
+
+    # -- teardown and reports --
+
+    def remove_node(self, node: NodeHandle) -> None:
+        """Stop ``node``, release its place and forget it."""
+        node.stop()
+        self.backend.release(node.placement)
+        self.meshes[node.mesh].nodes.remove(node)
+
+    def stop(self) -> None:
+        """Stop every node (all at once: each announces its leave), release places, remove data."""
+        if self.kept:
+            return
+        nodes = self.nodes
+        for node in nodes:
+            node.resume()
+            if node.process:
+                node.process.signal(signal.SIGTERM)  # all first: they leave in parallel
+        for node in nodes:
+            node.stop()
+            self.backend.release(node.placement)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def keep(self) -> None:
+        """Leave the cluster running at teardown (``--fabric-keep``)."""
+        self.kept = True
+
+    def log_tails(self, lines: int = 15) -> str:
+        """Every node's log tail, headed by its name, pid and state."""
+        return "\n".join(f"{n!r} log {n.log_path}:\n{n.log_tail(lines)}" for n in self.nodes)
+
+    def describe(self) -> str:
+        """How to reach every node of the cluster from a shell."""
+        lines = [f"cluster {self.label} ({self.backend.describe()}), data in {self.root}:"]
+        lines += [f"  {n.name:<24} pid {n.pid}  {n.address if n.info else '-'}\n"
+                  f"      {n.reach_hint()}" for n in self.nodes]
+        return "\n".join(lines)
+
+    def cleanup_commands(self) -> list[str]:
+        return [c for n in self.nodes for c in n.cleanup_commands()] + [f"rm -rf {self.root}"]
