@@ -21,6 +21,13 @@ from fabric import control
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
 
+# Every span recorded; 1% of traces recorded (head sampling, the standard OTel variables);
+# the SDK off. Unsampled spans still propagate context, so sampled traces stay whole.
+TRACING = {
+    "on": {},
+    "sampled 1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "off": {"OTEL_SDK_DISABLED": "true"},
+}
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 
 
@@ -138,15 +145,18 @@ async def main(args: argparse.Namespace) -> None:
         floor_ms = rtt["p50_ms"] + fs["p50_ms"]
         results: dict = {"baseline": {"raw_rtt": rtt, "fsync": fs, "floor_p50_ms": floor_ms,
                                       "raw_throughput_mps": raw_rps}, "runs": {}}
-        for tracing in ("on", "off"):
-            env = {"OTEL_SDK_DISABLED": "true"} if tracing == "off" else {}
+        for tracing, env in TRACING.items():
             nodes = start_cluster(root / f"tracing-{tracing}", env)
+            saved = {key: os.environ.get(key) for key in env}
             try:
-                if tracing == "off":
-                    os.environ["OTEL_SDK_DISABLED"] = "true"
+                os.environ.update(env)  # the client traces (or not) like the nodes
                 results["runs"][tracing] = await measure(nodes, args.records, args.concurrency)
             finally:
-                os.environ.pop("OTEL_SDK_DISABLED", None)
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
                 for node in nodes.values():
                     node.stop()
     rows = [["raw iroh round trip (64 B, open stream)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],

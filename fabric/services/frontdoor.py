@@ -169,6 +169,10 @@ class FrontDoor(Service):
 
         return {"produce": produce, "fetch": fetch, "resolve": resolve, "produce_many": self.produce_many}
 
+    async def _write_one(self, topic: str, value: bytes, to: str | None) -> None:
+        with self.node.telemetry.tracer.start_as_current_span("writer.produce"):
+            await self.produce(topic, value, to)
+
     async def produce_many(self, request: dict[str, Any]) -> dict[str, Any]:
         """Measure this node as a writer: ``count`` produces of ``size`` bytes to ``to``, first one
         at a time (latencies), then ``concurrency`` at a time (throughput)."""
@@ -183,7 +187,8 @@ class FrontDoor(Service):
 
             async def one_batch() -> None:
                 async with gate:
-                    await self.produce_batch(topic, [value] * batch, to)
+                    with self.node.telemetry.tracer.start_as_current_span("writer.produce"):
+                        await self.produce_batch(topic, [value] * batch, to)
 
             start = time.perf_counter()
             await asyncio.gather(*(one_batch() for _ in range(max(1, count // batch))))
@@ -191,13 +196,13 @@ class FrontDoor(Service):
         latencies = []
         for _ in range(count):
             start = time.perf_counter()
-            await self.produce(topic, value, to)
+            await self._write_one(topic, value, to)
             latencies.append(time.perf_counter() - start)
         gate = asyncio.Semaphore(concurrency)
 
         async def one() -> None:
             async with gate:
-                await self.produce(topic, value, to)
+                await self._write_one(topic, value, to)
 
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(count)))
