@@ -51,7 +51,7 @@ class GossipConfig:
     tick_interval: float = 0.2
     heartbeat_interval: float = 0.5
     suspect_after: float = 1.5
-    remove_after: float = 3.0
+    remove_after: float = 2.5
     pull_interval: float = 2.0
     rumor_rounds: int | None = None  # None: ceil(log2(members + 1)) + 2
     max_digests_per_message: int = 256
