@@ -54,6 +54,7 @@ class Transport:
         self._locks: dict[tuple[str, bytes], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._accept_task: asyncio.Task | None = None
+        self._addrs: list[str] | None = None
 
     @classmethod
     async def bind(cls, identity: Identity, bind_addr: str = "127.0.0.1:0",
@@ -69,8 +70,10 @@ class Transport:
 
     @property
     def addrs(self) -> list[str]:
-        """The direct addresses peers can reach this endpoint at."""
-        return list(self.endpoint.addr().direct_addresses())
+        """The direct addresses peers can reach this endpoint at (read once: ~100 µs a read)."""
+        if self._addrs is None:
+            self._addrs = list(self.endpoint.addr().direct_addresses())
+        return list(self._addrs)
 
     # -- serving ---------------------------------------------------------------
 
