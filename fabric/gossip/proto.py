@@ -45,7 +45,7 @@ def mesh_topic(mesh: str) -> bytes:
 
 @dataclass(frozen=True)
 class GossipConfig:
-    """Timings (seconds) and bounds of the protocol. Defaults detect a failure in ~3 s."""
+    """Timings (seconds) and bounds of the protocol. Defaults remove a silent node after 2.5 s."""
 
     fanout: int = 3
     tick_interval: float = 0.2

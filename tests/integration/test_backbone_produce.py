@@ -15,7 +15,7 @@ from fabric import control
 from fabric.client import FabricClient
 from fabric.errors import FabricError
 from tests.integration.conftest import directory_names, wait_until
-from tests.integration.test_produce import assert_stitched
+from pytest_meshfabric import assert_stitched
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ async def test_cross_mesh_produce_via_the_backbone_is_one_stitched_trace(spawn, 
                 (b1.name, "send orders"), (b2.name, "receive orders"), (b2.name, "log.append")}
     trace = receiver.store.wait_for(lambda spans: trace_of(spans, "produce orders", expected), timeout=10,
                                     description="the cross-mesh produce trace with its backbone lookup")
-    root = assert_stitched(trace)
+    root = assert_stitched(trace).root
     assert root.service_name == "test-writer"
     by_name = {(s.service_name, s.name): s for s in trace}
     resolve, send = by_name[(b1.name, "resolve mesh2.broker")], by_name[(b1.name, "send orders")]

@@ -12,6 +12,7 @@ from fabric.errors import RemoteError
 from fabric.identity import Identity
 from fabric.services.broker import ALPN as BROKER_ALPN
 from fabric.transport import Transport
+from pytest_meshfabric import assert_stitched
 from tests.integration.conftest import directory_names, wait_until
 
 pytestmark = pytest.mark.slow
@@ -30,26 +31,6 @@ def fabric2(spawn):
     }
     wait_until(lambda: b2.name in directory_names(nodes["gw"]), 10, "the gateway to see mesh2's broker")
     return nodes
-
-
-def assert_stitched(spans):
-    """One trace, every parent present, children inside their parents.
-
-    A CONSUMER span under a PRODUCER span is an asynchronous hand-off (the record waited in a
-    log): it starts after its parent but need not end before it.
-    """
-    assert len({s.trace_id for s in spans}) == 1
-    by_id = {s.span_id: s for s in spans}
-    roots = [s for s in spans if s.parent_span_id is None]
-    assert len(roots) == 1, [s.describe() for s in roots]
-    for span in spans:
-        if span.parent_span_id is not None:
-            parent = by_id.get(span.parent_span_id)
-            assert parent is not None, f"orphan: {span.describe()}"
-            assert parent.start_ns <= span.start_ns, span.describe()
-            if not (span.kind == "CONSUMER" and parent.kind == "PRODUCER"):
-                assert span.end_ns <= parent.end_ns, span.describe()
-    return roots[0]
 
 
 @pytest.mark.asyncio
@@ -73,7 +54,7 @@ async def test_cross_mesh_produce_is_one_stitched_trace(fabric2, receiver, monke
 
     # Each process exports on its own schedule: wait until every expected span is in.
     trace = receiver.store.wait_for(whole_trace, timeout=10, description="the cross-mesh produce trace")
-    root = assert_stitched(trace)
+    root = assert_stitched(trace).root
     assert root.kind == "PRODUCER" and root.service_name == "test-writer"
     send = next(s for s in trace if s.name == "send orders")
     receive = next(s for s in trace if s.name == "receive orders")
