@@ -34,7 +34,7 @@ from .directory import Change, ChangeKind, Directory
 from .gossip import digest as digests
 from .gossip.net import GossipNet
 from .gossip.proto import GossipConfig, GossipCore
-from .errors import ConfigError
+from .errors import ConfigError, TransportError
 from .identity import Identity, check_mesh_label, check_node_type, load_or_mint, node_name
 from .telemetry import NodeLabels, Telemetry, span_to_dict
 from .services.base import Service
@@ -156,6 +156,7 @@ class Node:
         self.incarnation = time.time_ns() // 1_000_000
         self.started_at: float | None = None
         self.clock = time.monotonic
+        self._incarnations: dict[str, int] = {}
 
     # -- identity --------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class Node:
                                      attributes={"identity.path": str(cfg.identity_path)})
             step.end(end_time=identity_done)
             with tracer.start_as_current_span("endpoint_created") as span:
-                self.transport = await Transport.bind(self.identity, cfg.bind)
+                self.transport = await self._bind()
                 span.set_attribute("net.addresses", self.transport.addrs)
             with tracer.start_as_current_span("alpn_registered") as span:
                 self._start_gossip_state()
@@ -215,6 +216,27 @@ class Node:
             root.set_attribute("node.address", self.address)
         self.started_at = time.monotonic()
         log.info("ready: %s at %s", self.name, self.address)
+
+    async def _bind(self) -> Transport:
+        """Bind the endpoint; with an ephemeral port, reuse the one this data dir had before.
+
+        A restarted node then comes back at the address its peers (and their bootstrap
+        flags) know; if that port is taken now, any free port will do.
+        """
+        cfg = self.config
+        port_file = cfg.data_dir / "port"
+        host, _, port = cfg.bind.rpartition(":")
+        if port == "0" and port_file.exists():
+            try:
+                return await Transport.bind(self.identity, f"{host}:{int(port_file.read_text())}")  # type: ignore[arg-type]
+            except (TransportError, ValueError):
+                log.info("the previous port is not free: binding another")
+        transport = await Transport.bind(self.identity, cfg.bind)  # type: ignore[arg-type]
+        if port == "0":
+            bound = transport.endpoint.bound_sockets()[0].rpartition(":")[2]
+            port_file.parent.mkdir(parents=True, exist_ok=True)
+            port_file.write_text(bound)
+        return transport
 
     def _start_gossip_state(self) -> None:
         cfg, gcfg = self.config, self.config.gossip
@@ -265,6 +287,13 @@ class Node:
         if self.telemetry is None or change.kind is ChangeKind.HEARTBEAT:
             return
         entry = change.entry
+        known = self._incarnations.get(entry.node_id)
+        restarted = known is not None and known != entry.digest.incarnation
+        if (restarted or change.kind is ChangeKind.SUSPECT) and self.transport is not None:
+            # A silent peer, or a new process behind the same id: QUIC would keep writing into
+            # a dead connection until its 30 s idle timeout, so the next send dials afresh.
+            self.transport.forget_peer(entry.node_id)
+        self._incarnations[entry.node_id] = entry.digest.incarnation
         with self.telemetry.tracer.start_as_current_span(
             f"directory.{change.kind.value}",
             attributes={"peer.name": entry.name, "peer.mesh": entry.mesh, "peer.id": entry.node_id},

@@ -73,11 +73,17 @@ class Producer:
 
     async def _call(self, broker: Target, op: str, args: dict[str, Any], timeout: float,
                     attempts: int) -> dict[str, Any]:
-        """Call the broker, retrying transport failures with the same arguments (and sequence)."""
+        """Call the broker, retrying transport failures with the same arguments (and sequence).
+
+        Each attempt gets ``timeout / attempts``: a broker that was killed and restarted leaves
+        a QUIC connection that swallows requests until its 30 s idle timeout, and a timed-out
+        attempt drops it, so the next attempt dials the new process.
+        """
         last: FabricError | None = None
         for attempt in range(1, attempts + 1):
             try:
-                ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN, op, args, timeout)
+                ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN, op, args,
+                                     timeout / attempts)
                 trace.get_current_span().set_attribute("meshfabric.attempts", attempt)
                 return ack
             except RemoteError:

@@ -15,6 +15,7 @@ stream per request and writing frame by frame wastes most of a round trip. Here:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from collections import Counter
@@ -42,6 +43,12 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _detached(coro) -> asyncio.Task:  # type: ignore[no-untyped-def]
+    """A long-lived task in an empty context: a stream outlives the request that opened it,
+    and must not carry that request's trace context (or keep its spans alive)."""
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
+
 def error_frame(message: str, code: str = "bad_request", tag: int = 0) -> Frame:
     return Frame(Kind.ERROR, {"code": code, "message": message}, tag)
 
@@ -55,7 +62,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._closing = False
         self.error: BaseException | None = None
-        self._task = asyncio.ensure_future(self._run())
+        self._task = _detached(self._run())
 
     def put(self, data: bytes) -> None:
         if self.error is not None:
@@ -98,7 +105,7 @@ class Channel:
         self._tags = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Frame]] = {}
         self.closed = False
-        self._reader = asyncio.ensure_future(self._read())
+        self._reader = _detached(self._read())
 
     async def call(self, frame: Frame, timeout: float) -> Frame:
         """Send ``frame`` and wait (bounded) for the reply with the same tag."""

@@ -51,6 +51,7 @@ class Transport:
         self._handlers: dict[bytes, Handler] = {}
         self._connections: dict[tuple[str, bytes], iroh.Connection] = {}
         self._channels: dict[tuple[str, bytes], Channel] = {}
+        self._dialled: dict[tuple[str, bytes], frozenset[str]] = {}
         self._locks: dict[tuple[str, bytes], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._accept_task: asyncio.Task | None = None
@@ -143,8 +144,15 @@ class Transport:
 
     async def connect(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                       timeout: float = DEFAULT_CONNECT_TIMEOUT) -> iroh.Connection:
-        """A (cached) connection to ``node_id`` for ``alpn``, bounded by ``timeout``."""
+        """A (cached) connection to ``node_id`` for ``alpn``, bounded by ``timeout``.
+
+        A connection is cached with the addresses it was dialled at: a peer that comes back
+        at other addresses (a restart binds a new port) is a new process, and the old QUIC
+        connection would swallow writes into the void until its idle timeout, so it is
+        dropped and the new addresses dialled.
+        """
         key = (node_id, alpn)
+        self._forget_if_moved(key, addrs)
         if (conn := self._connections.get(key)) is not None:
             return conn
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -160,10 +168,18 @@ class Transport:
                 self.stats["connect_failed"] += 1
                 raise TransportError(f"connect to {node_id[:6]} at {list(addrs)} failed: {describe(exc)}") from exc
             self._connections[key] = conn
+            self._dialled[key] = frozenset(addrs)
             return conn
+
+    def _forget_if_moved(self, key: tuple[str, bytes], addrs: list[str] | tuple[str, ...]) -> None:
+        dialled = self._dialled.get(key)
+        if dialled is not None and addrs and frozenset(addrs) != dialled:
+            self.stats["peer_moved"] += 1
+            self.forget(*key)
 
     async def _channel(self, node_id: str, addrs, alpn: bytes, timeout: float) -> Channel:
         key = (node_id, alpn)
+        self._forget_if_moved(key, addrs)
         channel = self._channels.get(key)
         if channel is not None and not channel.closed:
             return channel
@@ -185,12 +201,18 @@ class Transport:
         channel = self._channels.pop((node_id, alpn), None)
         if channel is not None:
             channel.close()
+        self._dialled.pop((node_id, alpn), None)
         conn = self._connections.pop((node_id, alpn), None)
         if conn is not None:
             try:
                 conn.close(0, b"")
             except iroh.IrohError:
                 pass
+
+    def forget_peer(self, node_id: str) -> None:
+        """Drop every cached connection and channel to ``node_id`` (it restarted)."""
+        for key in {k for k in (*self._connections, *self._channels) if k[0] == node_id}:
+            self.forget(*key)
 
     async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                       frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:

@@ -3,7 +3,7 @@
 Fixtures: ``fabric`` (a running cluster), ``fabric_factory`` (more clusters and nodes),
 ``spans`` (what the current test captured), ``fabric_client`` / ``fabric_client_sync``
 (a client bound to the cluster), ``trace_snapshot`` (trace-shape snapshot gate),
-``fabric_settings``. Options and ini names: see :mod:`pytest_meshfabric.settings` or
+``fabric_settings``, ``nemesis`` (faults: :mod:`pytest_meshfabric.nemesis`). Options and ini names: see :mod:`pytest_meshfabric.settings` or
 ``pytest --help``. The work happens in the modules this one wires together.
 """
 
@@ -26,6 +26,7 @@ from .backends import resolve_backend_name
 from .client import SyncFabricClient, connect_client
 from .cluster import Cluster
 from .factory import FabricFactory
+from .nemesis import nemesis, report_section as nemesis_report_section  # noqa: F401 - the `nemesis` fixture
 from .session import ClusterPool, FabricSession
 from .settings import FabricSettings, add_options
 from .shapes import Shape
@@ -192,6 +193,9 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
+    faults = nemesis_report_section(item) if report.when == "call" else None
+    if faults:
+        report.sections.append(faults)
     if report.failed:
         reporting.on_failure(item, report, _session(item.config))
     return report

@@ -25,6 +25,12 @@ from .records import Record
 _TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _DEDUP_WINDOW = 4096  # (producer, seq) pairs remembered per topic
 
+#: TEST-ONLY planted bug for the chaos harness (tests/chaos/test_planted_bug.py): with
+#: ``MESHFABRIC_UNSAFE_BUFFERED_WRITES=1`` a broker acknowledges records it has only buffered
+#: in memory; they reach the file on the next fetch or a clean close, so ``kill -9`` loses
+#: acknowledged records. Never set it outside tests.
+UNSAFE_BUFFERED_ENV = "MESHFABRIC_UNSAFE_BUFFERED_WRITES"
+
 
 def check_topic(name: object) -> str:
     if not isinstance(name, str) or not _TOPIC.match(name) or ".." in name:
@@ -41,9 +47,11 @@ class Appended:
 class TopicLog:
     """One topic's file. Not thread-safe: a broker drives it from its event loop."""
 
-    def __init__(self, path: Path, fsync: bool = True) -> None:
+    def __init__(self, path: Path, fsync: bool = True, unsafe_buffered: bool = False) -> None:
         self.path = path
         self.fsync = fsync
+        self.unsafe_buffered = unsafe_buffered  # test-only: see UNSAFE_BUFFERED_ENV
+        self._pending = bytearray()
         self.truncated_bytes = 0
         data = path.read_bytes() if path.exists() else b""
         found, valid_end = records.scan(data)
@@ -102,7 +110,9 @@ class TopicLog:
             record = Record(len(self._positions) + len(fresh), value, key, headers, now_ms, producer_id, record_seq)
             fresh.append((record, records.encode(record)))
             results.append(Appended(record.offset, False))
-        if fresh:
+        if fresh and self.unsafe_buffered:
+            self._pending += b"".join(data for _, data in fresh)
+        elif fresh:
             _write_all(self._fd, b"".join(data for _, data in fresh))
         for record, data in fresh:  # only once the bytes are in the file
             self._positions.append((self._end, len(data)))
@@ -112,7 +122,7 @@ class TopicLog:
 
     async def sync_through(self, offset: int) -> None:
         """Return once record ``offset`` is on disk, sharing each fsync with concurrent callers."""
-        if not self.fsync:
+        if not self.fsync or self.unsafe_buffered:
             return
         while self._durable <= offset:
             if self._syncing is None:
@@ -130,6 +140,7 @@ class TopicLog:
 
     def read(self, offset: int, max_records: int) -> list[Record]:
         """Records from ``offset`` on, at most ``max_records``."""
+        self._flush_pending()
         out: list[Record] = []
         for pos, size in self._positions[max(0, offset): max(0, offset) + max(0, max_records)]:
             found, _ = records.scan(os.pread(self._fd, size, pos))
@@ -137,7 +148,13 @@ class TopicLog:
         return out
 
     def close(self) -> None:
+        self._flush_pending()
         os.close(self._fd)
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            _write_all(self._fd, bytes(self._pending))
+            self._pending.clear()
 
     def _remember(self, record: Record) -> None:
         if record.producer_id is None or record.seq is None:
@@ -150,19 +167,22 @@ class TopicLog:
 class Log:
     """Every topic of a broker, under ``<data_dir>/log/``."""
 
-    def __init__(self, directory: Path, fsync: bool = True) -> None:
+    def __init__(self, directory: Path, fsync: bool = True, unsafe_buffered: bool | None = None) -> None:
         self.directory = directory
         self.fsync = fsync
+        if unsafe_buffered is None:
+            unsafe_buffered = os.environ.get(UNSAFE_BUFFERED_ENV) == "1"
+        self.unsafe_buffered = unsafe_buffered
         directory.mkdir(parents=True, exist_ok=True)
         self.topics: dict[str, TopicLog] = {}
         for path in sorted(directory.glob("*.log")):
-            self.topics[path.stem] = TopicLog(path, fsync)
+            self.topics[path.stem] = TopicLog(path, fsync, unsafe_buffered)
 
     def topic(self, name: str, create: bool) -> TopicLog | None:
         check_topic(name)
         log = self.topics.get(name)
         if log is None and create:
-            log = self.topics[name] = TopicLog(self.directory / f"{name}.log", self.fsync)
+            log = self.topics[name] = TopicLog(self.directory / f"{name}.log", self.fsync, self.unsafe_buffered)
             _fsync_dir(self.directory)
         return log
 
