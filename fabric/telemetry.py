@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import threading
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from opentelemetry.sdk.resources import (TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_N
                                          OTELResourceDetector, Resource)
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .errors import ConfigError
@@ -67,6 +69,30 @@ class LabelledTracer(trace.Tracer):
         return self._tracer.start_as_current_span(name, context, kind, {**self._labels, **(attributes or {})},
                                                   links, start_time, record_exception, set_status_on_exception,
                                                   end_on_exit)
+
+
+class PrivateRandomIdGenerator(IdGenerator):
+    """Trace and span ids from a generator of our own, not the ``random`` module's global one.
+
+    The SDK's default draws ids from the global ``random``, which anything in the process may
+    seed: hypothesis re-seeds it for every example, so a test process produced the same trace
+    ids again and again and unrelated requests landed in one trace.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random(int.from_bytes(os.urandom(16), "big"))
+
+    def generate_span_id(self) -> int:
+        span_id = self._random.getrandbits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = self._random.getrandbits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._random.getrandbits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = self._random.getrandbits(128)
+        return trace_id
 
 
 class RecentSpans(SpanProcessor):
@@ -126,7 +152,7 @@ class Telemetry:
         # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op: the
         # benchmarks measure what tracing costs by comparing against it.
         self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
-        self.provider = TracerProvider(resource=resource)
+        self.provider = TracerProvider(resource=resource, id_generator=PrivateRandomIdGenerator())
         self.recent = RecentSpans(recent_capacity)
         self.provider.add_span_processor(self.recent)
         self.exporting = exporter is not None and self.enabled

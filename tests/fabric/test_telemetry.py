@@ -272,3 +272,16 @@ def test_spans_reach_a_real_otlp_receiver(receiver, clean_env, made, protocol, e
     assert got.trace_id == format(parent.get_span_context().trace_id, "032x")
     assert child.parent_span_id == got.span_id
     assert receiver.rejected == 0
+
+
+def test_ids_do_not_repeat_when_the_global_random_is_reseeded():
+    """hypothesis re-seeds ``random`` per example: trace ids must not follow it."""
+    import random
+
+    telemetry = Telemetry(NodeLabels("m1.broker.abcdef", "m1", "broker", "ab" * 32))
+    ids = set()
+    for _ in range(3):
+        random.seed(0)
+        with telemetry.tracer.start_as_current_span("x") as span:
+            ids.add(span.get_span_context().trace_id)
+    assert len(ids) == 3
