@@ -13,9 +13,7 @@ from pytest_meshfabric.stateful import ChaosFailure, FabricMachine, run_machine
 # Not green yet, and 5-6 minutes each: after a broker is killed (and restarted) the gateway keeps
 # routing to its dead process for longer than the checkers wait, and a gateway's `produce` span got
 # a child `send` of another topic. Remove this skip to run them.
-pytestmark = pytest.mark.skip(reason="chaos runs with a broker kill are blocked by runtime findings "
-                              "(stale connections to restarted nodes, mixed trace context in the gateway); "
-                              "see docs in the chaos-harness report")
+
 
 
 class KillTheBroker(FabricMachine):
