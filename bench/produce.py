@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import iroh
 
@@ -147,16 +148,10 @@ async def main(args: argparse.Namespace) -> None:
                                       "raw_throughput_mps": raw_rps}, "runs": {}}
         for tracing, env in TRACING.items():
             nodes = start_cluster(root / f"tracing-{tracing}", env)
-            saved = {key: os.environ.get(key) for key in env}
             try:
-                os.environ.update(env)  # the client traces (or not) like the nodes
-                results["runs"][tracing] = await measure(nodes, args.records, args.concurrency)
+                with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
+                    results["runs"][tracing] = await measure(nodes, args.records, args.concurrency)
             finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
                 for node in nodes.values():
                     node.stop()
     rows = [["raw iroh round trip (64 B, open stream)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],

@@ -108,26 +108,27 @@ class FrontDoor(Service):
         ack = await self.producer.send_batch(target_of(broker), topic, values)
         return {**ack, "broker_mesh": broker.mesh, "via": self.node.name}
 
-    async def produce_batch_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
+    def _serving_produce(self, args: dict[str, Any]) -> tuple[str | None, Any]:
+        """Check a produce request's target; return it with the SERVER span to run under."""
         to = args.get("to")
         if to is not None and not isinstance(to, str):
             raise ConfigError("'to' must be a node name or <mesh>.<type>")
-        with self.node.telemetry.tracer.start_as_current_span(
-                "produce", kind=SpanKind.SERVER, attributes={"messaging.destination.name": str(args.get("topic")),
-                                                            "produce.to": to or ""}):
+        span = self.node.telemetry.tracer.start_as_current_span(
+            "produce", kind=SpanKind.SERVER,
+            attributes={"messaging.destination.name": str(args.get("topic")), "produce.to": to or ""})
+        return to, span
+
+    async def produce_batch_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
+        to, span = self._serving_produce(args)
+        with span:
             return await self.produce_batch(args.get("topic"), args.get("values"), to)
 
     async def produce_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
-        topic, value = args.get("topic"), args.get("value")
-        to = args.get("to")
-        if not isinstance(value, bytes):
+        if not isinstance(args.get("value"), bytes):
             raise ConfigError("'value' must be bytes")
-        if to is not None and not isinstance(to, str):
-            raise ConfigError("'to' must be a node name or <mesh>.<type>")
-        with self.node.telemetry.tracer.start_as_current_span(
-                "produce", kind=SpanKind.SERVER, attributes={"messaging.destination.name": str(topic),
-                                                            "produce.to": to or ""}):
-            return await self.produce(topic, value, to, args.get("key"), args.get("headers"))
+        to, span = self._serving_produce(args)
+        with span:
+            return await self.produce(args.get("topic"), args["value"], to, args.get("key"), args.get("headers"))
 
     async def fetch(self, topic: str, from_: str | None = None, offset: int = 0,
                     max_records: int = 100) -> dict[str, Any]:

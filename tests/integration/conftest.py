@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Callable, Iterator
 
 import pytest
 
 from fabric import control
 from fabric.launcher import NodeProcess
 from pytest_meshfabric.capture import OtlpReceiver
+from pytest_meshfabric.waiting import wait_until
 
-T = TypeVar("T")
+__all__ = ["FAST_GOSSIP", "directory_names", "wait_until"]
 
 FAST_GOSSIP = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Return ``check()``'s first truthy value, or fail after ``timeout`` saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def directory_names(node: NodeProcess) -> set[str]:
