@@ -1,21 +1,28 @@
 """Produce latency and throughput, same-mesh and cross-mesh, tracing on and off.
 
-Baselines measured in the same run: a raw iroh round trip (64 B on an open stream), an
-``fsync`` of a small append, and raw stream throughput. Run: ``python -m bench.produce``.
+Baselines measured in the same run: a raw iroh round trip (64 B on an open stream, between
+two processes like every produce here; the same with both ends in one process for reference),
+an ``fsync`` of a small append, and raw stream throughput. Run: ``python -m bench.produce``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import iroh
 
+from bench.isolation import _MARK as SAME_NETWORK
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
 from fabric import control
@@ -30,44 +37,96 @@ TRACING = {
     "off": {"OTEL_SDK_DISABLED": "true"},
 }
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
+WARMUP = 20  # round trips (and produces) before any is timed
 
 
-async def raw_round_trips(n: int, batch: int) -> tuple[list[float], float]:
-    """64-byte echoes on one open iroh stream (the transport's floor), then raw throughput:
-    ``batch`` 100-byte messages per write, echoed back, as many messages as produces."""
-    opts = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
-    a, b = await iroh.Endpoint.bind(opts()), await iroh.Endpoint.bind(opts())
+async def echo_server() -> None:
+    """The raw side of the baseline, in a process of its own (``--echo-server``): print the
+    endpoint's address, echo everything on the first bi stream, exit when it finishes."""
+    a = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0"))
     a.set_alpns([b"bench/echo"])
+    print(json.dumps({"id": str(a.id()), "addrs": list(a.addr().direct_addresses())}), flush=True)
+    await echo(a)
+    await asyncio.sleep(0.2)
+    await a.close()
 
-    async def echo() -> None:
-        conn = await (await (await a.accept_next()).accept()).connect()
-        bi = await conn.accept_bi()
-        recv, send = bi.recv(), bi.send()
-        while data := await recv.read(65536):
-            await send.write_all(data)
-        await send.finish()
 
-    server = asyncio.create_task(echo())
-    conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"bench/echo")
-    bi = await conn.open_bi()
-    send, recv = bi.send(), bi.recv()
+async def echo(endpoint: iroh.Endpoint) -> None:
+    """Echo everything on the first bi stream of the first connection, until it finishes."""
+    conn = await (await (await endpoint.accept_next()).accept()).connect()
+    bi = await conn.accept_bi()
+    recv, send = bi.recv(), bi.send()
+    while data := await recv.read(65536):
+        await send.write_all(data)
+    await send.finish()
+
+
+class RawEcho:
+    """One open iroh stream to an echo server in another process: the transport's floor
+    between two processes, as a produce from the gateway to the broker crosses."""
+
+    async def __aenter__(self) -> "RawEcho":
+        self.server = subprocess.Popen([sys.executable, "-m", "bench.produce", "--echo-server"],
+                                       stdout=subprocess.PIPE, env={**os.environ, SAME_NETWORK: "1"})
+        peer = json.loads(self.server.stdout.readline())  # type: ignore[union-attr]
+        self.endpoint = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(),
+                                                                      bind_addr="127.0.0.1:0"))
+        conn = await self.endpoint.connect(
+            iroh.EndpointAddr(iroh.EndpointId.from_string(peer["id"]), None, peer["addrs"]), b"bench/echo")
+        bi = await conn.open_bi()
+        self.send, self.recv = bi.send(), bi.recv()
+        await echo_round_trips(self.send, self.recv, WARMUP)
+        return self
+
+    async def round_trips(self, n: int) -> list[float]:
+        """``n`` 64-byte echoes, one at a time."""
+        return await echo_round_trips(self.send, self.recv, n)
+
+    async def throughput(self, n: int, batch: int) -> float:
+        """Messages per second: ``batch`` 100-byte messages per write, echoed, ``n`` in all."""
+        chunk = b"m" * 100 * batch
+        start = time.perf_counter()
+        for _ in range(max(1, n // batch)):
+            await self.send.write_all(chunk)
+            await self.recv.read_exact(len(chunk))
+        return max(1, n // batch) * batch / (time.perf_counter() - start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.send.finish()
+            await asyncio.to_thread(self.server.wait, 10)
+            await self.endpoint.close()
+        finally:
+            if self.server.poll() is None:
+                self.server.kill()
+
+
+async def echo_round_trips(send: iroh.SendStream, recv: iroh.RecvStream, n: int) -> list[float]:
     samples = []
     for _ in range(n):
         start = time.perf_counter()
         await send.write_all(b"x" * 64)
         await recv.read_exact(64)
         samples.append(time.perf_counter() - start)
-    chunk = b"m" * 100 * batch
-    start = time.perf_counter()
-    for _ in range(max(1, n // batch)):
-        await send.write_all(chunk)
-        await recv.read_exact(len(chunk))
-    throughput = max(1, n // batch) * batch / (time.perf_counter() - start)
+    return samples
+
+
+async def in_process_round_trips(n: int) -> list[float]:
+    """The same echoes with both endpoints in this process (one loop): for reference."""
+    opts = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
+    a, b = await iroh.Endpoint.bind(opts()), await iroh.Endpoint.bind(opts())
+    a.set_alpns([b"bench/echo"])
+    server = asyncio.create_task(echo(a))
+    conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"bench/echo")
+    bi = await conn.open_bi()
+    send, recv = bi.send(), bi.recv()
+    await echo_round_trips(send, recv, WARMUP)
+    samples = await echo_round_trips(send, recv, n)
     await send.finish()
     await asyncio.wait_for(server, 5)
     await b.close()
     await a.close()
-    return samples, throughput
+    return samples
 
 
 def fsyncs(directory: Path, n: int) -> list[float]:
@@ -108,7 +167,7 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
              "cross-mesh via gateway": (nodes["gw"].address, nodes["b2"].name)}
     for label, (via, target) in paths.items():
         async with await FabricClient.connect(via) as client:
-            for _ in range(20):  # warm up connections and code paths
+            for _ in range(WARMUP):  # warm up connections and code paths
                 await client.produce("warmup", b"w", to=target)
             samples = []
             for i in range(records):
@@ -125,44 +184,85 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
             await asyncio.gather(*(one() for _ in range(records)))
             throughput = records / (time.perf_counter() - start)
         out[label] = {**summary_ms(samples), "throughput_rps": throughput}
-    # The seed's writer: the gateway itself produces across meshes (one hop), timed in-process.
-    writer = control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
-                                  topic="bench", count=records, size=100, concurrency=concurrency)
-    out["cross-mesh, writer on gateway"] = {**summary_ms(writer["latencies_s"]),
-                                            "throughput_rps": writer["throughput_rps"]}
-    batched = control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
-                                   topic="bench", count=records * 20, size=100, concurrency=4, batch=concurrency)
-    out[f"cross-mesh, writer on gateway, batches of {concurrency}"] = {
-        "p50_ms": float("nan"), "p99_ms": float("nan"), "throughput_rps": batched["throughput_rps"]}
     return out
 
 
+def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:
+    """The seed's writer: the gateway itself produces across meshes (one hop), timed in-process:
+    ``records`` one at a time (latencies), then ``10 * records``, ``concurrency`` at a time
+    (throughput: long enough to outlast a noisy neighbour's burst); or, with ``batched``,
+    ``20 * records`` in batches of ``concurrency``."""
+    gw, to = nodes["gw"].control_path, nodes["b2"].name
+    if batched:
+        return control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 20,
+                                    size=100, concurrency=4, batch=concurrency)
+    latencies = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records,
+                                     size=100, concurrency=concurrency)["latencies_s"]
+    throughput = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 10,
+                                      size=100, concurrency=concurrency, latencies=False)["throughput_rps"]
+    return {"latencies_s": latencies, "throughput_rps": throughput}
+
+
 async def main(args: argparse.Namespace) -> None:
+    """Every tracing mode's cluster runs at once; the baselines and the writer figures are
+    measured in ``rounds`` interleaved rounds (baseline, then each mode), so a noisy machine
+    hits all of them alike: latencies pooled, throughputs the median round."""
     with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp:
         root = Path(tmp)
-        rtt_samples, raw_rps = await raw_round_trips(args.records, args.concurrency)
-        rtt = summary_ms(rtt_samples)
-        fs = summary_ms(fsyncs(root, args.records))
-        floor_ms = rtt["p50_ms"] + fs["p50_ms"]
-        results: dict = {"baseline": {"raw_rtt": rtt, "fsync": fs, "floor_p50_ms": floor_ms,
-                                      "raw_throughput_mps": raw_rps}, "runs": {}}
-        for tracing, env in TRACING.items():
-            nodes = start_cluster(root / f"tracing-{tracing}", env)
-            try:
+        clusters: dict[str, dict[str, NodeProcess]] = {}
+        rtts: list[float] = []
+        fsync_samples: list[float] = []
+        raw: list[float] = []
+        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in TRACING}
+        try:
+            for tracing, env in TRACING.items():
+                clusters[tracing] = start_cluster(root / f"tracing-{tracing}", env)
+            results: dict = {"runs": {}}
+            for tracing, env in TRACING.items():
                 with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
-                    results["runs"][tracing] = await measure(nodes, args.records, args.concurrency)
-            finally:
+                    results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
+                writer_run(clusters[tracing], WARMUP, args.concurrency)  # warm up the writer's path
+            modes = list(TRACING)
+            async with RawEcho() as echo:
+                for i in range(args.rounds):
+                    rtts += await echo.round_trips(args.records)
+                    fsync_samples += fsyncs(root, args.records)
+                    order = modes[i % len(modes):] + modes[:i % len(modes)]  # each goes first in turn
+                    for tracing in order:
+                        rounds[tracing].append(writer_run(clusters[tracing], args.records, args.concurrency))
+                    raw.append(await echo.throughput(args.records * 20, args.concurrency))
+                    for tracing in order:  # the heavy batched runs last, not just before a latency run
+                        rounds[tracing][-1]["batched_rps"] = writer_run(
+                            clusters[tracing], args.records, args.concurrency, batched=True)["throughput_rps"]
+        finally:
+            for nodes in clusters.values():
                 for node in nodes.values():
                     node.stop()
-    rows = [["raw iroh round trip (64 B, open stream)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
+    local_samples = await in_process_round_trips(args.records)
+    rtt, fs, raw_rps = summary_ms(rtts), summary_ms(fsync_samples), statistics.median(raw)
+    floor_ms = rtt["p50_ms"] + fs["p50_ms"]
+    results["baseline"] = {"raw_rtt": rtt, "raw_rtt_in_process": summary_ms(local_samples), "fsync": fs,
+                           "floor_p50_ms": floor_ms, "raw_throughput_mps": raw_rps, "rounds": args.rounds}
+    for tracing, done in rounds.items():
+        runs = results["runs"][tracing]
+        runs["cross-mesh, writer on gateway"] = {
+            **summary_ms([x for r in done for x in r["latencies_s"]]),
+            "throughput_rps": statistics.median(r["throughput_rps"] for r in done)}
+        runs[f"cross-mesh, writer on gateway, batches of {args.concurrency}"] = {
+            "p50_ms": float("nan"), "p99_ms": float("nan"),
+            "throughput_rps": statistics.median(r["batched_rps"] for r in done)}
+    local = results["baseline"]["raw_rtt_in_process"]
+    rows = [["raw iroh round trip (64 B, open stream, 2 processes)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
+            ["  the same, both ends in one process (reference)", "-", local["p50_ms"], local["p99_ms"], "-", "-", "-"],
             ["fsync of a 100 B append", "-", fs["p50_ms"], fs["p99_ms"], "-", "-", "-"]]
     for tracing, runs in results["runs"].items():
         for label, r in runs.items():
             rows.append([label, tracing, r["p50_ms"], r["p99_ms"], r["p50_ms"] / floor_ms,
                          r["throughput_rps"], r["throughput_rps"] / raw_rps])
     print(f"\nproduce: {args.records} sequential records per path, then {args.records} with "
-          f"{args.concurrency} in flight; floor = raw round trip + fsync = {floor_ms:.3f} ms; raw stream "
-          f"throughput = {args.concurrency} x 100 B messages per write, echoed\n")
+          f"{args.concurrency} in flight; the writer on the gateway and the baselines in {args.rounds} interleaved "
+          f"rounds; floor = raw round trip + fsync = {floor_ms:.3f} ms; raw stream throughput = "
+          f"{args.concurrency} x 100 B messages per write, echoed\n")
     print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s", "/ raw stream"], rows))
     print(f"\nresults: {save('produce', results)}")
 
@@ -172,4 +272,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of baselines and writer runs")
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    asyncio.run(echo_server() if parsed.echo_server else main(parsed))

@@ -47,10 +47,12 @@ class Producer:
         """Produce one record to ``broker``; retried on transport failures with the same sequence."""
         seq = self.next_seq() if seq is None else seq
         with self._span(broker, topic, seq, 1):
-            # The record carries this span's context, so its consumers continue the trace.
-            args = {"topic": topic, "value": value, "key": key, "headers": telemetry.inject(dict(headers or {})),
+            # The record carries this span's context, so its consumers continue the trace; so
+            # does the request (the same headers, injected once).
+            context = telemetry.inject()
+            args = {"topic": topic, "value": value, "key": key, "headers": {**(headers or {}), **context},
                     "producer_id": producer_id or self.producer_id, "seq": seq}
-            ack = await self._call(broker, "produce", args, timeout, attempts)
+            ack = await self._call(broker, "produce", args, timeout, attempts, context)
             trace.get_current_span().set_attribute("meshfabric.offset", ack["offset"])
             return ack
 
@@ -59,10 +61,10 @@ class Producer:
         """Produce many records in one request (one append, one fsync on the broker)."""
         seq = self.next_seq(len(values))
         with self._span(broker, topic, seq, len(values)):
-            headers = telemetry.inject()
-            args = {"topic": topic, "records": [{"value": v, "headers": headers} for v in values],
+            headers = telemetry.inject()  # sent once: the broker stores it with every record
+            args = {"topic": topic, "records": [{"value": v} for v in values], "headers": headers,
                     "producer_id": self.producer_id, "seq": seq}
-            return await self._call(broker, "produce_batch", args, timeout, attempts)
+            return await self._call(broker, "produce_batch", args, timeout, attempts, headers)
 
     def _span(self, broker: Target, topic: str, seq: int, count: int):
         attributes = {**messaging_attributes(topic, "send"), "peer.service": broker.name,
@@ -72,7 +74,7 @@ class Producer:
         return self.tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes)
 
     async def _call(self, broker: Target, op: str, args: dict[str, Any], timeout: float,
-                    attempts: int) -> dict[str, Any]:
+                    attempts: int, context: dict[str, str] | None = None) -> dict[str, Any]:
         """Call the broker, retrying transport failures with the same arguments (and sequence).
 
         Each attempt gets ``timeout / attempts``: a broker that was killed and restarted leaves
@@ -83,7 +85,7 @@ class Producer:
         for attempt in range(1, attempts + 1):
             try:
                 ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN, op, args,
-                                     timeout / attempts)
+                                     timeout / attempts, context)
                 trace.get_current_span().set_attribute("meshfabric.attempts", attempt)
                 return ack
             except RemoteError:

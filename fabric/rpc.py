@@ -61,9 +61,13 @@ class Router:
 
 
 async def call(transport: Transport, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
-               op: str, args: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Run ``op`` on a peer's service; raises ``RemoteError`` if it answers with an error."""
-    request = Frame(Kind.REQUEST, {"op": op, "args": args, "trace": telemetry.inject()})
+               op: str, args: dict[str, Any], timeout: float = 5.0,
+               trace: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``op`` on a peer's service; raises ``RemoteError`` if it answers with an error.
+
+    ``trace``: the current context's headers, if the caller has them already.
+    """
+    request = Frame(Kind.REQUEST, {"op": op, "args": args, "trace": telemetry.inject() if trace is None else trace})
     reply = await transport.request(node_id, addrs, alpn, request, timeout)
     if reply.kind is Kind.ERROR:
         raise RemoteError(str(reply.body.get("code", "failed")), str(reply.body.get("message", "")))

@@ -30,6 +30,7 @@ from .frames import Frame, FrameDecoder, Kind
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
+_TAG_AT = 2  # the tag's offset in a frame header (version, kind, tag, length)
 Responder = Callable[[Frame], Awaitable[Frame | None]]
 
 
@@ -109,15 +110,20 @@ class Channel:
 
     async def call(self, frame: Frame, timeout: float) -> Frame:
         """Send ``frame`` and wait (bounded) for the reply with the same tag."""
+        return await self.call_encoded(frames.encode(frame, self._max_frame), timeout)
+
+    async def call_encoded(self, data: bytes, timeout: float) -> Frame:
+        """``call`` for a frame encoded already (its tag is replaced by the channel's own)."""
         if self.closed:
             raise TransportError("channel is closed")
         tag = next(self._tags) & 0xFFFFFFFF or next(self._tags)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = future
         try:
-            self._outbox.put(frames.encode(Frame(frame.kind, frame.body, tag), self._max_frame))
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+            self._outbox.put(data[:_TAG_AT] + tag.to_bytes(4, "big") + data[_TAG_AT + 4:])
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
             raise PeerTimeout(f"no reply within {timeout}s") from None
         finally:
             self._waiting.pop(tag, None)

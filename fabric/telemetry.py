@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .errors import ConfigError
+from .spans import LeanTracer
 
 TRACER_NAME = "meshfabric"
 _DEFAULT_SCHEDULE_DELAY_MS = 200  # the SDK's 5 s default hides a boot trace for too long
@@ -43,32 +44,6 @@ class NodeLabels:
 
     def attributes(self) -> dict[str, str]:
         return {"mesh.id": self.mesh, "node.type": self.type, "node.id": self.node_id}
-
-
-class LabelledTracer(trace.Tracer):
-    """A tracer whose every span carries the node's labels, so a span alone says where it ran.
-
-    The labels go in with the span's own attributes at creation: one validation pass, where a
-    span processor calling ``set_attributes`` afterwards cost ~15 µs more per span.
-    """
-
-    def __init__(self, tracer: trace.Tracer, labels: Mapping[str, str]) -> None:
-        self._tracer = tracer
-        self._labels = dict(labels)
-
-    def start_span(self, name: str, context: Any = None, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-                   attributes: Any = None, links: Any = None, start_time: int | None = None,
-                   record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
-        return self._tracer.start_span(name, context, kind, {**self._labels, **(attributes or {})}, links,
-                                       start_time, record_exception, set_status_on_exception)
-
-    def start_as_current_span(self, name: str, context: Any = None, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-                              attributes: Any = None, links: Any = None, start_time: int | None = None,
-                              record_exception: bool = True, set_status_on_exception: bool = True,
-                              end_on_exit: bool = True) -> Any:
-        return self._tracer.start_as_current_span(name, context, kind, {**self._labels, **(attributes or {})},
-                                                  links, start_time, record_exception, set_status_on_exception,
-                                                  end_on_exit)
 
 
 class PrivateRandomIdGenerator(IdGenerator):
@@ -159,7 +134,7 @@ class Telemetry:
         if self.exporting:
             delay = None if "OTEL_BSP_SCHEDULE_DELAY" in os.environ else _DEFAULT_SCHEDULE_DELAY_MS
             self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
-        self.tracer: trace.Tracer = (LabelledTracer(self.provider.get_tracer(TRACER_NAME), labels.attributes())
+        self.tracer: trace.Tracer = (LeanTracer(self.provider, TRACER_NAME, labels.attributes())
                                      if self.enabled else trace.NoOpTracer())
 
     @classmethod

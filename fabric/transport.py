@@ -40,6 +40,16 @@ DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_REQUEST_TIMEOUT = 5.0
 
 
+class _ClosedEndpoint:
+    """Stands in for a closed endpoint: every use fails like a closed iroh endpoint would."""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        raise TransportError("the transport is closed")
+
+
+_CLOSED: iroh.Endpoint = _ClosedEndpoint()  # type: ignore[assignment]
+
+
 class Transport:
     """One iroh endpoint with ALPN routing, cached connections and multiplexed channels."""
 
@@ -227,7 +237,7 @@ class Transport:
 
         async def go() -> Frame:
             channel = await self._channel(node_id, addrs, alpn, timeout)
-            return await channel.call(frame, timeout)
+            return await channel.call_encoded(data, timeout)
 
         reply = await self._bounded(go(), node_id, alpn, timeout, "request")
         self.stats["frames_out"] += 1
@@ -259,8 +269,9 @@ class Transport:
 
     async def _bounded(self, work: Awaitable, node_id: str, alpn: bytes, timeout: float, what: str):
         try:
-            return await asyncio.wait_for(work, timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # not wait_for: no task (and loop hop) per call
+                return await work
+        except TimeoutError:
             self.forget(node_id, alpn)
             raise PeerTimeout(f"{what} to {node_id[:6]} timed out after {timeout}s") from None
         except iroh.IrohError as exc:
@@ -291,9 +302,15 @@ class Transport:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop accepting, close every channel, connection and the endpoint."""
-        if self._accept_task is not None:
-            self._accept_task.cancel()
+        """Close every channel, connection and the endpoint, then stop accepting.
+
+        The bindings release the socket only with the last reference to the endpoint, and a
+        cancelled ``accept_next`` keeps one: the accept loop is left to see the endpoint close
+        (``None``) and our reference is dropped, so a node restarted in this process gets its
+        port back instead of binding twice.
+        """
+        if self.endpoint is _CLOSED:
+            return
         for task in list(self._tasks):
             task.cancel()
         for key in list(self._connections) + list(self._channels):
@@ -302,3 +319,9 @@ class Transport:
             await asyncio.wait_for(self.endpoint.close(), 2.0)
         except (asyncio.TimeoutError, iroh.IrohError):
             pass
+        if self._accept_task is not None:
+            try:
+                await asyncio.wait_for(self._accept_task, 0.5)
+            except (asyncio.TimeoutError, asyncio.CancelledError, iroh.IrohError, TransportError):
+                pass
+        self.endpoint = _CLOSED

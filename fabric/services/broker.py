@@ -5,8 +5,9 @@ Operations on ``meshfabric/broker/1``:
 * ``produce {topic, value, key?, headers?, producer_id?, seq?}`` → ``{topic, offset, duplicate}``
   after the record is fsynced. A retry with the same ``(producer_id, seq)`` returns the first
   offset with ``duplicate: true`` and stores nothing.
-* ``produce_batch {topic, records: [{value, key?, headers?}], producer_id?, seq?}`` →
-  ``{topic, offsets, duplicates}``: one append and one fsync for the whole batch.
+* ``produce_batch {topic, records: [{value, key?, headers?}], headers?, producer_id?, seq?}`` →
+  ``{topic, offsets, duplicates}``: one append and one fsync for the whole batch; the batch's
+  ``headers`` (its trace context) go with every record, under the record's own.
 * ``fetch {topic, offset, max_records}`` → ``{records: [...], next_offset, end_offset}``.
 * ``topics {}`` → ``{topics: {name: length}}``.
 """
@@ -30,6 +31,12 @@ MAX_BATCH = 10_000
 
 # Test-only switch for the chaos harness's planted bug: acknowledge before the data is durable.
 UNSAFE_NO_FSYNC_ENV = "MESHFABRIC_UNSAFE_NO_FSYNC"
+
+
+def _check_headers(headers: Any) -> dict[str, str]:
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ConfigError("'headers' must map strings to strings")
+    return headers
 
 
 def messaging_attributes(topic: str, operation: str) -> dict[str, str]:
@@ -71,18 +78,23 @@ class BrokerService(Service):
         batch = args.get("records")
         if not isinstance(batch, list) or not 0 < len(batch) <= MAX_BATCH:
             raise ConfigError(f"'records' must be a list of 1-{MAX_BATCH} records")
-        records = [self._check_record(r if isinstance(r, dict) else {}) for r in batch]
+        shared = _check_headers(args.get("headers") or {})
+        records = [self._check_record(r if isinstance(r, dict) else {}, shared) for r in batch]
         return {"topic": topic, **await self._append(remote, topic, records, *self._check_producer(args)),
                 "broker": self.node.name}
 
-    def _check_record(self, args: dict[str, Any]) -> tuple[bytes, bytes | None, dict[str, str]]:
-        value, key, headers = args.get("value"), args.get("key"), args.get("headers") or {}
+    def _check_record(self, args: dict[str, Any], shared: dict[str, str] | None = None,
+                      ) -> tuple[bytes, bytes | None, dict[str, str]]:
+        """``(value, key, headers)`` of a record; ``shared``: the batch's headers, checked once
+        (a batch's trace context travels once, not once per record), under the record's own."""
+        value, key, headers = args.get("value"), args.get("key"), args.get("headers")
         if not isinstance(value, bytes):
             raise ConfigError("'value' must be bytes")
         if key is not None and not isinstance(key, bytes):
             raise ConfigError("'key' must be bytes or absent")
-        if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-            raise ConfigError("'headers' must map strings to strings")
+        headers = _check_headers(headers) if headers else {}
+        if shared:
+            headers = {**shared, **headers} if headers else shared
         size = len(value) + len(key or b"")
         if size > self.max_record_bytes:
             raise ConfigError(f"record is {size} bytes, over this broker's {self.max_record_bytes}-byte limit")

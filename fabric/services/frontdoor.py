@@ -176,7 +176,8 @@ class FrontDoor(Service):
 
     async def produce_many(self, request: dict[str, Any]) -> dict[str, Any]:
         """Measure this node as a writer: ``count`` produces of ``size`` bytes to ``to``, first one
-        at a time (latencies), then ``concurrency`` at a time (throughput)."""
+        at a time (latencies; not with ``latencies: false``), then ``concurrency`` at a time
+        (throughput)."""
         to, topic = request.get("to"), request.get("topic", "bench")
         count, size, concurrency, batch = (request.get(k, d) for k, d in (
             ("count", 100), ("size", 100), ("concurrency", 16), ("batch", 1)))
@@ -195,7 +196,7 @@ class FrontDoor(Service):
             await asyncio.gather(*(one_batch() for _ in range(max(1, count // batch))))
             return {"throughput_rps": max(1, count // batch) * batch / (time.perf_counter() - start)}
         latencies = []
-        for _ in range(count):
+        for _ in range(count if request.get("latencies", True) else 0):
             start = time.perf_counter()
             await self._write_one(topic, value, to)
             latencies.append(time.perf_counter() - start)

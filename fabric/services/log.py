@@ -2,8 +2,8 @@
 
 An acknowledged record survives ``kill -9``: a broker acknowledges a record only once
 ``sync_through`` has seen it fsynced. Concurrent produces share fsyncs (group commit): the
-first waiter starts one ``fsync`` in a worker thread that covers everything written so far,
-and everyone whose record it covers is released together. On open,
+first waiter lets the loop turn once, then runs one ``fsync`` that covers everything written
+so far, and everyone whose record it covers is released together. On open,
 a torn tail left by a crash is detected (short record or bad checksum) and truncated, never
 served. Retried produces with the same ``(producer_id, seq)`` are stored once.
 """
@@ -125,18 +125,22 @@ class TopicLog:
         if not self.fsync or self.unsafe_buffered:
             return
         while self._durable <= offset:
-            if self._syncing is None:
-                self._syncing = asyncio.ensure_future(self._sync())
-            await asyncio.shield(self._syncing)
-
-    async def _sync(self) -> None:
-        target = len(self._positions)
-        try:
-            await asyncio.to_thread(os.fsync, self._fd)
-            self.fsyncs += 1
-            self._durable = max(self._durable, target)
-        finally:
-            self._syncing = None
+            if self._syncing is not None:
+                await asyncio.shield(self._syncing)
+                continue
+            self._syncing = asyncio.get_running_loop().create_future()
+            try:
+                # One loop turn first, so records already read join this fsync (group commit);
+                # then fsync on the loop: a worker thread's two hand-offs cost ~80 µs per commit
+                # (~0.26 vs ~0.18 ms a lone commit here), more than the stall they avoid.
+                await asyncio.sleep(0)
+                target = len(self._positions)
+                os.fsync(self._fd)
+                self.fsyncs += 1
+                self._durable = max(self._durable, target)
+            finally:
+                released, self._syncing = self._syncing, None
+                released.set_result(None)
 
     def read(self, offset: int, max_records: int) -> list[Record]:
         """Records from ``offset`` on, at most ``max_records``."""
