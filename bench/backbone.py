@@ -4,6 +4,9 @@
    (2 gateways each) and reports the cross-mesh messages and bytes (sent + received) per
    gateway per second in steady state, and how long a join in one mesh takes to be visible
    at a gateway of another. The plot of traffic against M goes to ``results/backbone.png``.
+   It also cuts the backbone in two and heals it (``crossmesh_sim.partition_heal``): how long
+   until each side removed the other side's gateways, and until all of them see each other
+   and every mesh's current summary again after the heal.
 2. Real processes (``--real-meshes`` meshes of a broker and a gateway, in a loopback-only
    namespace) measure the same counters from the gateways' ``status``, beside the simulator
    run on the same topology; the ratio should stay within ``MARGIN``.
@@ -28,6 +31,7 @@ from fabric.launcher import NodeProcess
 
 MARGIN = 0.25  # real / simulated, per-gateway messages and bytes per second: within ±25 %
 MODES = ("watch", "backbone")
+PARTITION_MESHES = (2, 4, 8, 16)
 
 
 # -- the simulator ---------------------------------------------------------------------------
@@ -184,6 +188,11 @@ def main(args: argparse.Namespace) -> None:
     print("\ncross-mesh traffic per gateway (sent + received), and time for a join to be seen in another mesh\n")
     print(table(["M", "design", "msgs/s", "bytes/s", "join seen (mean s)", "(max s)", "window s", "wall s"], rows))
     print(f"\nplot: {plot(results, args.plot)}")
+    print("\nbackbone partition (half the meshes cut from the rest, 10 nodes and 2 gateways each) and heal\n")
+    heals = [crossmesh_sim.partition_heal(m, nodes=10, gateways=2, trials=3) for m in PARTITION_MESHES]
+    print(table(["M", "detected mean s", "(max s)", "re-converged mean s", "(max s)"],
+                [[h.meshes, h.detect_mean_s, h.detect_max_s, h.reconverge_mean_s, h.reconverge_max_s] for h in heals]))
+    out["partition_heal"] = [asdict(h) for h in heals]
 
     if args.real_meshes:
         comparisons = []

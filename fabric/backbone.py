@@ -157,10 +157,12 @@ class Backbone:
         return out
 
     async def lookup(self, target: str) -> Entry:
-        """Resolve ``target`` (``<mesh>.<type>`` or a full name) in another mesh."""
+        """Resolve ``target`` in another mesh: ``<mesh>.<type>``, a full name, or an id prefix
+        within the mesh (``<mesh>.<prefix>``, ``<mesh>.<type>.<prefix>``)."""
         mesh = target_mesh(target)
         if mesh is None:
-            raise ResolveError(f"{target!r} names no mesh: across meshes use <mesh>.<type> or a full name")
+            raise ResolveError(f"{target!r} names no mesh: across meshes use <mesh>.<type>, a full name "
+                               "or <mesh>.<id prefix>")
         tracer = self.node.telemetry.tracer  # type: ignore[union-attr]
         with tracer.start_as_current_span(f"lookup {target}", attributes={"resolve.target": target}) as span:
             hit = self._fresh(mesh) is not None

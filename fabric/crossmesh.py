@@ -37,7 +37,8 @@ T = TypeVar("T")
 
 
 def target_mesh(target: str) -> str | None:
-    """The mesh a ``<mesh>.<type>[.<hex>]`` target names; ``None`` for an id prefix."""
+    """The mesh a ``<mesh>.<type>[.<hex>]`` or ``<mesh>.<id prefix>`` target names; ``None``
+    for a bare id prefix (which names no mesh)."""
     head, dot, _ = target.partition(".")
     return head if dot and is_mesh_label(head) else None
 

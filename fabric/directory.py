@@ -197,7 +197,8 @@ class Directory:
         return list(cached)
 
     def resolve(self, target: str, rng: random.Random | None = None) -> Entry:
-        """Find a live node by exact name, by ``<mesh>.<type>`` (any live one), or by id prefix.
+        """Find a live node by exact name, by ``<mesh>.<type>`` (any live one), or by id prefix
+        (4+ hex), alone or within a mesh (and type): ``<mesh>.<prefix>``, ``<mesh>.<type>.<prefix>``.
 
         Raises ``ResolveError`` naming what is known when nothing matches.
         """
@@ -209,16 +210,19 @@ class Directory:
             candidates = self.entries(mesh=parts[0], type=parts[1], alive_only=True)
             if candidates:
                 return (rng or random).choice(candidates)
-        if len(parts) == 1 and len(target) >= 4:
-            matches = [e for e in self._entries.values() if e.node_id.startswith(target.lower())]
+        prefix, scope = parts[-1].lower(), parts[:-1]
+        if len(prefix) >= 4 and (not scope or (len(scope) <= 2 and _is_hex(prefix))):
+            mesh, type = (*scope, None, None)[:2]
+            matches = [e for e in self._entries.values() if e.node_id.startswith(prefix)
+                       and mesh in (None, e.mesh) and type in (None, e.type)]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 raise ResolveError(f"id prefix {target!r} is ambiguous: {sorted(e.name for e in matches)}")
         known = ", ".join(e.name for e in self.entries()) or "nothing yet"
         raise ResolveError(
-            f"no live node answers to {target!r}; use a full name, <mesh>.<type> or an id "
-            f"prefix of 4+ hex. Known: {known}"
+            f"no live node answers to {target!r}; use a full name, <mesh>.<type>, an id prefix of "
+            f"4+ hex, or one within a mesh (<mesh>.<prefix>, <mesh>.<type>.<prefix>). Known: {known}"
         )
 
     # -- internals -------------------------------------------------------------
@@ -238,3 +242,7 @@ class Directory:
         for listener in list(self._listeners):
             listener(change)
         return change
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)

@@ -8,7 +8,9 @@ Nothing is gossiped periodically by everyone:
 * **News is rumored**: a changed record, or a suspicion (``claims.py``), is pushed for
   ``rumor_rounds`` ticks to ``fanout`` random members, batched, deduplicated by message id.
 * **Liveness is probed** (as in SWIM): every ``probe_interval`` a member probes the next
-  member of a shuffled round. No reply within ``probe_timeout`` makes the target *suspect*:
+  member of a shuffled round. No reply within ``direct_timeout`` and it asks
+  ``indirect_probes`` other members to probe the target for it (``probes.py``); if neither
+  the target nor a helper answered within ``probe_timeout``, the target is *suspect*:
   a signed claim spreads as a rumor; a live target that hears it refutes it by re-signing
   its record at a higher version; a suspect not refuted within ``suspect_timeout`` is removed.
 * **A probe is also anti-entropy**: it carries a 16-byte hash of the prober's member table.
@@ -37,9 +39,10 @@ from ..directory import ChangeKind
 from ..errors import DigestError, ForgedDigest
 from . import claims as claimlib
 from . import digest as digests
-from .backbone_wire import WIRE, BackboneMessage, Probe, ProbeReply, Rumors
+from .backbone_wire import WIRE, BackboneMessage, Probe, ProbeAck, ProbeReply, ProbeRequest, Rumors
 from .digest import SignedDigest, Signer, Verifier
 from .members import ALIVE, DEAD, Member, MemberTable, VectorEntry
+from .probes import ProbeTracker
 from .proto import GossipConfig, Peer, Send
 from .rumors import RumorQueue, SeenIds
 
@@ -56,6 +59,8 @@ class BackboneConfig:
     tick_interval: float = 0.2
     probe_interval: float = 1.0
     probe_timeout: float = 1.0
+    direct_timeout: float | None = None  # None: probe_timeout / 3; then ask others to probe
+    indirect_probes: int = 3  # helpers asked (SWIM's k); 0: suspect on a failed direct probe
     suspect_timeout: float = 3.0
     rejoin_interval: float = 2.0
     fanout: int = 3
@@ -104,7 +109,9 @@ class BackboneCore:
         self._records = RumorQueue(self._rounds, cfg.max_items_per_message)
         self._claims = RumorQueue(self._rounds, cfg.max_items_per_message)
         self._seen = SeenIds(cfg.seen_ttl)
-        self._probes: dict[str, float] = {}  # target -> when it counts as unanswered
+        direct = cfg.probe_timeout / 3 if cfg.direct_timeout is None else cfg.direct_timeout
+        self._probes = ProbeTracker(direct if cfg.indirect_probes else cfg.probe_timeout, cfg.probe_timeout)
+        self._urgent: list[Send] = []  # indirect probes and their acks: see take_urgent()
         self._round: list[str] = []  # the rest of this probe round, shuffled
         self._outbox: list[Send] = []  # follow-ups of a reconciliation, sent at the next tick
         self._dirty = True  # publish the first record at the first tick
@@ -124,11 +131,12 @@ class BackboneCore:
             return []
         cfg = self.config
         self._seen.forget(now)
+        self._probes.forget(now)
         if self._dirty:
             self._publish(now)
-        self._time_out_probes(now)
+        asks = self._time_out_probes(now)
         self.stats["removed"] += len(self.table.expire(now))
-        sends, self._outbox = self._outbox, []
+        sends, self._outbox, self._urgent = [*self._outbox, *self._urgent, *asks], [], []
         others = self.table.others()
         if (self._records or self._claims) and others:
             rumors = Rumors(self.topic, self._records.take(), self._claims.take())
@@ -141,7 +149,7 @@ class BackboneCore:
             join = Probe(self.topic, state_hash, (self._own().signed.raw,))
             target = self._next_target()
             if target is not None:
-                self._probes[target.node_id] = now + cfg.probe_timeout
+                self._probes.start(target.node_id, now)
                 sends.append(Send(target, Probe(self.topic, state_hash)))
             else:  # alone: (re)join through every bootstrap peer
                 sends += [Send(p, join) for p in self.bootstrap if p.node_id != self.self_id]
@@ -160,13 +168,18 @@ class BackboneCore:
         self.stats["received_messages"] += 1
         if self.version == 0:
             self._publish(now)  # a message before our first tick
+        if isinstance(message, (ProbeRequest, ProbeAck)):
+            self._indirect(sender, message, now)
+            return None
         cap = self.config.max_items_per_message
         for raw in message.records[:cap]:
             self._ingest_record(raw, now)
         for raw in getattr(message, "claims", ())[:cap]:
             self._ingest_claim(raw, now)
         if isinstance(message, ProbeReply):
-            self._probes.pop(sender, None)
+            self._probes.answered(sender)
+            ack = ProbeAck(self.topic, bytes.fromhex(sender))
+            self._urgent += [Send(self._peer_of_id(r), ack) for r in self._probes.relayed(sender, now)]
             if message.vector is not None:
                 self._reconcile(sender, message.vector, now)
             return None
@@ -181,6 +194,13 @@ class BackboneCore:
             return ProbeReply(self.topic, mine)
         self.stats["out_of_sync"] += 1
         return ProbeReply(self.topic, mine, vector=tuple(self.table.vector()))
+
+    def take_urgent(self) -> list[Send]:
+        """Sends that ``handle`` produced and that should not wait for the next tick: a helper's
+        probe for another member, and its ack. Drivers send them right after ``handle``."""
+        sends, self._urgent = self._urgent, []
+        self.stats["sent_messages"] += len(sends)
+        return sends
 
     def leave(self, now: float, max_targets: int = 8) -> list[Send]:
         """Announce a clean leave to up to ``max_targets`` members; the core then goes quiet."""
@@ -274,14 +294,39 @@ class BackboneCore:
 
     # -- internals: probes and reconciliation -----------------------------------
 
-    def _time_out_probes(self, now: float) -> None:
-        for target, deadline in list(self._probes.items()):
-            if deadline <= now:
-                del self._probes[target]
-                member = self.table.get(target)
-                if member is not None and not member.suspect:
-                    self.stats["probe_failed"] += 1
-                    self._suspect(target, member.version, now)
+    def _time_out_probes(self, now: float) -> list[Send]:
+        """Ask helpers about targets silent since ``direct_timeout``; suspect those silent
+        since ``probe_timeout``. Returns the requests to the helpers."""
+        ask, failed = self._probes.due(now)
+        sends: list[Send] = []
+        live = [m.node_id for m in self.table.others() if not m.suspect] if ask else []
+        for target in ask:  # nobody to ask: the deadline decides
+            helpers = self._probes.ask_helpers(target, live, self.config.indirect_probes, self.rng)
+            self.stats["indirect_probes"] += bool(helpers)
+            request = ProbeRequest(self.topic, bytes.fromhex(target))
+            sends += [Send(self._peer_of_id(h), request) for h in helpers]
+        for target in failed:
+            member = self.table.get(target)
+            if member is not None and not member.suspect:
+                self.stats["probe_failed"] += 1
+                self._suspect(target, member.version, now)
+        return sends
+
+    def _indirect(self, sender: str, message: ProbeRequest | ProbeAck, now: float) -> None:
+        """A member asks us to probe another one (relay it), or a helper says the member we
+        asked about answered (it is not suspected). Requests from or about non-members and
+        acks we did not ask for are counted and ignored."""
+        target = message.target.hex()
+        if isinstance(message, ProbeAck):
+            self.stats["indirect_acks" if self._probes.acked(sender, target) else "unsolicited_acks"] += 1
+            return
+        member = self.table.get(target)
+        if self.table.get(sender) is None or member is None or target in (self.self_id, sender):
+            self.stats["ignored_probe_requests"] += 1
+            return
+        self.stats["relayed_probes"] += 1
+        if self._probes.relay(sender, target, now):
+            self._urgent.append(Send(self._peer_of(member), Probe(self.topic, self.table.state_hash())))
 
     def _next_target(self) -> Peer | None:
         """The next live member of the round; a new shuffled round when it is used up, so

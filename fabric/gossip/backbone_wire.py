@@ -43,7 +43,24 @@ class ProbeReply:
     vector: tuple[VectorEntry, ...] | None = None
 
 
-BackboneMessage = Union[Rumors, Probe, ProbeReply]
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One-way (SWIM's ping-req): "I cannot reach ``target`` (a 32-byte node id): probe it
+    for me"."""
+
+    topic: bytes
+    target: bytes
+
+
+@dataclass(frozen=True)
+class ProbeAck:
+    """One-way, the answer to a ``ProbeRequest``: "``target`` answered my probe"."""
+
+    topic: bytes
+    target: bytes
+
+
+BackboneMessage = Union[Rumors, Probe, ProbeReply, ProbeRequest, ProbeAck]
 
 
 def _byte_list(body: dict[str, Any], key: str) -> tuple[bytes, ...]:
@@ -51,6 +68,12 @@ def _byte_list(body: dict[str, Any], key: str) -> tuple[bytes, ...]:
     if not isinstance(value, list) or not all(isinstance(v, bytes) for v in value):
         raise FrameError(f"backbone frame field {key!r} must be a list of byte strings")
     return tuple(value)
+
+
+def _node_id(value: Any, key: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise FrameError(f"backbone frame field {key!r} must be a 32-byte node id")
+    return value
 
 
 def _vector(value: Any) -> tuple[VectorEntry, ...] | None:
@@ -65,9 +88,15 @@ def _vector(value: Any) -> tuple[VectorEntry, ...] | None:
 
 
 class BackboneWire:
-    """How backbone messages travel: the gossip frame kinds, with fields of their own."""
+    """How backbone messages travel: the gossip frame kinds, with fields of their own. The
+    indirect probe messages are one-way push frames with ``probe_for`` or ``alive`` (a node
+    id) instead of records (a node that predates them sees an empty push)."""
 
     def encode(self, message: BackboneMessage) -> Frame:
+        if isinstance(message, ProbeRequest):
+            return Frame(Kind.GOSSIP_PUSH, {"topic": message.topic, "digests": [], "probe_for": message.target})
+        if isinstance(message, ProbeAck):
+            return Frame(Kind.GOSSIP_PUSH, {"topic": message.topic, "digests": [], "alive": message.target})
         body: dict[str, Any] = {"topic": message.topic, "digests": list(message.records)}
         if isinstance(message, Rumors):
             return Frame(Kind.GOSSIP_PUSH, {**body, "claims": list(message.claims)})
@@ -83,6 +112,13 @@ class BackboneWire:
         if not isinstance(topic, bytes) or len(topic) != 32:
             raise FrameError("gossip frame needs a 32-byte 'topic'")
         if frame.kind is Kind.GOSSIP_PUSH:
+            indirect = [key for key in ("probe_for", "alive") if key in body]
+            if len(indirect) > 1 or (indirect and (records or body.get("claims"))):
+                raise FrameError("a backbone push carries records and claims, or one of 'probe_for' and 'alive'")
+            if indirect == ["probe_for"]:
+                return ProbeRequest(topic, _node_id(body["probe_for"], "probe_for"))
+            if indirect == ["alive"]:
+                return ProbeAck(topic, _node_id(body["alive"], "alive"))
             return Rumors(topic, records, _byte_list(body, "claims"))
         state_hash = body.get("hash")
         if not isinstance(state_hash, bytes):

@@ -11,6 +11,10 @@ messages and bytes (sent + received) per gateway per second. Then it joins a nod
 mesh, ``trials`` times, and times how long until an observing gateway knows: for ``watch``,
 the node is in its directory; for ``backbone``, the mesh's newest summary hash covers it.
 
+``partition_heal`` cuts the backbone in two (the first half of the meshes against the rest),
+times until each side has removed the other side's gateways, heals, and times until every
+gateway again holds every live gateway and every mesh's current summary.
+
 In ``watch`` mode only ``watching`` gateways (spread over the meshes) actually watch: a
 watcher only pulls, so what one gateway sends and receives does not depend on how many
 others watch, and the simulation stays small enough to run at 256 meshes.
@@ -22,9 +26,10 @@ import gc
 import random
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Literal
 
-from .backbone import BACKBONE_TOPIC
+from .backbone import BACKBONE_TOPIC, BackboneConfig
 from .proto import GossipConfig, mesh_topic
 from .sim import NetConfig, SimNode, Simulation
 from .summary import members_hash
@@ -54,7 +59,8 @@ class CrossMeshWorld:
     """M meshes with gateways, wired for one ``mode``."""
 
     def __init__(self, mode: Mode, meshes: int, nodes: int = 10, gateways: int = 2, seed: int = 0,
-                 watching: int = 4, config: GossipConfig | None = None, net: NetConfig | None = None) -> None:
+                 watching: int = 4, config: GossipConfig | None = None, net: NetConfig | None = None,
+                 backbone_seeds: int = 3, backbone: BackboneConfig | None = None) -> None:
         if mode not in ("watch", "backbone"):
             raise ValueError(f"mode must be 'watch' or 'backbone', not {mode!r}")
         self.mode = mode
@@ -72,9 +78,9 @@ class CrossMeshWorld:
                     if name != gw.mesh:
                         self.sim.watch(gw, name)
         else:
-            seeds = self.gateways[:3]
+            seeds = self.gateways[:backbone_seeds]  # every gateway joins through these
             for gw in self.gateways:
-                self.sim.join_backbone(gw, seeds)
+                self.sim.join_backbone(gw, seeds, backbone)
             self.observers = self.gateways
 
     # -- what a gateway knows --------------------------------------------------
@@ -97,6 +103,14 @@ class CrossMeshWorld:
         if self.mode == "watch":
             return gateway.directory.get(node.node_id) is not None
         return self.summary_hash(gateway, node.mesh) == self.truth(node.mesh)
+
+    def sees_everyone(self) -> bool:
+        """Every live gateway holds every live gateway, none suspect, and every mesh's current
+        summary (what a test on real processes can check from the outside)."""
+        live = [g for g in self.gateways if g.up]
+        ids = {g.node_id for g in live}
+        return all({m.node_id for m in g.backbone.members(type="gateway", alive_only=True)} == ids  # type: ignore[union-attr]
+                   and all(self.summary_hash(g, mesh) == self.truth(mesh) for mesh in self.names) for g in live)
 
     def converged(self) -> bool:
         if self.mode == "watch":
@@ -160,3 +174,58 @@ def run(mode: Mode, meshes: int, nodes: int = 10, gateways: int = 2, window: flo
                            sum(done) / len(done) if done and len(done) == len(seen) else None,
                            max(done) if done and len(done) == len(seen) else None,
                            time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class PartitionHealResult:
+    """Virtual seconds from the cut until each side removed the other side's gateways, and
+    from the heal until ``sees_everyone`` holds again, over ``trials`` seeds."""
+
+    meshes: int
+    trials: int
+    detect_s: tuple[float, ...]
+    reconverge_s: tuple[float, ...]
+    detect_mean_s: float
+    detect_max_s: float
+    reconverge_mean_s: float
+    reconverge_max_s: float
+
+
+def _split(world: CrossMeshWorld, side_ids: set[str]) -> bool:
+    """Each gateway holds exactly the gateways on its side of the cut (``side_ids`` or the rest)."""
+    everyone = {g.node_id for g in world.gateways}
+    return all({m.node_id for m in g.backbone.table} == (side_ids if g.node_id in side_ids  # type: ignore[union-attr]
+                                                         else everyone - side_ids) for g in world.gateways)
+
+
+def partition_heal(meshes: int = 2, nodes: int = 3, gateways: int = 2, config: GossipConfig | None = None,
+                   trials: int = 5, hold: float = 1.0, seed: int = 0, max_time: float = 60.0) -> PartitionHealResult:
+    """Cut the backbone between the first half of the meshes and the rest (every link between
+    them, as a real partition does), hold the cut ``hold`` s after it is detected, heal, and
+    time both phases. Gateways join the backbone through the first gateway only, as the test
+    harness's backbone clusters do, so after the heal only one side rejoins actively."""
+    if trials < 1 or meshes < 2:
+        raise ValueError(f"a partition needs 2+ meshes and 1+ trials, not meshes={meshes}, trials={trials}")
+    detect: list[float] = []
+    reconverge: list[float] = []
+    for trial in range(trials):
+        world = CrossMeshWorld("backbone", meshes, nodes, gateways, seed=seed + trial, config=config,
+                               backbone_seeds=1)
+        if world.converge(max_time) is None:
+            raise RuntimeError(f"trial {trial}: the backbone never converged before the cut")
+        side = [n for mesh in world.names[:max(1, meshes // 2)] for n in world.sim.meshes[mesh]]
+        side_ids = {n.node_id for n in side if n in world.gateways}
+
+        world.sim.partition(side)
+        took = world.sim.run_until(partial(_split, world, side_ids), max_time)
+        if took is None:
+            raise RuntimeError(f"trial {trial}: the sides never dropped each other")
+        detect.append(took)
+        world.sim.run_for(hold)
+        world.sim.heal()
+        took = world.sim.run_until(world.sees_everyone, max_time)
+        if took is None:
+            raise RuntimeError(f"trial {trial}: the backbone did not converge again after the heal")
+        reconverge.append(took)
+    return PartitionHealResult(meshes, trials, tuple(detect), tuple(reconverge), sum(detect) / trials, max(detect),
+                               sum(reconverge) / trials, max(reconverge))

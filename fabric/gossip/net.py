@@ -63,6 +63,12 @@ def _wire(core: GossipCore):
     return getattr(core, "wire", MESH_WIRE)
 
 
+def _urgent(core: GossipCore) -> list[Send]:
+    """What ``core.handle`` left to send at once (the backbone's indirect probes), if anything."""
+    take = getattr(core, "take_urgent", None)
+    return take() if take is not None else []
+
+
 def _count(core: GossipCore, frame: Frame, direction: str) -> None:
     core.stats[f"wire_frames_{direction}"] += 1
     core.stats[f"wire_bytes_{direction}"] += len(encode(frame))
@@ -104,6 +110,7 @@ class GossipNet:
         message = wire.decode(frame)
         _count(core, frame, "in")
         reply = core.handle(remote, message, self.clock())
+        self._dispatch(core, _urgent(core))
         if reply is None:
             return None
         reply_frame = wire.encode(reply)
@@ -141,16 +148,20 @@ class GossipNet:
                 log.exception("gossip tick failed")
                 self.stats["tick_errors"] += 1
                 continue
-            for send in sends:
-                key = (send.to.node_id, send.message.topic, _wire(core).is_request(send.message))
-                if key in self._busy:
-                    self.stats["skipped_busy"] += 1
-                    continue
-                self._busy.add(key)
-                task = asyncio.ensure_future(self._deliver(core, send))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(lambda _t, key=key: self._busy.discard(key))
+            self._dispatch(core, sends)
+
+    def _dispatch(self, core: GossipCore, sends: list[Send]) -> None:
+        """Deliver ``sends`` in the background, skipping peers still busy with the same kind."""
+        for send in sends:
+            key = (send.to.node_id, send.message.topic, _wire(core).is_request(send.message))
+            if key in self._busy:
+                self.stats["skipped_busy"] += 1
+                continue
+            self._busy.add(key)
+            task = asyncio.ensure_future(self._deliver(core, send))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _t, key=key: self._busy.discard(key))
 
     async def _deliver(self, core: GossipCore, send: Send, acknowledged: bool = False) -> None:
         peer, message, wire = send.to, send.message, _wire(core)
@@ -162,6 +173,7 @@ class GossipNet:
                 if reply.kind is Kind.GOSSIP_PULL_REPLY:
                     _count(core, reply, "in")
                     core.handle(peer.node_id, wire.decode(reply), self.clock())
+                    self._dispatch(core, _urgent(core))
             else:
                 await self.transport.send(peer.node_id, peer.addrs, ALPN, frame, self.send_timeout)
             self.stats["delivered"] += 1

@@ -19,163 +19,21 @@ Every node counts what it sends and receives per topic (``SimNode.traffic``).
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from enum import Enum
-from functools import partial
-from typing import Callable, Iterable, Protocol
-
-import iroh
+from typing import Callable, Iterable
 
 from ..directory import Directory
-from ..frames import Frame, Kind, encode
-from ..identity import Identity
 from .backbone import BackboneConfig, BackboneCore
-from .backbone_wire import WIRE as BACKBONE_WIRE
-from .digest import Digest, Signer, SignedDigest, sign
-from .proto import GossipConfig, GossipCore, Message, Peer, Pull, PullReply, Push
+from .digest import Digest, SignedDigest, sign
+from .proto import GossipConfig, GossipCore, Message, Peer
+from .simparts import FakeKeys, IrohKeys, Keys, NetConfig, NodeRef, NodeState, SimNode, Traffic, frame_size
 from .summary import SummaryPublisher
 
-_FRAME_KIND = {Push: Kind.GOSSIP_PUSH, Pull: Kind.GOSSIP_PULL, PullReply: Kind.GOSSIP_PULL_REPLY}
-
-
-def frame_size(message: Message) -> int:
-    """Bytes of ``message`` as the one frame it travels as."""
-    kind = _FRAME_KIND.get(type(message))
-    if kind is None:
-        return len(encode(BACKBONE_WIRE.encode(message)))  # type: ignore[arg-type]
-    return len(encode(Frame(kind, {"topic": message.topic, "digests": list(message.digests)})))
-
-
-# -- keys ------------------------------------------------------------------------------------
-
-
-class Keys(Protocol):
-    """Where node ids and signatures come from."""
-
-    def new(self, rng: random.Random) -> tuple[str, Signer]: ...
-
-    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool: ...
-
-
-class FakeKeys:
-    """Cheap deterministic stand-in for ed25519: ``sig = sha512(node_id + body)``.
-
-    Not secure (anyone can compute it), but a digest signed for another id fails to verify,
-    which is what the protocol's checks need; ids come from the simulation's rng.
-    """
-
-    def new(self, rng: random.Random) -> tuple[str, Signer]:
-        node_id = rng.randbytes(32).hex()
-        return node_id, partial(self._sign, node_id)
-
-    @staticmethod
-    def _sign(node_id: str, body: bytes) -> bytes:
-        return hashlib.sha512(node_id.encode() + body).digest()
-
-    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
-        return signature == self._sign(node_id, message)
-
-
-class IrohKeys:
-    """Real ed25519 keys through the iroh bindings (~0.1-0.2 ms a verify; ids are random)."""
-
-    def new(self, rng: random.Random) -> tuple[str, Signer]:
-        identity = Identity.generate()
-        return identity.node_id, identity.sign
-
-    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
-        try:
-            iroh.EndpointId.from_string(node_id).verify(message, iroh.Signature.from_bytes(signature))
-        except iroh.IrohError:
-            return False
-        return True
-
-
-# -- nodes and network -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    """The simulated network: one-way latency in seconds, fixed or a uniform ``(lo, hi)``
-    range, and the probability that a message (or a pull reply) is lost."""
-
-    latency: float | tuple[float, float] = (0.01, 0.05)
-    loss: float = 0.0
-
-
-class NodeState(str, Enum):
-    UP = "up"
-    PAUSED = "paused"  # neither ticks nor receives (messages to it are dropped); can resume
-    DEAD = "dead"      # killed: never comes back
-    LEFT = "left"      # announced a clean leave, then stopped
-
-
-@dataclass(eq=False)
-class SimNode:
-    """Node ``index`` of ``mesh``: its member core, its watcher cores and its counters."""
-
-    index: int
-    mesh: str
-    node_id: str
-    name: str
-    signer: Signer  # signs with this node's key: digests for it, or forgeries by it
-    directory: Directory
-    core: GossipCore
-    phase: float
-    watchers: dict[str, GossipCore] = field(default_factory=dict)  # watched mesh -> core
-    backbone: BackboneCore | None = None
-    state: NodeState = NodeState.UP
-    sent_messages: int = 0
-    sent_bytes: int = 0
-    max_sends_per_tick: int = 0
-    # topic -> [messages out, bytes out, messages in, bytes in]
-    traffic: dict[bytes, list[int]] = field(default_factory=dict)
-
-    @property
-    def up(self) -> bool:
-        return self.state is NodeState.UP
-
-    def cores(self) -> list[GossipCore | BackboneCore]:
-        return [self.core, *self.watchers.values(), *([self.backbone] if self.backbone else [])]
-
-    def count(self, topic: bytes, size: int, out: bool) -> None:
-        row = self.traffic.setdefault(topic, [0, 0, 0, 0])
-        row[0 if out else 2] += 1
-        row[1 if out else 3] += size
-
-    def known(self, mesh: str | None = None) -> set[str]:
-        """Ids this node's directory holds for ``mesh`` (its own mesh by default)."""
-        mesh = mesh or self.mesh
-        return {e.node_id for e in self.directory if e.mesh == mesh}
-
-    def __repr__(self) -> str:
-        return f"SimNode({self.mesh}[{self.index}] {self.name} {self.state.value})"
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """Messages and bytes sent by ``nodes`` live nodes over ``rounds`` rounds."""
-
-    nodes: int
-    rounds: float
-    messages: int
-    bytes: int
-
-    @property
-    def msgs_per_node_per_round(self) -> float:
-        return self.messages / max(1, self.nodes) / max(self.rounds, 1e-9)
-
-    @property
-    def bytes_per_node_per_round(self) -> float:
-        return self.bytes / max(1, self.nodes) / max(self.rounds, 1e-9)
-
-
-NodeRef = SimNode | str  # a node, or its id
+__all__ = ["FakeKeys", "IrohKeys", "Keys", "NetConfig", "NodeRef", "NodeState", "SimNode", "Simulation", "Traffic",
+           "frame_size"]
 
 
 class Simulation:
@@ -198,6 +56,7 @@ class Simulation:
         self._queue: list[tuple] = []
         self._seq = itertools.count()
         self._group: dict[str, int] = {}
+        self._cut: set[tuple[str, str]] = set()  # (src, dst): links that drop every message
         self._since = 0.0
 
     # -- building ------------------------------------------------------------------------
@@ -282,8 +141,16 @@ class Simulation:
         cannot reach each other. Messages in flight across the cut are dropped."""
         self._group = {self._node(n).node_id: i for i, group in enumerate(groups) for n in group}
 
+    def cut(self, src: NodeRef, dst: NodeRef, both_ways: bool = False) -> None:
+        """Drop every message from ``src`` to ``dst`` (and back, with ``both_ways``); the rest
+        of the network is untouched: a one-way or asymmetric link failure."""
+        a, b = self._node(src).node_id, self._node(dst).node_id
+        self._cut |= {(a, b), (b, a)} if both_ways else {(a, b)}
+
     def heal(self) -> None:
+        """End every partition and cut link."""
         self._group = {}
+        self._cut = set()
 
     # -- running -------------------------------------------------------------------------
 
@@ -434,7 +301,7 @@ class Simulation:
         if node is None or not node.up:
             self.dropped["down"] += 1
             return
-        if self._group.get(src) != self._group.get(dst):
+        if self._group.get(src) != self._group.get(dst) or (src, dst) in self._cut:
             self.dropped["partition"] += 1
             return
         node.count(message.topic, size, out=False)
@@ -442,6 +309,8 @@ class Simulation:
         reply = core.handle(src, message, self.now)  # type: ignore[arg-type]
         if reply is not None:
             self._send(node, src, reply)
+        for send in core.take_urgent() if isinstance(core, BackboneCore) else ():
+            self._send(node, send.to.node_id, send.message)
 
     def _schedule(self, when: float, is_tick: bool, *args: object) -> None:
         # Events hold no bound methods (nor closures over self): a finished simulation is

@@ -64,7 +64,7 @@ class GatewayService(Service):
     async def lookup_op(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
         target = args.get("target")
         if not isinstance(target, str):
-            raise ConfigError("'target' must be a string: <mesh>.<type> or a full node name")
+            raise ConfigError("'target' must be a string: <mesh>.<type>, a full node name or <mesh>.<id prefix>")
         with self.node.telemetry.tracer.start_as_current_span(
                 f"gateway.lookup {target}", kind=SpanKind.SERVER, attributes={"resolve.target": target}):
             try:

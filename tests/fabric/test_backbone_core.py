@@ -13,7 +13,7 @@ from fabric.frames import Frame, Kind
 from fabric.gossip import claims
 from fabric.gossip import digest as digests
 from fabric.gossip.backbone import BACKBONE_TOPIC, BackboneConfig, BackboneCore
-from fabric.gossip.backbone_wire import WIRE, Probe, ProbeReply, Rumors
+from fabric.gossip.backbone_wire import WIRE, Probe, ProbeAck, ProbeReply, ProbeRequest, Rumors
 from fabric.gossip.members import DEAD
 from fabric.gossip.proto import Peer, Send
 from fabric.gossip.sim import FakeKeys
@@ -132,6 +132,8 @@ def test_claims_from_strangers_are_ignored_and_an_unrefuted_suspect_is_removed()
     Probe(BACKBONE_TOPIC, b"h" * 16, (b"own",), (b"i" * 32,)),
     ProbeReply(BACKBONE_TOPIC, b"h" * 16, (b"r",), (b"c",), ((b"i" * 32, 1, 2, 0),)),
     ProbeReply(BACKBONE_TOPIC, b"h" * 16),
+    ProbeRequest(BACKBONE_TOPIC, b"t" * 32),
+    ProbeAck(BACKBONE_TOPIC, b"t" * 32),
 ])
 def test_messages_survive_the_wire(message):
     assert WIRE.decode(WIRE.encode(message)) == message
@@ -147,6 +149,83 @@ def test_malformed_backbone_frames_are_frame_errors(body):
     kind = Kind.GOSSIP_PULL_REPLY if "vector" in body else Kind.GOSSIP_PULL
     with pytest.raises(FrameError):
         WIRE.decode(Frame(kind, body))
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"probe_for": b"short"}, "'probe_for' must be a 32-byte node id"),
+    ({"alive": "ab" * 32}, "'alive' must be a 32-byte node id"),
+    ({"probe_for": b"t" * 32, "alive": b"t" * 32}, "one of 'probe_for' and 'alive'"),
+    ({"probe_for": b"t" * 32, "digests": [b"record"]}, "one of 'probe_for' and 'alive'"),
+    ({"alive": b"t" * 32, "claims": [b"claim"]}, "one of 'probe_for' and 'alive'"),
+])
+def test_malformed_indirect_probe_frames_are_frame_errors(body, error):
+    with pytest.raises(FrameError, match=error):
+        WIRE.decode(Frame(Kind.GOSSIP_PUSH, {"topic": BACKBONE_TOPIC, "digests": [], **body}))
+
+
+def joined(n: int, seed: int) -> list[BackboneCore]:
+    """``n`` seats that know each other, after a few exchanges at t < 2 s."""
+    rng = random.Random(seed)
+    cores = [seat(rng, mesh=f"m{i}") for i in range(n)]
+    for core in cores[1:]:
+        core.bootstrap = [Peer(cores[0].self_id)]
+    for step in range(10):
+        exchange(cores, step * CONFIG.tick_interval)
+    assert all(len(core.table) == n for core in cores)
+    return cores
+
+
+def deliver(src: BackboneCore, dst: BackboneCore, message, now: float):
+    """``dst`` handles ``message`` from ``src``; its reply and its urgent sends."""
+    reply = dst.handle(src.self_id, message, now)
+    return reply, dst.take_urgent()
+
+
+def test_a_silent_peer_is_probed_through_others_before_it_is_suspected():
+    a, b, c = cores = joined(3, seed=21)
+    by_id = {core.self_id: core for core in cores}
+    now = 5.0
+    probe = next(s for s in a.tick(now) if isinstance(s.message, Probe))  # lost on the way
+    target, helper = by_id[probe.to.node_id], next(x for x in (b, c) if x.self_id != probe.to.node_id)
+    direct = CONFIG.probe_timeout / 3
+    assert not [s for s in a.tick(now + direct / 2) if isinstance(s.message, ProbeRequest)]  # not yet
+    asks = [s for s in a.tick(now + direct) if isinstance(s.message, ProbeRequest)]
+    assert [(s.to.node_id, s.message.target) for s in asks] == [(helper.self_id, bytes.fromhex(target.self_id))]
+    assert a.stats["indirect_probes"] == 1
+    # The helper probes the target at once, and acks to a when the target answers.
+    reply, urgent = deliver(a, helper, asks[0].message, now + direct)
+    assert reply is None and [(s.to.node_id, type(s.message)) for s in urgent] == [(target.self_id, Probe)]
+    answer, _ = deliver(helper, target, urgent[0].message, now + direct)
+    _, acks = deliver(target, helper, answer, now + direct)
+    assert [(s.to.node_id, s.message) for s in acks] == [(a.self_id, ProbeAck(BACKBONE_TOPIC, bytes.fromhex(target.self_id)))]
+    deliver(helper, a, acks[0].message, now + direct)
+    a.tick(now + CONFIG.probe_timeout)
+    assert not a.table.get(target.self_id).suspect
+    assert (a.stats["indirect_acks"], a.stats["probe_failed"], helper.stats["relayed_probes"]) == (1, 0, 1)
+
+
+def test_a_peer_nobody_hears_is_suspected_at_the_probe_timeout():
+    a, _, _ = joined(3, seed=22)
+    now = 5.0
+    probe = next(s for s in a.tick(now) if isinstance(s.message, Probe))
+    asks = [s for s in a.tick(now + CONFIG.probe_timeout / 3) if isinstance(s.message, ProbeRequest)]
+    assert len(asks) == 1  # the helper's probe is lost too: no ack
+    a.tick(now + CONFIG.probe_timeout)
+    assert a.table.get(probe.to.node_id).suspect and a.stats["probe_failed"] == 1
+
+
+def test_indirect_probe_messages_from_strangers_or_unasked_are_ignored():
+    a, b, c = joined(3, seed=23)
+    stranger = seat(random.Random(99))
+    stranger.tick(0.0)
+    # A non-member cannot make a member probe someone (no amplification), nor ask about non-members.
+    assert deliver(stranger, a, ProbeRequest(BACKBONE_TOPIC, bytes.fromhex(b.self_id)), 5.0) == (None, [])
+    assert deliver(b, a, ProbeRequest(BACKBONE_TOPIC, bytes.fromhex(stranger.self_id)), 5.0) == (None, [])
+    assert deliver(b, a, ProbeRequest(BACKBONE_TOPIC, bytes.fromhex(a.self_id)), 5.0) == (None, [])
+    assert a.stats["ignored_probe_requests"] == 3
+    # An ack a did not ask for changes nothing.
+    deliver(b, a, ProbeAck(BACKBONE_TOPIC, bytes.fromhex(c.self_id)), 5.0)
+    assert a.stats["unsolicited_acks"] == 1 and a.stats["indirect_acks"] == 0
 
 
 def test_claims_round_trip_and_reject_forgeries():

@@ -4,6 +4,7 @@ partitions. ``pytest -s`` prints the small scaling table (the full one is ``pyth
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -49,8 +50,9 @@ def test_a_join_is_seen_in_another_mesh_within_a_couple_of_seconds_either_way(sc
         assert r.visible_max_s is not None and r.visible_max_s <= 2.5, (mode, m, r)
 
 
-def converged_world(meshes: int = 4, nodes: int = 5, seed: int = 1, net: NetConfig | None = None) -> CrossMeshWorld:
-    world = CrossMeshWorld("backbone", meshes, nodes=nodes, gateways=2, seed=seed, net=net)
+def converged_world(meshes: int = 4, nodes: int = 5, seed: int = 1, net: NetConfig | None = None,
+                    backbone: BackboneConfig | None = None) -> CrossMeshWorld:
+    world = CrossMeshWorld("backbone", meshes, nodes=nodes, gateways=2, seed=seed, net=net, backbone=backbone)
     assert world.converge(max_time=20.0) is not None
     return world
 
@@ -73,6 +75,10 @@ def test_a_killed_gateway_is_dropped_and_its_mesh_keeps_its_seat():
     # Probed within a round or two, then suspect_timeout to refute: ~ a few seconds.
     assert took is not None and took <= 2 * BB.probe_interval + BB.probe_timeout + BB.suspect_timeout + 2.0
     assert changes[(ChangeKind.REMOVED, victim.node_id)] == len(world.gateways) - 1
+    # Before suspecting it, its probers asked others to probe it; nobody heard from it.
+    survivors = [g for g in world.gateways if g.up]
+    assert sum(g.backbone.stats["indirect_probes"] for g in survivors) >= 1
+    assert sum(g.backbone.stats["indirect_acks"] for g in survivors) == 0
     # Its mesh-mate saw it go from the mesh's own heartbeats and republished the summary.
     assert world.converge(max_time=10.0) is not None
     observer = world.gateways[0]
@@ -143,3 +149,52 @@ def fingerprint(seed: int) -> tuple:
 def test_the_same_seed_replays_exactly():
     assert fingerprint(8) == fingerprint(8)
     assert fingerprint(8) != fingerprint(9)
+
+
+def false_suspicions(seed: int, both_ways: bool, indirect_probes: int) -> tuple[Counter, CrossMeshWorld, tuple]:
+    """Break the link between two gateways of different meshes (one way, or both) for 30 s,
+    everything else intact; what the backbone made of the two of them."""
+    world = converged_world(meshes=4, seed=seed, backbone=dataclasses.replace(BB, indirect_probes=indirect_probes))
+    a, b = world.gateways[0], world.gateways[4]  # m0's first gateway, m2's first
+    changes = removals(world)
+    world.sim.cut(a, b, both_ways=both_ways)
+    world.sim.run_for(30.0)
+    about_them = Counter({k: v for k, v in changes.items() if k[1] in (a.node_id, b.node_id)})
+    return about_them, world, (a, b)
+
+
+@pytest.mark.parametrize("both_ways", [False, True])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_broken_link_between_two_gateways_suspects_nobody_when_others_reach_both(seed, both_ways):
+    changes, world, (a, b) = false_suspicions(seed, both_ways, indirect_probes=BB.indirect_probes)
+    assert world.sim.dropped["partition"] > 0, "the link should really drop messages"
+    assert not changes, f"false suspicions or removals: {changes}"
+    # Each probe of b by a that was lost went through helpers, who heard b and said so.
+    assert a.backbone.stats["indirect_probes"] >= 1 and a.backbone.stats["indirect_acks"] >= 1
+    assert a.backbone.stats["probe_failed"] == 0
+    if both_ways:
+        assert b.backbone.stats["indirect_acks"] >= 1 and b.backbone.stats["probe_failed"] == 0
+    assert sum(g.backbone.stats["relayed_probes"] for g in world.gateways) >= 2
+    world.sim.heal()
+    assert world.converge(max_time=10.0) is not None
+
+
+def test_without_indirect_probes_the_same_broken_link_makes_false_suspicions():
+    changes, _, (a, b) = false_suspicions(11, both_ways=False, indirect_probes=0)
+    assert changes[(ChangeKind.SUSPECT, b.node_id)] >= 1  # a's lost probes accuse b, who refutes
+    assert a.backbone.stats["probe_failed"] >= 1 and a.backbone.stats["indirect_probes"] == 0
+
+
+def test_partition_and_heal_times_on_the_simulator():
+    """The figure the real partition test compares against (test timings, 2 meshes of a
+    broker and two gateways; gateways join through the first one)."""
+    fast = GossipConfig(heartbeat_interval=0.3, suspect_after=1.0, remove_after=2.0)
+    result = crossmesh_sim.partition_heal(meshes=2, nodes=3, gateways=2, config=fast, trials=5)
+    bb = BackboneConfig.like(fast)
+    assert result.trials == len(result.detect_s) == len(result.reconverge_s) == 5
+    # Detected: a failed probe (direct, then indirect), suspect_timeout, a round or two of probing.
+    assert result.detect_max_s <= 3 * bb.probe_interval + bb.probe_timeout + bb.suspect_timeout + 1.0, result
+    # Healed: a rejoin probe (every rejoin_interval), then reconciliation and refutation rounds.
+    assert result.reconverge_max_s <= 2 * bb.rejoin_interval + bb.suspect_timeout + 2.0, result
+    print(f"\nsim partition/heal, test timings: detected {result.detect_mean_s:.2f} s (max {result.detect_max_s:.2f}),"
+          f" re-converged {result.reconverge_mean_s:.2f} s (max {result.reconverge_max_s:.2f})")

@@ -234,6 +234,27 @@ def test_resolve_by_id_prefix(populated):
     assert populated.resolve(B[:10].upper()).node_id == B
 
 
+@pytest.mark.parametrize("target, node", [
+    (f"mesh2.{B[:4]}", B), (f"mesh2.{B[:12].upper()}", B), (f"mesh2.broker.{B[:10]}", B),
+    (f"mesh2.compute.{C1[:5]}", C1), (f"mesh2.{C2[:8]}", C2), (f"mesh1.broker.{A[:4]}", A),
+])
+def test_resolve_by_id_prefix_within_a_mesh_and_type(populated, target, node):
+    assert populated.resolve(target).node_id == node
+
+
+@pytest.mark.parametrize("target", [f"mesh1.{B[:6]}", f"mesh2.registry.{B[:6]}", f"mesh2.{B[:3]}",
+                                    "mesh2.bbbz", f"mesh2.broker.x.{B[:6]}"])
+def test_a_prefix_in_the_wrong_mesh_or_type_or_too_short_does_not_resolve(populated, target):
+    with pytest.raises(ResolveError, match=r"<mesh>\.<prefix>"):
+        populated.resolve(target)
+
+
+def test_an_ambiguous_prefix_within_a_mesh_names_the_candidates(populated):
+    with pytest.raises(ResolveError, match="ambiguous"):
+        populated.resolve("mesh2.cccc")
+    assert populated.resolve(f"mesh2.{C1[:5]}").node_id == C1
+
+
 def test_an_ambiguous_prefix_names_the_candidates(populated):
     with pytest.raises(ResolveError) as info:
         populated.resolve("cccc")

@@ -14,7 +14,7 @@ import pytest
 from fabric import control
 from fabric.client import FabricClient
 from fabric.errors import FabricError
-from tests.integration.conftest import directory_names, wait_until
+from tests.integration.conftest import FAST_GOSSIP, directory_names, wait_until
 from pytest_meshfabric import assert_stitched
 
 pytestmark = pytest.mark.slow
@@ -150,3 +150,34 @@ async def test_killing_one_of_two_gateways_mid_stream_loses_no_acknowledged_reco
     trace = receiver.store.wait_for(lambda spans: trace_of(spans, "produce stream", expected), timeout=10,
                                     description="the last produce's trace, through the surviving gateway")
     assert_stitched(trace)
+
+
+@pytest.mark.asyncio
+async def test_cross_mesh_targets_by_id_prefix_resolve_through_the_backbone(spawn):
+    """``mesh2.<id prefix>`` and ``mesh2.broker.<hex>`` resolve like ``mesh2.broker``: from a
+    backbone member's own seat, and from a node that asks its gateway."""
+    b1, b2 = spawn("mesh1", "broker"), spawn("mesh2", "broker")
+    gw1 = spawn("mesh1", "gateway", [b1.address])
+    gw2 = spawn("mesh2", "gateway", [b2.address], extra=[*FAST_GOSSIP, "--backbone-peer", gw1.address])
+    wait_until(lambda: sees(gw1, "mesh2", broker=1, gateway=1), 10, "mesh1's gateway to see mesh2's summary")
+    wait_until(lambda: gw1.name in directory_names(b1), 10, "the writer to know its gateway")
+    b2_id, gw2_id = b2.address.split("@")[0], gw2.address.split("@")[0]
+    targets = {f"mesh2.{b2_id[:4]}": b2.name, f"mesh2.{b2_id[:16]}": b2.name, b2.name: b2.name,
+               f"mesh2.broker.{b2_id[:10]}": b2.name, f"mesh2.{gw2_id[:8]}": gw2.name}
+    nobody = "mesh2." + next(p for p in ("ffff", "0000") if not b2_id.startswith(p) and not gw2_id.startswith(p))
+    for via in (gw1, b1):  # a backbone member resolves in its seat; a broker asks its gateway
+        async with await FabricClient.connect(via.address) as client:
+            for target, name in targets.items():
+                entry = await client.resolve(target)
+                assert (entry["name"], entry["mesh"]) == (name, "mesh2"), (via.name, target)
+            ack = await client.produce("by-prefix", b"x", to=f"mesh2.{b2_id[:6]}")
+            assert ack["broker"] == b2.name
+            with pytest.raises(FabricError, match=rf"no live node answers to '{nobody}'.*<mesh>\.<prefix>"):
+                await client.resolve(nobody)
+            with pytest.raises(FabricError, match=r"<mesh>\.<prefix>"):  # a bare prefix names no mesh
+                await client.resolve(b2_id[:8])
+            with pytest.raises(FabricError, match="is a gateway, not a broker"):
+                await client.produce("by-prefix", b"x", to=f"mesh2.{gw2_id[:6]}")
+    async with await FabricClient.connect(b1.address) as client:
+        fetched = await client.fetch("by-prefix", from_=f"mesh2.broker.{b2_id[:8]}")
+    assert [r["value"] for r in fetched["records"]] == [b"x", b"x"]

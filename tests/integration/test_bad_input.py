@@ -9,6 +9,8 @@ from fabric import control, frames
 from fabric.frames import HEADER, VERSION
 from fabric.frames import Frame, Kind
 from fabric.gossip import digest as digests
+from fabric.gossip.backbone import BACKBONE_TOPIC
+from fabric.gossip.backbone_wire import WIRE, ProbeAck, ProbeRequest
 from fabric.gossip.net import ALPN, to_frame
 from fabric.gossip.proto import Pull, Push, mesh_topic
 from fabric.identity import Identity
@@ -88,3 +90,29 @@ async def test_malformed_frames_get_an_error_and_the_node_keeps_serving(spawn, a
     assert reply.kind is Kind.GOSSIP_PULL_REPLY
     assert any(digests.decode(raw, lambda *_: True).digest.name == target.name for raw in reply.body["digests"])
     assert target.alive()
+
+
+@pytest.mark.asyncio
+async def test_malformed_or_foreign_indirect_probes_leave_a_gateway_serving(spawn, attacker):
+    """The backbone's ping-req and its ack, malformed or from a non-member: an error reply or
+    a counter, never a probe on a stranger's behalf, and the gateway keeps serving."""
+    gateway = spawn("mesh1", "gateway")
+    node_id, addrs = peer_of(gateway)
+    for body, error in [({"probe_for": b"short"}, "'probe_for' must be a 32-byte node id"),
+                        ({"alive": b"a" * 32, "probe_for": b"a" * 32}, "one of 'probe_for' and 'alive'"),
+                        ({"probe_for": node_id.encode()[:32], "digests": [b"record"]}, "one of 'probe_for'")]:
+        frame = Frame(Kind.GOSSIP_PUSH, {"topic": BACKBONE_TOPIC, "digests": [], **body})
+        reply = await attacker.request(node_id, addrs, ALPN, frame)
+        assert reply.kind is Kind.ERROR and error in reply.body["message"], reply
+    # Well-formed, but the attacker is no backbone member: ignored and counted.
+    target = bytes.fromhex(node_id)
+    for message in (ProbeRequest(BACKBONE_TOPIC, target), ProbeAck(BACKBONE_TOPIC, target)):
+        await attacker.send(node_id, addrs, ALPN, WIRE.encode(message))
+
+    def backbone_stats() -> dict:
+        return control.request_sync(gateway.control_path, "status")["gossip"]["backbone"]
+
+    stats = wait_until(lambda: (s := backbone_stats()).get("unsolicited_acks") and s, 5, "the foreign ack counted")
+    assert stats["ignored_probe_requests"] == 1 and stats.get("relayed_probes", 0) == 0
+    assert control.request_sync(gateway.control_path, "status")["transport"]["bad_frames"] == 3
+    assert gateway.alive()
