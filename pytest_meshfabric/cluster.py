@@ -13,6 +13,12 @@ Each mesh's *seed* (its first node whose type watches no other mesh, usually the
 starts first; every other node bootstraps through its mesh's seed, and gateways (and
 consoles) also through the seeds of the meshes they watch. The runtime is driven only
 through its processes and control sockets.
+
+``ClusterSpec(cross_mesh="backbone")`` makes gateways and consoles watch no other mesh: they
+see the others only through the backbone (``docs/backbone.md``). mesh1's first gateway (or
+console) starts first and every later one joins the backbone through the running ones
+(``--backbone-peer``); "converged" then also means every seat sees every running seat and
+each mesh's newest summary counts the mesh's running nodes.
 """
 
 from __future__ import annotations
@@ -35,21 +41,28 @@ __all__ = ["Cluster", "ClusterSpec", "Mesh", "NodeHandle"]
 
 DEFAULT_TYPES = ("broker", "gateway", "registry", "compute")
 WATCHING_TYPES = ("gateway", "console")
+#: ``watch``: gateways and consoles also follow every other mesh's gossip (the default);
+#: ``backbone``: they see other meshes only through the backbone.
+CROSS_MESH_MODES = ("watch", "backbone")
 #: Gossip timings that make joins, suspicion and removal take about a second.
 FAST_GOSSIP = ("--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0")
 
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """What to start: ``meshes`` meshes named mesh1..meshN, each with one node per entry of ``types``."""
+    """What to start: ``meshes`` meshes named mesh1..meshN, each with one node per entry of
+    ``types``; ``cross_mesh`` is one of ``CROSS_MESH_MODES``."""
 
     meshes: int = 1
     types: tuple[str, ...] = DEFAULT_TYPES
     node_args: tuple[str, ...] = FAST_GOSSIP
+    cross_mesh: str = "watch"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "types", tuple(self.types))
         object.__setattr__(self, "node_args", tuple(self.node_args))
+        if self.cross_mesh not in CROSS_MESH_MODES:
+            raise ConfigError(f"cross_mesh must be one of {', '.join(CROSS_MESH_MODES)}, not {self.cross_mesh!r}")
         if not isinstance(self.meshes, int) or self.meshes < 1:
             raise ConfigError(f"a cluster needs at least one mesh, not meshes={self.meshes!r}")
         if not self.types:
@@ -151,9 +164,11 @@ class Cluster:
 
     def add_node(self, mesh: str, type: str, *, watch: tuple[str, ...] | None = None,
                  args: tuple[str, ...] = (), start: bool = True) -> NodeHandle:
-        """Add a node (a gateway or console watches every other mesh unless ``watch`` says otherwise)."""
+        """Add a node (a gateway or console watches every other mesh unless ``watch`` or a
+        backbone-only spec says otherwise)."""
         if watch is None:
-            watch = tuple(m for m in self.meshes if m != mesh) if type in WATCHING_TYPES else ()
+            watching = type in WATCHING_TYPES and self.spec.cross_mesh == "watch"
+            watch = tuple(m for m in self.meshes if m != mesh) if watching else ()
         self._counter += 1
         label = f"{mesh}.{type}.{self._counter}"
         placement = self.backend.place(f"{self.label}/{label}")
@@ -177,6 +192,15 @@ class Cluster:
             peers += [n.address for n in running(watched)[:1]]
         return peers
 
+    def backbone_args(self, node: NodeHandle) -> list[str]:
+        """``--backbone-peer`` arguments for a gateway or console of a backbone-only cluster:
+        up to three running seats, of other meshes first."""
+        if self.spec.cross_mesh != "backbone" or node.type not in WATCHING_TYPES:
+            return []
+        seats = sorted((n for n in self.nodes if n.type in WATCHING_TYPES and n.running and n is not node),
+                       key=lambda n: n.mesh == node.mesh)
+        return [arg for n in seats[:3] for arg in ("--backbone-peer", n.address)]
+
     def start(self) -> Cluster:
         """Start every mesh (seeds first, then the rest in parallel) and wait until ready."""
         names = self.spec.mesh_names
@@ -191,6 +215,10 @@ class Cluster:
         rest = list(self.spec.types)
         rest.remove(seed_type)
         others = [self.add_node(m, t, start=False) for m in names for t in rest]
+        first_seat = next((n for n in others if n.type in WATCHING_TYPES), None)
+        if self.spec.cross_mesh == "backbone" and first_seat is not None:
+            others.remove(first_seat)  # the backbone's first member: the later ones join through it
+            first_seat.launch().wait_ready(self.ready_timeout)
         for node in others:
             node.launch()
         for node in others:
@@ -236,7 +264,38 @@ class Cluster:
                                if name in expected and state != "alive")
             if missing or extra or not_alive:
                 report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}"
+            elif self.spec.cross_mesh == "backbone" and node.type in WATCHING_TYPES:
+                problem = self.backbone_divergence(node)
+                if problem:
+                    report[node.name] = problem
         return report
+
+    def backbone_divergence(self, node: NodeHandle) -> str:
+        """What ``node``'s backbone view gets wrong ("" if nothing): the seats it lists (all
+        alive) against the running ones, and each mesh's newest summary counts against the
+        mesh's running nodes."""
+        try:
+            meshes = node.request("backbone")["meshes"]
+        except FabricError as exc:
+            return f"no backbone answer ({exc})"
+        seats = {m["name"]: m["state"] for mesh in meshes for m in mesh["gateways"] + mesh["consoles"]}
+        expected = {n.name for n in self.nodes if n.type in WATCHING_TYPES and n.running}
+        missing, extra = sorted(expected - set(seats)), sorted(set(seats) - expected)
+        not_alive = sorted(f"{name} ({state})" for name, state in seats.items() if state != "alive")
+        if missing or extra or not_alive:
+            return f"backbone: missing {missing}, unexpected {extra}, not alive {not_alive}"
+        counts = {mesh["mesh"]: (mesh["summary"] or {}).get("counts") for mesh in meshes
+                  if any(g["name"] in expected for g in mesh["gateways"])}
+        wrong = {mesh: got for mesh, got in counts.items() if got != self.type_counts(mesh)}
+        return f"backbone: stale summaries {wrong}" if wrong else ""
+
+    def type_counts(self, mesh: str) -> dict[str, int]:
+        """``{type: count}`` of the running nodes of ``mesh`` (what its summary should say)."""
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            if n.mesh == mesh and n.running:
+                counts[n.type] = counts.get(n.type, 0) + 1
+        return counts
 
     def wait_converged(self, timeout: float | None = None) -> Cluster:
         """Wait until every running node's directory lists exactly the running nodes it should, all alive."""

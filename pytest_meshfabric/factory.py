@@ -20,12 +20,14 @@ class FabricFactory:
         self._loose: Cluster | None = None
 
     def __call__(self, meshes: int = 1, types: Sequence[str] | None = None,
-                 node_args: Sequence[str] | None = None) -> Cluster:
+                 node_args: Sequence[str] | None = None, cross_mesh: str = "watch") -> Cluster:
         """Start a cluster of ``meshes`` meshes with one node per type (default: the session's
-        ``--fabric-types``) and wait until it is ready."""
+        ``--fabric-types``) and wait until it is ready; ``cross_mesh="backbone"``: gateways and
+        consoles see other meshes only through the backbone."""
         settings = self._session.settings
         spec = ClusterSpec(meshes=meshes, types=tuple(types or settings.types),
-                           node_args=tuple(settings.node_args if node_args is None else node_args))
+                           node_args=tuple(settings.node_args if node_args is None else node_args),
+                           cross_mesh=cross_mesh)
         cluster = self._session.start_cluster(spec)
         self._clusters.append(cluster)
         self._involve(cluster)

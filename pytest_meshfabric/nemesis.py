@@ -12,9 +12,11 @@ Churn: ``kill`` (SIGKILL), ``stop`` (clean leave), ``restart`` (same data dir: s
 name), ``pause``/``resume`` (SIGSTOP/SIGCONT), ``spawn(mesh, type)``. Network (netns backend
 only, iptables inside the nodes' namespaces, see :mod:`.packetfilter`): ``partition(groups)``,
 ``partition_one_way(src, dst)``, ``isolate(node)``, ``loss(node or (a, b), p)``,
-``latency(...)`` (unavailable: no netem and no user-space delayer yet). A fault that this
-backend cannot inject is *skipped* under the fixture (``FaultUnavailable`` from the plain API),
-never faked. Links to the test process (OTLP receiver, clients) are never cut.
+``latency(node or (a, b), ms)`` (no netem here: NFQUEUE and a user-space delayer process, see
+:mod:`.latency`); the docker backend has the same, and ``disconnect(node)`` (Docker's network
+disconnect, healed by connect). A fault that this backend or machine cannot inject is *skipped* under the
+fixture (``FaultUnavailable`` from the plain API), never faked. Links to the test process
+(OTLP receiver, clients) are never cut.
 
 Every fault is a span of service ``nemesis`` in the plugin's receiver (lasting faults end when
 healed) and a :class:`FaultEvent` in the test report. :meth:`Nemesis.close` always runs at
@@ -37,6 +39,7 @@ from opentelemetry.trace import Span
 
 from fabric.errors import FabricError
 
+from . import latency as delay
 from . import packetfilter
 from .cluster import Cluster, Mesh
 from .nodes import NodeHandle
@@ -63,6 +66,8 @@ class FaultEvent:
     end: float | None = None
     span: Span | None = field(default=None, repr=False)
     rules: RuleSet | None = field(default=None, repr=False)
+    delayers: list[delay.Delayer] = field(default_factory=list, repr=False)
+    undo: Callable[[], None] | None = field(default=None, repr=False)  # ends a fault the backend made
 
     @property
     def lasting(self) -> bool:
@@ -87,6 +92,7 @@ class Nemesis:
         self.started = time.time()
         self._on_unavailable = on_unavailable
         self._filter = PacketFilter(cluster.backend.host)
+        self._delay_failures: list[str] = []
         self._provider = TracerProvider(resource=Resource.create({"service.name": "nemesis"}))
         endpoint = f"{cluster.receiver.http_endpoint}/v1/traces"
         self._provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5)))
@@ -110,8 +116,16 @@ class Nemesis:
         return event
 
     def _end(self, event: FaultEvent) -> None:
+        undo, event.undo = event.undo, None
+        if undo is not None:
+            undo()
         if event.rules is not None:
             self._filter.remove(event.rules)
+        for delayer in event.delayers:  # after the rules: no packet is queued to a stopped delayer
+            failure = delayer.failure()
+            delayer.close()
+            if failure:
+                self._delay_failures.append(failure)
         if event.span is not None and event.end is None:
             event.span.end()
         if event.end is None:
@@ -251,18 +265,62 @@ class Nemesis:
         rules = [packetfilter.drop_all(node.namespace, p, "in"), packetfilter.drop_all(node.namespace, p, "out")]
         return self._event("loss", [node], f"p={p} in and out", lasting=True, rules=self._filter.apply(rules))
 
-    def latency(self, link: Any, ms: float) -> NoReturn:
-        """Unavailable: this kernel has no netem and cannot load modules, and the user-space
-        delayer (NFQUEUE + netfilterqueue) is not built yet. Skipped, never faked."""
+    def latency(self, target: NodeHandle | str | tuple[Any, Any], ms: float) -> FaultEvent:
+        """Delay every packet ``ms`` milliseconds on the link between two nodes ``(a, b)`` (each
+        way: a round trip takes ``2 * ms`` more), or every node-to-node packet in and out of a
+        node. Overlapping latency faults do not add up: the one applied first wins."""
         self._require_network("latency")
-        self._unavailable("meshfabric nemesis: latency is unavailable: the kernel has no netem qdisc and "
-                          "meshfabric has no user-space delayer (NFQUEUE) yet")
+        reason = delay.unavailable_reason()
+        if reason:
+            self._unavailable(f"meshfabric nemesis: latency is unavailable: {reason}")
+        if not 0 < ms <= 60_000:
+            raise FabricError(f"latency must be in (0, 60000] ms, not {ms!r}")
+        if isinstance(target, tuple):
+            a, b = self._one(target[0]), self._one(target[1])
+            nodes, detail = [a, b], f"{ms:g} ms each way on the link"
+            targets = [(a.namespace or "", b.ip), (b.namespace or "", a.ip)]
+        else:
+            nodes, detail = [self._one(target)], f"{ms:g} ms in and out"
+            targets = [(nodes[0].namespace or "", None)]
+        try:
+            rules, delayers = delay.start_delays(targets, ms)
+        except delay.DelayerUnavailable as exc:
+            self._unavailable(f"meshfabric nemesis: latency is unavailable: {exc}")
+        try:
+            applied = self._filter.apply(rules)
+        except BaseException:
+            for delayer in delayers:
+                delayer.close()
+            raise
+        event = self._event("latency", nodes, detail, lasting=True, rules=applied)
+        event.delayers = delayers
+        return event
+
+    def disconnect(self, node: NodeHandle | str) -> FaultEvent:
+        """Take ``node`` off the network altogether until healed: the docker backend's network
+        disconnect/connect. Unlike ``isolate``, the test process loses it too (spans it exports
+        meanwhile may be lost; its control socket still answers)."""
+        node = self._one(node)
+        backend: Any = self.cluster.backend
+        if not hasattr(backend, "disconnect"):
+            self._unavailable(f"meshfabric nemesis: disconnect is unavailable: it needs the docker backend, "
+                              f"not {backend.name}")
+        backend.disconnect(node.placement)
+        event = self._event("disconnect", [node], "off the network", lasting=True)
+        event.undo = lambda: backend.connect(node.placement)
+        return event
 
     def heal_event(self, event: FaultEvent) -> None:
-        """End one lasting fault (remove its rules, or resume its paused node)."""
+        """End one lasting fault (remove its rules and delayers, or resume its paused node)."""
         if event.kind == "pause":
             self.resume(event.nodes[0])
         self._end(event)
+        self._raise_delay_failures()
+
+    def _raise_delay_failures(self) -> None:
+        failures, self._delay_failures = self._delay_failures, []
+        if failures:
+            raise delay.DelayerError("; ".join(failures))
 
     def heal(self) -> None:
         """End every network fault and resume every paused node (killed nodes stay down)."""
@@ -277,12 +335,17 @@ class Nemesis:
             if node.alive and node.paused:
                 node.resume()
         self._event("heal", [])
+        self._raise_delay_failures()
 
     # -- teardown --
 
     def restore(self, timeout: float | None = None) -> None:
-        """Heal, restart every node that is down, remove spawned nodes, wait until converged."""
-        self.heal()
+        """Heal, restart every node that is down, remove spawned nodes, wait until converged
+        (a delayer that died is reported after the cluster is restored)."""
+        try:
+            self.heal()
+        except delay.DelayerError as exc:
+            self._delay_failures.append(str(exc))
         for node in self.spawned:
             if node in self.cluster.nodes:
                 self._filter.forget(node.namespace or "")
@@ -292,6 +355,7 @@ class Nemesis:
             if not node.alive:
                 node.start(self.cluster.ready_timeout)
         self.cluster.wait_converged(timeout)
+        self._raise_delay_failures()
 
     def close(self) -> None:
         """Always at teardown: rules flushed and nodes resumed first, then restarts and convergence."""
@@ -299,6 +363,9 @@ class Nemesis:
             self.restore()
         finally:
             self._filter.flush_all()
+            for event in self.events:
+                for delayer in event.delayers:
+                    delayer.close()
             for node in self.cluster.nodes:
                 if node.alive:
                     node.resume()
@@ -308,7 +375,7 @@ class Nemesis:
 @pytest.fixture
 def nemesis(request: pytest.FixtureRequest) -> Iterator[Nemesis]:
     """Faults for the ``fabric`` cluster: ``kill``/``stop``/``restart``/``pause``/``resume``/``spawn``
-    and, on the netns backend, ``partition``/``partition_one_way``/``isolate``/``loss``/``heal``.
+    and, on the netns backend, ``partition``/``partition_one_way``/``isolate``/``loss``/``latency``/``heal``.
     Each fault is a span (service ``nemesis``) and a line of the report section 'meshfabric: faults';
     faults this backend cannot inject skip the test. Teardown heals everything and restores the cluster."""
     cluster: Cluster = request.getfixturevalue("fabric")

@@ -101,8 +101,10 @@ class NodeHandle:
         if self.alive:
             raise ConfigError(f"{self.name} is already running (pid {self.pid}); stop() or kill() it first")
         bootstrap = self.cluster.bootstrap_for(self)
-        args = [*self.cluster.spec.node_args, "--bind", self.placement.bind, *self.args]
-        self.process = NodeProcess(self.mesh, self.type, self.data_dir, bootstrap, self.watch,
+        args = [*self.cluster.spec.node_args, "--bind", self.placement.bind, *self.cluster.backbone_args(self),
+                *self.args]
+        process = self.placement.process_factory or NodeProcess
+        self.process = process(self.mesh, self.type, self.data_dir, bootstrap, self.watch,
                                    env=self.cluster.node_env, prefix=self.placement.prefix, extra=args)
         self._launched_ns = time.time_ns()
         self.paused = self.ready = False

@@ -37,7 +37,8 @@ from .traces import Trace
 SESSION = pytest.StashKey[FabricSession]()
 OWNS_SIGTERM = pytest.StashKey[bool]()
 MARKER = ("fabric(meshes=1, types=['broker', ...], node_args=[...]): run this test on its own cluster of "
-          "that spec (the `fabric` fixture); unspecified keys come from --mesh-count / --fabric-types")
+          "that spec (the `fabric` fixture); unspecified keys come from --mesh-count / --fabric-types; "
+          "cross_mesh='backbone': gateways and consoles see other meshes only through the backbone")
 
 
 # -- configuration -----------------------------------------------------------------

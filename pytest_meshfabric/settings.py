@@ -83,7 +83,8 @@ SETTINGS = (
             f"node types per mesh, comma-separated, from {', '.join(NODE_TYPES)} "
             f"(default {','.join(DEFAULT_TYPES)}; gateways and consoles watch every other mesh)", _types),
     Setting("fabric_backend", "--fabric-backend", "auto",
-            "where nodes run: netns (a network namespace per node; root), local (127.0.0.1), "
+            "where nodes run: netns (a network namespace per node; root), local (127.0.0.1), docker (a container per "
+            "node; root and docker.io, or DOCKER_HOST), "
             "or auto (netns when possible, default)", _choice("--fabric-backend / fabric_backend", BACKEND_CHOICES)),
     Setting("fabric_keep", "--fabric-keep", "false",
             "leave a failing test's cluster running and print how to reach and remove it", _bool, is_bool=True),
@@ -175,12 +176,13 @@ class FabricSettings:
         if marker.args:
             raise ConfigError("@pytest.mark.fabric takes keywords only, e.g. @pytest.mark.fabric(meshes=2, "
                               "types=['broker', 'gateway'])")
-        unknown = set(marker.kwargs) - {"meshes", "types", "node_args"}
+        unknown = set(marker.kwargs) - {"meshes", "types", "node_args", "cross_mesh"}
         if unknown:
             raise ConfigError(f"@pytest.mark.fabric got unknown argument(s) {', '.join(sorted(unknown))}; "
-                              "it takes meshes=N, types=[...] and node_args=[...]")
+                              "it takes meshes=N, types=[...], node_args=[...] and cross_mesh='watch'|'backbone'")
         types = marker.kwargs.get("types", spec.types)
         if isinstance(types, str):
             types = _types(types)
         return ClusterSpec(meshes=marker.kwargs.get("meshes", spec.meshes), types=tuple(types),
-                           node_args=tuple(marker.kwargs.get("node_args", spec.node_args)))
+                           node_args=tuple(marker.kwargs.get("node_args", spec.node_args)),
+                           cross_mesh=marker.kwargs.get("cross_mesh", spec.cross_mesh))

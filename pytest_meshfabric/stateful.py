@@ -18,8 +18,10 @@ every example: it is healed between them, never restarted.
 A failure raises :class:`ChaosFailure` with the (shrunk) step sequence, the seed, the checkers'
 report and the broken traces; ``pytest ... --hypothesis-seed=<seed>`` reruns it, and
 hypothesis' database replays it first on the next run. Settings come from the hypothesis
-profile: ``ci`` (the default here: a few short examples) or ``long``
-(``--hypothesis-profile long``).
+profile: ``chaos-ci`` (the default here: a few short examples) or ``chaos-long``
+(``--hypothesis-profile chaos-long``). They are not called ``ci``: hypothesis has a built-in
+``ci`` profile (100 examples of 50 steps, loaded by itself when a CI variable is set), so
+under ``default`` or ``ci`` a machine runs with ``chaos-ci``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import random
 from typing import ClassVar
 
 import hypothesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
@@ -43,8 +45,12 @@ from .waiting import HarnessTimeout
 __all__ = ["ChaosFailure", "FabricMachine", "machine_settings", "run_machine"]
 
 _COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
-PROFILES = {"ci": dict(max_examples=3, stateful_step_count=6, **_COMMON),
-            "long": dict(max_examples=50, stateful_step_count=25, **_COMMON)}
+#: No ``explain`` phase: it reruns a failing example many times, each against the live cluster.
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
+PROFILES = {"chaos-ci": dict(max_examples=3, stateful_step_count=6, phases=_PHASES, **_COMMON),
+            "chaos-long": dict(max_examples=50, stateful_step_count=25, phases=_PHASES, **_COMMON)}
+#: Profiles that were not chosen for chaos runs: hypothesis' own (``ci`` loads itself under CI).
+_NOT_CHOSEN = ("default", "ci")
 for _name, _values in PROFILES.items():
     try:
         settings.get_profile(_name)
@@ -57,9 +63,9 @@ class ChaosFailure(AssertionError):
 
 
 def machine_settings() -> settings:
-    """The loaded hypothesis profile, or ``ci`` when none was chosen; never a deadline."""
-    base = settings.get_profile("ci") if settings.get_current_profile_name() == "default" else settings()
-    return settings(base, deadline=None)
+    """The loaded hypothesis profile, or ``chaos-ci`` under hypothesis' ``default`` or ``ci``; never a deadline."""
+    chosen = settings.get_current_profile_name() not in _NOT_CHOSEN
+    return settings(settings() if chosen else settings.get_profile("chaos-ci"), deadline=None)
 
 
 def _key(node: NodeHandle) -> str:

@@ -7,8 +7,11 @@ at. Backends:
 * ``local``  every node on 127.0.0.1 of the test's own network namespace.
 * ``netns``  every node in a network namespace of its own, on a bridge (root + iproute2);
   real links between nodes, so network faults can be injected.
+* ``docker`` every node in a container of its own on a Docker network (a private ``dockerd``
+  in the tests' network namespace, or ``DOCKER_HOST``); the same network faults.
 
-A new backend (docker, ...) implements :class:`Backend` and registers in :data:`BACKENDS`.
+A new backend implements :class:`Backend` and registers in :data:`BACKENDS`; a placement's
+``process_factory`` may run the node as something other than a plain process (docker: a container).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from fabric.errors import ConfigError
+from fabric.launcher import NodeProcess
 
 #: Faults that need nodes on separate links (the chaos harness checks ``network_faults``).
 NETWORK_FAULTS = ("partition", "isolate", "loss", "latency")
@@ -32,6 +36,8 @@ class Placement:
     ip: str = "127.0.0.1"
     namespace: str | None = None
     host_link: str | None = None
+    #: What runs the node: ``NodeProcess``, or a backend's subclass (docker: a container).
+    process_factory: Callable[..., NodeProcess] | None = None
 
     def reach_hint(self) -> str:
         """How a person reaches this place from a shell (for --fabric-keep notices)."""
@@ -82,8 +88,13 @@ def _netns(worker: str) -> Backend:
     return NetnsBackend(worker)
 
 
+def _docker(worker: str) -> Backend:
+    from .docker import DockerBackend
+    return DockerBackend(worker)
+
+
 #: Backend name → constructor taking the pytest-xdist worker id (``gw0``, or ``main``).
-BACKENDS: dict[str, Callable[[str], Backend]] = {"local": _local, "netns": _netns}
+BACKENDS: dict[str, Callable[[str], Backend]] = {"local": _local, "netns": _netns, "docker": _docker}
 CHOICES = ("auto", *BACKENDS)
 
 
@@ -108,7 +119,7 @@ def resolve_backend_name(requested: str) -> tuple[str, str | None]:
 
 
 def open_backend(name: str, worker: str = "main") -> Backend:
-    """Create the backend ``name`` (``local`` or ``netns``; ``auto`` is resolved before)."""
+    """Create the backend ``name`` (``local``, ``netns`` or ``docker``; ``auto`` is resolved before)."""
     try:
         factory = BACKENDS[name]
     except KeyError:

@@ -108,6 +108,40 @@ def _kill_inside(namespace: str) -> None:
             pass
 
 
+def subnets_in_use(prefix: str) -> set[int]:
+    """``N`` of every ``<prefix>.N.x`` address in this network namespace (``prefix``: two octets)."""
+    used = set()
+    for link in _json("-4", "addr", "show"):
+        for addr in link.get("addr_info", []):
+            parts = addr.get("local", "").split(".")
+            if ".".join(parts[:2]) == prefix:
+                used.add(int(parts[2]))
+    return used
+
+
+class HostNumbers:
+    """The host numbers ``FIRST_HOST..LAST_HOST`` of one /24 (``.1`` is the host side), each handed out once."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.next = FIRST_HOST
+
+    def take(self) -> int:
+        if self.next > LAST_HOST:
+            raise ConfigError(f"the {self.backend} backend holds at most {LAST_HOST - FIRST_HOST + 1} nodes per run")
+        self.next += 1
+        return self.next - 1
+
+
+def first_free(prefix: str, used: set[int], hint: str = "") -> int:
+    """The first ``N`` in 0..255 not in ``used``, counting from this process's pid (spreads runs apart)."""
+    start = os.getpid() % 256
+    for net in ((start + offset) % 256 for offset in range(256)):
+        if net not in used:
+            return net
+    raise NetnsError(f"every subnet {prefix}.0-255.0/24 is in use{hint}")
+
+
 class _SubnetLock:
     """Mutual exclusion between runs sharing this network namespace, while a subnet is chosen."""
 
@@ -142,7 +176,7 @@ class NetnsBackend:
         self.worker = worker.replace("-", "_")
         self._alias = f"meshfabric pid={os.getpid()}"
         self._placements: dict[str, Placement] = {}
-        self._next_host = FIRST_HOST
+        self._hosts = HostNumbers(self.name)
         self._kept = False
         sweep_stale()
         with _SubnetLock():
@@ -162,26 +196,13 @@ class NetnsBackend:
 
     def _free_subnet(self) -> int:
         used_names = {link["ifname"] for link in _json("link", "show")}
-        used_nets = set()
-        for link in _json("-4", "addr", "show"):
-            for addr in link.get("addr_info", []):
-                parts = addr.get("local", "").split(".")
-                if ".".join(parts[:2]) == PREFIX:
-                    used_nets.add(int(parts[2]))
-        start = os.getpid() % 256
-        for offset in range(256):
-            net = (start + offset) % 256
-            if net not in used_nets and f"mfbr{net}" not in used_names:
-                return net
-        raise NetnsError(f"every subnet {PREFIX}.0-255.0/24 is in use; remove stale `mfbr*` bridges")
+        return first_free(PREFIX, subnets_in_use(PREFIX) | {n for n in range(256) if f"mfbr{n}" in used_names},
+                          "; remove stale `mfbr*` bridges")
 
     # -- placements --
 
     def place(self, label: str) -> Placement:
-        if self._next_host > LAST_HOST:
-            raise ConfigError(f"the netns backend holds at most {LAST_HOST - FIRST_HOST + 1} nodes per run")
-        host = self._next_host
-        self._next_host += 1
+        host = self._hosts.take()
         # pid + subnet + host: unique on the machine (/run/netns is shared by every network namespace)
         namespace = f"mf-{self.worker}-{os.getpid()}-{self.net}-{host}"
         placement = Placement(label, prefix=["ip", "netns", "exec", namespace], bind="0.0.0.0:0",

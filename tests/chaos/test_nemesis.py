@@ -1,4 +1,4 @@
-"""The nemesis on real clusters: churn, partitions, loss, and that everything is undone."""
+"""The nemesis on real clusters: churn, partitions, loss, and that everything is undone (latency: test_latency.py)."""
 
 from __future__ import annotations
 
@@ -60,11 +60,6 @@ def test_isolate_one_way_and_loss_set_exactly_their_rules_and_remove_them(fabric
     nemesis.heal()
     assert all(rules_of(n) == [] for n in fabric.nodes)
     fabric.wait_converged()
-
-
-def test_latency_is_skipped_with_its_reason_never_faked(fabric, nemesis):
-    with pytest.raises(pytest.skip.Exception, match="latency is unavailable"):
-        nemesis.latency((fabric["mesh1"]["broker"], fabric["mesh2"]["broker"]), 50)
 
 
 def test_churn_kill_restart_pause_spawn_and_teardown_restores_the_cluster(fabric, nemesis, spans):

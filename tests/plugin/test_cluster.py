@@ -82,6 +82,21 @@ def test_single_nodes_join_each_other_or_a_given_cluster(fabric_factory):
     assert cluster["mesh1"]["broker"].directory_names() == {joiner.name, cluster["mesh1"]["broker"].name}
 
 
+def test_a_backbone_only_cluster_sees_other_meshes_through_the_backbone_alone(fabric_factory):
+    cluster = fabric_factory(meshes=2, types=["broker", "gateway"], cross_mesh="backbone")
+    gw1, gw2 = cluster["mesh1"]["gateway"], cluster["mesh2"]["gateway"]
+    assert gw1.watch == gw2.watch == () and gw1.directory_names() == cluster["mesh1"].names
+    for gw in (gw1, gw2):  # ready means the backbone converged too
+        meshes = {m["mesh"]: m for m in gw.request("backbone")["meshes"]}
+        assert {m: s["summary"]["counts"] for m, s in meshes.items()} == {
+            "mesh1": {"broker": 1, "gateway": 1}, "mesh2": {"broker": 1, "gateway": 1}}
+    gw2.kill()
+    wait_until(lambda: cluster.backbone_divergence(gw1), 10, "mesh1's gateway to notice on the backbone")
+    gw2.restart()  # rejoins the backbone through the running seats (--backbone-peer)
+    cluster.wait_converged()
+    assert not cluster.divergence()
+
+
 def test_a_closed_session_leaves_no_process_namespace_link_or_directory():
     before_ns, before_links = namespaces(), links()
     session = FabricSession(FabricSettings(types=("broker", "compute")), worker="leak")
@@ -114,6 +129,7 @@ def test_the_local_backend_runs_nodes_on_loopback():
     ({"meshes": 0}, "at least one mesh"),
     ({"types": ()}, "at least one node type"),
     ({"meshes": 2, "types": ("gateway",)}, "each mesh needs a seed that watches no other mesh"),
+    ({"cross_mesh": "bridge"}, "cross_mesh must be one of watch, backbone, not 'bridge'"),
 ])
 def test_bad_cluster_specs_say_how_to_fix_them(kwargs, message):
     with pytest.raises(ConfigError) as info:

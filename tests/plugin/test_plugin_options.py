@@ -104,7 +104,7 @@ def test_every_setting_can_come_from_the_ini_file_and_the_command_line_wins(pyte
     (["--mesh-count", "0"], "", "bad option --mesh-count: --mesh-count / fabric_mesh_count must be at least 1"),
     (["--mesh-count", "two"], "", "must be a whole number, not 'two'"),
     (["--fabric-types", "broker,bogus"], "", "unknown node type(s) 'bogus'; choose from broker, gateway"),
-    (["--fabric-backend", "docker"], "", "must be one of auto, local, netns, not 'docker'"),
+    (["--fabric-backend", "podman"], "", "must be one of auto, local, netns, docker, not 'podman'"),
     ([], "fabric_scope = forever", "bad ini value fabric_scope: the ini value fabric_scope must be one of session"),
     ([], "fabric_ready_timeout = -1", "fabric_ready_timeout must be positive"),
 ])
