@@ -13,10 +13,13 @@ import concurrent.futures
 import json
 import logging
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from .errors import ControlError, FabricError
+from .telemetry import span_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,20 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        if self.path.exists():
-            self.path.unlink()  # a stale socket from a killed run
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
-        os.chmod(self.path, 0o600)
+        """Listen at ``path``, owner only (mode 0600 before the first connection can come)."""
+        path = str(self.path)
+        try:
+            os.unlink(path)  # a stale socket from a killed run
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+        except BaseException:
+            sock.close()
+            raise
 
     async def close(self) -> None:
         if self._server is not None:
@@ -77,6 +90,39 @@ class ControlServer:
         except Exception as exc:  # never let a control request crash the node
             log.exception("control op %s failed", request.get("op"))
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def node_operations(node: Any) -> dict[str, Operation]:
+    """What a node serves here: ``status``, ``directory``, ``spans``, ``backbone`` (a backbone
+    seat: the meshes on it; with ``members: true`` every other mesh's members too, ``"cached"``
+    as far as they are cached, without waiting), and its services' own operations."""
+
+    async def status(_: dict[str, Any]) -> dict[str, Any]:
+        return node.status()
+
+    async def directory(request: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        entries = node.directory.entries(mesh=request.get("mesh"))
+        return {"name": node.name, "entries": [e.as_dict(now) for e in entries]}
+
+    async def spans(_: dict[str, Any]) -> dict[str, Any]:
+        return {"spans": [span_to_dict(s) for s in node.telemetry.recent.snapshot()]}
+
+    async def backbone(request: dict[str, Any]) -> dict[str, Any]:
+        seat = node.backbone
+        reply: dict[str, Any] = {"name": node.name, "meshes": seat.meshes(), **seat.status()}
+        if request.get("members") == "cached":
+            reply["entries"] = seat.known_entries()
+        elif request.get("members"):
+            reply["entries"] = await seat.entries()
+        return reply
+
+    ops: dict[str, Operation] = {"status": status, "directory": directory, "spans": spans}
+    if node.backbone is not None:
+        ops["backbone"] = backbone
+    for service in node.services:
+        ops.update(service.control_operations())
+    return ops
 
 
 async def request(path: str | os.PathLike[str], op: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:

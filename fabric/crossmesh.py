@@ -15,6 +15,7 @@ them in random order, those that failed lately last, until one answers.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from typing import TYPE_CHECKING, Any, Sequence, TypeVar
@@ -58,7 +59,8 @@ class Failover:
 
     def __init__(self, penalty: float = PENALTY_S, rng: random.Random | None = None) -> None:
         self.penalty = penalty
-        self.rng = rng or random.Random()
+        # Seeded from 16 bytes: ``random.Random()`` reads ~2.5 kB of urandom (~12 µs of a boot).
+        self.rng = rng or random.Random(int.from_bytes(os.urandom(16), "big"))
         self._failed: dict[str, float] = {}
 
     def order(self, peers: Sequence[T]) -> list[T]:

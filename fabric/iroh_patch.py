@@ -3,8 +3,18 @@
 The uniffi-generated ``_UniffiRustBufferBuilder.write`` copies outgoing bytes into the Rust
 buffer one at a time in a Python loop: bulk writes crawl at ~3-4 MiB/s, CPU-bound. This
 replaces that loop with one ``ctypes.memmove`` (same bytes, same buffer growth), which was
-measured at ~76-97 MiB/s. The generated code is private, so the patch applies only to the
-exact version it was written and tested against; any other version is left alone.
+measured at ~76-97 MiB/s.
+
+It also shortens every async call into the bindings: a Rust future that is ready when polled
+calls its continuation at once, on the loop's own thread, and the generated callback still
+goes through ``call_soon_threadsafe`` (a self-pipe write, a wake-up and two loop turns before
+the awaiting task resumes). ``_continuation`` resolves the future directly in that case (it
+is not awaited yet, so the ``await`` that follows returns without yielding); a "poll again"
+on the loop's thread is scheduled with ``call_soon`` (no self-pipe); from the runtime's
+threads it is unchanged. In-process echo round trip ~0.36 -> ~0.33 ms.
+
+The generated code is private, so the patch applies only to the exact version it was
+written and tested against; any other version is left alone.
 """
 
 from __future__ import annotations
@@ -12,29 +22,57 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
+from asyncio import events
 from importlib import metadata
 
 log = logging.getLogger(__name__)
 
 PATCHED_VERSION = "1.2.0"
 _applied = False
+continuation = None  # the patched continuation callback (a ctypes function: kept alive here)
+
+
+_pointer_in = ctypes.c_void_p.from_buffer
 
 
 def _write(self, value) -> None:  # type: ignore[no-untyped-def]
+    # What the generated ``_reserve`` context manager does, inline (a generator per call), and
+    # the buffer's data pointer read in place (no ``ctypes.cast``): ~2.7 -> ~1.2 µs a write.
     data = value if isinstance(value, bytes) else bytes(value)
     size = len(data)
-    with self._reserve(size):
-        address = ctypes.cast(self.rbuf.data, ctypes.c_void_p).value
-        ctypes.memmove(address + self.rbuf.len, data, size)
+    rbuf = self.rbuf
+    length = rbuf.len
+    if length + size > rbuf.capacity:
+        rbuf = self.rbuf = type(rbuf).reserve(rbuf, size)
+    ctypes.memmove(_pointer_in(rbuf, type(rbuf).data.offset).value + length, data, size)
+    rbuf.len = length + size
 
 
 def _pack_into(self, size: int, format: str, value) -> None:  # type: ignore[no-untyped-def]
     _write(self, struct.pack(format, value))
 
 
+def _make_continuation(ffi):  # type: ignore[no-untyped-def]
+    """The bindings' continuation callback, resolving the future at once on the loop's thread."""
+    handles, set_result = ffi._UniffiContinuationHandleMap, ffi._uniffi_set_future_result
+    ready = ffi._UNIFFI_RUST_FUTURE_POLL_READY
+
+    @ffi._UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK
+    def _continuation(future_ptr, poll_code):  # type: ignore[no-untyped-def]
+        loop, future = handles.remove(future_ptr)
+        if events._get_running_loop() is not loop:
+            loop.call_soon_threadsafe(set_result, future, poll_code)
+        elif poll_code == ready:
+            set_result(future, poll_code)  # inside the poll, before the ``await``
+        else:  # "poll again": after a loop turn, or a future that keeps waking itself would spin
+            loop.call_soon(set_result, future, poll_code)
+
+    return _continuation
+
+
 def apply() -> bool:
     """Patch the bindings if they are the pinned version; return whether the patch is active."""
-    global _applied
+    global _applied, continuation
     if _applied:
         return True
     try:
@@ -50,5 +88,7 @@ def apply() -> bool:
         return False
     builder.write = _write
     builder._pack_into = _pack_into
+    if hasattr(iroh_ffi, "_uniffi_continuation_callback") and hasattr(iroh_ffi, "_UniffiContinuationHandleMap"):
+        continuation = iroh_ffi._uniffi_continuation_callback = _make_continuation(iroh_ffi)
     _applied = True
     return True

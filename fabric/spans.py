@@ -9,8 +9,11 @@ hooks nobody here uses. A produce records 5 spans, so tracing cost a third of th
 follows the parent's decision itself when that sampler is the standard parent-based one),
 draws ids from the provider's generator, keeps attributes in a plain dict (values of the
 types OTel allows, sequences as tuples; anything else falls back to the SDK), and on ``end``
-hands an SDK ``ReadableSpan`` to the provider's span processors: the ring of recent spans and
-the ``BatchSpanProcessor`` with the OTLP exporter see exactly what the SDK would give them.
+hands itself, an SDK ``ReadableSpan`` (a subclass, frozen once ended, as the SDK's own span
+is), to the provider's span processors: the ring of recent spans and the
+``BatchSpanProcessor`` with the OTLP exporter see what the SDK would give them. A span is
+three objects kept (itself, its attributes, its context): the ring holds 2048 of them, and
+every object it holds is one the garbage collector walks.
 Spans with links go through the SDK tracer unchanged. Not done: span limits (a span here
 carries a dozen attributes, the SDK's limit is 128) and ``on_start`` hooks (ours have none).
 """
@@ -26,13 +29,17 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.context.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 log = logging.getLogger(__name__)
 
 _SCALARS = frozenset((str, bool, int, float))
 _INVALID = object()
 _FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
+_STR = frozenset((str,))
+_UNSET = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
 
 
 def clean(value: Any) -> Any:
@@ -53,38 +60,29 @@ def _parent_based_default(sampler: sampling.Sampler) -> bool:
     return delegates == [sampling.ALWAYS_ON, sampling.ALWAYS_OFF, sampling.ALWAYS_ON, sampling.ALWAYS_OFF]
 
 
-class LeanSpan(trace.Span):
-    """A recording span; on ``end`` it becomes an SDK ``ReadableSpan`` for the processors.
+class LeanSpan(trace.Span, ReadableSpan):
+    """A recording span, and once ended the ``ReadableSpan`` the processors get (no copy).
 
     Unlike the SDK's span it takes no lock: a node's spans live on its event loop's thread.
+    Read access (``name``, ``attributes``, ``events``, ``resource``, ...) is ``ReadableSpan``'s.
     """
 
     __slots__ = ("_tracer", "_name", "_context", "_parent", "_kind", "_attributes", "_events", "_links",
-                 "_status", "_start_time", "_end_time", "_record_exception", "_set_status_on_exception")
+                 "_status", "_start_time", "_end_time", "_record_exception", "_set_status_on_exception",
+                 "_resource", "_instrumentation_scope", "_instrumentation_info")
 
     def __init__(self, tracer: "LeanTracer", name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, attributes: dict[str, Any], start_time: int, record_exception: bool,
                  set_status_on_exception: bool) -> None:
         self._tracer, self._name, self._context, self._parent, self._kind = tracer, name, context, parent, kind
-        self._attributes, self._events, self._links = attributes, [], []
-        self._status = Status(StatusCode.UNSET)
+        self._attributes, self._events, self._links = attributes, (), ()  # lists once one is added
+        self._status, self._resource, self._instrumentation_scope = _UNSET, tracer.resource, tracer.scope
+        self._instrumentation_info = None
         self._start_time, self._end_time = start_time, None
         self._record_exception, self._set_status_on_exception = record_exception, set_status_on_exception
 
     def get_span_context(self) -> SpanContext:
         return self._context
-
-    # read access, as on the SDK's span
-    name = property(lambda self: self._name)
-    context = property(lambda self: self._context)
-    parent = property(lambda self: self._parent)
-    kind = property(lambda self: self._kind)
-    status = property(lambda self: self._status)
-    start_time = property(lambda self: self._start_time)
-    end_time = property(lambda self: self._end_time)
-    attributes = property(lambda self: dict(self._attributes))
-    events = property(lambda self: tuple(self._events))
-    resource = property(lambda self: self._tracer.resource)
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -106,10 +104,12 @@ class LeanSpan(trace.Span):
         if self._end_time is None:
             cleaned = {k: clean(v) for k, v in (attributes or {}).items()}
             kept = {k: v for k, v in cleaned.items() if v is not _INVALID}
+            self._events = list(self._events)
             self._events.append(Event(name, kept, timestamp if timestamp is not None else time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
         if self._end_time is None and context is not None and context.is_valid:
+            self._links = list(self._links)
             self._links.append(trace.Link(context, attributes))
 
     def update_name(self, name: str) -> None:
@@ -139,11 +139,12 @@ class LeanSpan(trace.Span):
         if self._end_time is not None:
             return
         self._end_time = end_time if end_time is not None else time.time_ns()
-        tracer = self._tracer
-        tracer.processor.on_end(ReadableSpan(
-            self._name, self._context, self._parent, tracer.resource, self._attributes,
-            tuple(self._events) if self._events else (), tuple(self._links) if self._links else (), self._kind,
-            None, self._status, self._start_time, self._end_time, tracer.scope))
+        self._events, self._links = tuple(self._events), tuple(self._links)
+        processor = self._tracer.processor
+        # The provider's multi-processor only loops over its processors: loop here (its tuple
+        # is replaced, not changed, when one is added, so it is read at every end).
+        for each in getattr(processor, "_span_processors", None) or (processor,):
+            each.on_end(self)
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is not None and self.is_recording():
@@ -157,6 +158,9 @@ class LeanSpan(trace.Span):
         return f'LeanSpan(name="{self._name}", context={self._context})'
 
 
+_OWN_SPANS = frozenset((LeanSpan, NonRecordingSpan))
+
+
 class _Current:
     """``start_as_current_span``'s context manager, as ``trace.use_span`` does it, as a class
     (the SDK nests two generator-based context managers)."""
@@ -167,7 +171,8 @@ class _Current:
         self._span, self._end, self._record, self._set_status = span, end_on_exit, record_exception, set_status
 
     def __enter__(self) -> trace.Span:
-        self._token = context_api.attach(trace.set_span_in_context(self._span))
+        # ``trace.set_span_in_context``, without its two calls
+        self._token = context_api.attach(Context({**context_api.get_current(), _SPAN_KEY: self._span}))
         return self._span
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
@@ -219,16 +224,23 @@ class LeanTracer(trace.Tracer):
         if links:
             return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception)
-        attrs = dict(self.labels)
-        if attributes:
+        if not attributes:
+            attrs = dict(self.labels)
+        elif _STR.issuperset(map(type, attributes)) and _SCALARS.issuperset(map(type, attributes.values())):
+            attrs = {**self.labels, **attributes}  # the common case, checked in C
+        else:
+            attrs = dict(self.labels)
             for key, value in attributes.items():
-                if type(value) not in _SCALARS or type(key) is not str:
-                    value = clean(value)
-                    if value is _INVALID or not isinstance(key, str):
-                        return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
-                                              set_status_on_exception)
+                value = clean(value)
+                if value is _INVALID or not isinstance(key, str):
+                    return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
+                                          set_status_on_exception)
                 attrs[key] = value
-        parent = trace.get_current_span(context).get_span_context()
+        current = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
+        if type(current) in _OWN_SPANS:  # what ``trace.get_current_span`` finds, without its ABC check
+            parent = current.get_span_context()
+        else:
+            parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id, random_flag = parent.trace_id, parent.trace_flags & TraceFlags.RANDOM_TRACE_ID
         else:

@@ -55,15 +55,40 @@ def error_frame(message: str, code: str = "bad_request", tag: int = 0) -> Frame:
 
 
 class Outbox:
-    """Writes queued bytes to a send stream, batching whatever piles up meanwhile."""
+    """Writes queued bytes to a send stream, batching whatever piles up meanwhile.
+
+    ``write_alone`` is for a caller with nothing else in flight: it writes from its own task
+    (one loop turn less than a hand-off to the outbox's task); under load everything goes
+    through the queue, so concurrent frames still share one write into the bindings.
+    """
 
     def __init__(self, send: iroh.SendStream) -> None:
         self._send = send
         self._queue: list[bytes] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._busy = False  # a write_all is in flight (the task's or a caller's)
         self.error: BaseException | None = None
         self._task = _detached(self._run())
+
+    async def write_alone(self, data: bytes) -> None:
+        """Write ``data`` now if the stream is idle, else queue it. A write cancelled half-way
+        may leave part of a frame on the stream: the outbox is failed (``error``) then."""
+        if self._busy or self._queue or self._closing or self.error is not None:
+            return self.put(data)
+        self._busy = True
+        try:
+            await self._send.write_all(data)
+        except iroh.IrohError as exc:
+            self.error = exc
+            raise TransportError(f"stream write failed: {describe(exc)}") from None
+        except asyncio.CancelledError:
+            self.error = TransportError("a write was cancelled half-way")
+            raise
+        finally:
+            self._busy = False
+            if self._queue or self._closing:
+                self._wake.set()
 
     def put(self, data: bytes) -> None:
         if self.error is not None:
@@ -85,11 +110,18 @@ class Outbox:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while self._queue:
+                if self._busy:
+                    continue  # a caller is writing; it wakes us when it is done
+                while self._queue and self.error is None:
                     batch, self._queue = b"".join(self._queue), []
-                    await self._send.write_all(batch)
+                    self._busy = True
+                    try:
+                        await self._send.write_all(batch)
+                    finally:
+                        self._busy = False
                 if self._closing:
-                    await self._send.finish()
+                    if self.error is None:
+                        await self._send.finish()
                     return
         except iroh.IrohError as exc:
             self.error = exc
@@ -112,21 +144,28 @@ class Channel:
         """Send ``frame`` and wait (bounded) for the reply with the same tag."""
         return await self.call_encoded(frames.encode(frame, self._max_frame), timeout)
 
-    async def call_encoded(self, data: bytes, timeout: float) -> Frame:
-        """``call`` for a frame encoded already (its tag is replaced by the channel's own)."""
+    async def call_encoded(self, data: bytes, timeout: float | None) -> Frame:
+        """``call`` for a frame encoded already (its tag is replaced by the channel's own);
+        ``timeout=None``: the caller bounds it (a second timer per request costs a few µs)."""
         if self.closed:
             raise TransportError("channel is closed")
         tag = next(self._tags) & 0xFFFFFFFF or next(self._tags)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = future
+        tagged = data[:_TAG_AT] + tag.to_bytes(4, "big") + data[_TAG_AT + 4:]
         try:
-            self._outbox.put(data[:_TAG_AT] + tag.to_bytes(4, "big") + data[_TAG_AT + 4:])
             async with asyncio.timeout(timeout):
+                if len(self._waiting) == 1:  # the only request in flight: write it ourselves
+                    await self._outbox.write_alone(tagged)
+                else:
+                    self._outbox.put(tagged)
                 return await future
         except TimeoutError:
             raise PeerTimeout(f"no reply within {timeout}s") from None
         finally:
             self._waiting.pop(tag, None)
+            if self._outbox.error is not None and not self.closed:
+                self.close()  # a write failed (maybe half-way): the stream is out of sync
 
     def close(self) -> None:
         self._fail(TransportError("channel closed"))
@@ -168,7 +207,11 @@ async def serve_stream(recv: iroh.RecvStream, send: iroh.SendStream | None, resp
         reply = await respond(frame)
         if outbox is not None:
             reply = reply or Frame(Kind.RESPONSE)
-            outbox.put(frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame))
+            data = frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame)
+            if len(running) == 1:  # the only request being answered: write it ourselves
+                await outbox.write_alone(data)
+            else:
+                outbox.put(data)
 
     try:
         while chunk := await recv.read(READ_CHUNK):

@@ -13,21 +13,26 @@ from __future__ import annotations
 import collections
 import os
 import random
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping
 
-from opentelemetry import propagate, trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as context_api
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import (TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION,
                                          OTELResourceDetector, Resource)
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .errors import ConfigError
-from .spans import LeanTracer
+from .spans import LeanSpan, LeanTracer
 
 TRACER_NAME = "meshfabric"
 _DEFAULT_SCHEDULE_DELAY_MS = 200  # the SDK's 5 s default hides a boot trace for too long
@@ -71,19 +76,20 @@ class PrivateRandomIdGenerator(IdGenerator):
 
 
 class RecentSpans(SpanProcessor):
-    """Keeps the last ``capacity`` finished spans in memory (for the control socket)."""
+    """Keeps the last ``capacity`` finished spans in memory (for the control socket).
+
+    No lock: a bounded deque's ``append`` and ``list(deque)`` each run in C under the GIL.
+    """
 
     def __init__(self, capacity: int = 2048) -> None:
         self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=capacity)
-        self._lock = threading.Lock()
+        self.on_end = self._spans.append  # type: ignore[method-assign]  # one call less a span
 
     def on_end(self, span: ReadableSpan) -> None:
-        with self._lock:
-            self._spans.append(span)
+        self._spans.append(span)
 
     def snapshot(self) -> list[ReadableSpan]:
-        with self._lock:
-            return list(self._spans)
+        return list(self._spans)
 
 
 def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
@@ -109,12 +115,14 @@ def node_resource(labels: NodeLabels) -> Resource:
     """The SDK's default resource, ``OTEL_RESOURCE_ATTRIBUTES``, then the node's own labels.
 
     This is what ``Resource.create`` builds for the default detector, without the thread
-    pool it starts to run detectors (~3 ms of a ~5 ms boot).
+    pool it starts to run detectors (~3 ms of a ~5 ms boot), and what ``merge`` of the three
+    would give (later keys win), validated once instead of five times.
     """
-    sdk = Resource({TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry",
-                    TELEMETRY_SDK_VERSION: _SDK_VERSION, "service.instance.id": str(uuid.uuid4())})
-    own = Resource({"service.name": labels.name, **labels.attributes()})
-    return sdk.merge(OTELResourceDetector().detect()).merge(own)
+    detected = OTELResourceDetector().detect()
+    return Resource({TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry",
+                     TELEMETRY_SDK_VERSION: _SDK_VERSION, "service.instance.id": str(uuid.uuid4()),
+                     **detected.attributes, "service.name": labels.name, **labels.attributes()},
+                    detected.schema_url)
 
 
 class Telemetry:
@@ -151,16 +159,53 @@ class Telemetry:
 def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """The current trace context as W3C headers (``traceparent``, ``tracestate``)."""
     carrier = {} if carrier is None else carrier
+    if _default_propagators():  # as the W3C propagators write it, without their passes
+        current = context_api.get_current()
+        span = current.get(_SPAN_KEY)
+        if type(span) is LeanSpan and not baggage.get_all(current):
+            ctx = span.get_span_context()
+            carrier["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            if ctx.trace_state:
+                carrier["tracestate"] = ctx.trace_state.to_header()
+            return dict(carrier)
     propagate.inject(carrier)
     return dict(carrier)
+
+
+def _default_propagators() -> bool:
+    """True while the global propagator is the SDK's default: W3C trace context + baggage."""
+    textmap = propagate.get_global_textmap()
+    if _checked[0] is not textmap:
+        kinds = tuple(type(p) for p in getattr(textmap, "_propagators", ()))
+        _checked[:] = [textmap, type(textmap) is CompositePropagator
+                       and kinds == (TraceContextTextMapPropagator, W3CBaggagePropagator)]
+    return bool(_checked[1])
+
+
+_checked: list[Any] = [None, False]
+_TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
 
 
 def extract(carrier: Any) -> Any:
     """An OTel context from W3C headers received on the wire.
 
     Missing or malformed headers give a context with no span in it: spans started in it are
-    new roots, never children of whatever happened to be current.
+    new roots, never children of whatever happened to be current. A lone ``traceparent``
+    under the default propagators (every request here) is parsed as the W3C propagator does,
+    without its getter, composite and baggage passes (~4.9 -> ~1.5 µs).
     """
+    if type(carrier) is dict and len(carrier) == 1 and _default_propagators():
+        header = carrier.get("traceparent")
+        if type(header) is str and len(header) <= 512:
+            match = _TRACEPARENT.search(header)
+            if match is None:
+                return Context()
+            version, trace_id, span_id, flags, rest = match.groups()
+            if trace_id == "0" * 32 or span_id == "0" * 16 or version == "ff" or (version == "00" and rest):
+                return Context()
+            span = trace.NonRecordingSpan(trace.SpanContext(int(trace_id, 16), int(span_id, 16), True,
+                                                            trace.TraceFlags(int(flags, 16))))
+            return Context({_SPAN_KEY: span})
     if not isinstance(carrier, Mapping):
         carrier = {}
     clean = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}

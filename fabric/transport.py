@@ -38,6 +38,7 @@ Handler = Callable[[str, Frame], Awaitable[Frame | None]]
 
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_REQUEST_TIMEOUT = 5.0
+CLOSE_DRAIN_TIMEOUT = 0.3  # at most this for peers to see our close (see Transport.close)
 
 
 class _ClosedEndpoint:
@@ -53,10 +54,11 @@ _CLOSED: iroh.Endpoint = _ClosedEndpoint()  # type: ignore[assignment]
 class Transport:
     """One iroh endpoint with ALPN routing, cached connections and multiplexed channels."""
 
-    def __init__(self, endpoint: iroh.Endpoint, max_frame: int = frames.DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, endpoint: iroh.Endpoint, max_frame: int = frames.DEFAULT_MAX_FRAME,
+                 node_id: str | None = None) -> None:
         self.endpoint = endpoint
         self.max_frame = max_frame
-        self.node_id = str(endpoint.id())
+        self.node_id = node_id or str(endpoint.id())  # the key's id, if the caller has it (~20-40 µs)
         self.stats: Counter[str] = Counter()
         self._handlers: dict[bytes, Handler] = {}
         self._connections: dict[tuple[str, bytes], iroh.Connection] = {}
@@ -66,18 +68,27 @@ class Transport:
         self._tasks: set[asyncio.Task] = set()
         self._accept_task: asyncio.Task | None = None
         self._addrs: list[str] | None = None
+        self._alpns: list[bytes] | None = None  # what the endpoint was told to accept
 
     @classmethod
     async def bind(cls, identity: Identity, bind_addr: str = "127.0.0.1:0",
-                   max_frame: int = frames.DEFAULT_MAX_FRAME) -> "Transport":
-        """Bind an endpoint with ``identity``'s key, no relay and no discovery."""
+                   max_frame: int = frames.DEFAULT_MAX_FRAME, alpns: list[bytes] | None = None) -> "Transport":
+        """Bind an endpoint with ``identity``'s key, no relay and no discovery.
+
+        ``alpns`` known before the bind are accepted from the start (no extra bindings call:
+        ``apply_alpns`` then only checks that the registered handlers match).
+        """
+        accepted = sorted(alpns) if alpns else None
         options = iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr=bind_addr,
-                                       secret_key=identity.secret_key)
+                                       secret_key=identity.secret_key, alpns=accepted)
         try:
             endpoint = await iroh.Endpoint.bind(options)
         except iroh.IrohError as exc:
             raise TransportError(f"cannot bind an iroh endpoint on {bind_addr}: {describe(exc)}") from exc
-        return cls(endpoint, max_frame)
+        identity.adopt(endpoint)
+        transport = cls(endpoint, max_frame, identity.node_id)
+        transport._alpns = accepted
+        return transport
 
     @property
     def addrs(self) -> list[str]:
@@ -93,9 +104,11 @@ class Transport:
         self._handlers[alpn] = handler
 
     def apply_alpns(self) -> list[bytes]:
-        """Tell the endpoint which ALPNs to accept (every registered one)."""
+        """Tell the endpoint which ALPNs to accept (every registered one), unless it already does."""
         alpns = sorted(self._handlers)
-        self.endpoint.set_alpns(alpns)
+        if alpns != self._alpns:
+            self.endpoint.set_alpns(alpns)
+            self._alpns = alpns
         return alpns
 
     def start_accepting(self) -> None:
@@ -237,7 +250,7 @@ class Transport:
 
         async def go() -> Frame:
             channel = await self._channel(node_id, addrs, alpn, timeout)
-            return await channel.call_encoded(data, timeout)
+            return await channel.call_encoded(data, None)  # bounded here, by _bounded
 
         reply = await self._bounded(go(), node_id, alpn, timeout, "request")
         self.stats["frames_out"] += 1
@@ -316,7 +329,10 @@ class Transport:
         for key in list(self._connections) + list(self._channels):
             self.forget(*key)
         try:
-            await asyncio.wait_for(self.endpoint.close(), 2.0)
+            # Closing waits until every peer has seen the close (or ~3 PTOs): milliseconds when
+            # peers answer, seconds when one is partitioned off (its PTO backed off). No data
+            # waits on it (a closed connection drops unsent stream data), so keep it short.
+            await asyncio.wait_for(self.endpoint.close(), CLOSE_DRAIN_TIMEOUT)
         except (asyncio.TimeoutError, iroh.IrohError):
             pass
         if self._accept_task is not None:

@@ -9,7 +9,7 @@
         run_machine(Churn, fabric, nemesis)
 
 Each example interleaves produces (same-mesh and cross-mesh, through the cluster's entry)
-with faults (kill, restart, pause/resume, partition/heal, spawn). After every step the
+with faults (kill, restart, pause/resume, partition/heal, latency, spawn). After every step the
 invariants that must always hold are checked (no node crashed on its own, no broker
 acknowledged one offset for two values). At the end of every example the cluster is healed
 and must re-converge (bounded), then the checkers run (:mod:`.checkers`). One cluster serves
@@ -36,6 +36,7 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
 
 from . import artifacts
+from . import latency as delay
 from .checkers import History, check_directories, check_queue, check_traces
 from .cluster import Cluster
 from .nemesis import FaultEvent, Nemesis
@@ -79,14 +80,15 @@ class FabricMachine(RuleBasedStateMachine):
     cluster: ClassVar[Cluster]
     nemesis: ClassVar[Nemesis]
     seed: ClassVar[int | None] = None
-    #: Which fault rules may run: kill, restart, pause, partition, spawn.
-    faults: ClassVar[frozenset[str]] = frozenset({"kill", "restart", "pause", "partition", "spawn"})
+    #: Which fault rules may run: kill, restart, pause, partition, latency, spawn.
+    faults: ClassVar[frozenset[str]] = frozenset({"kill", "restart", "pause", "partition", "latency", "spawn"})
     churn_meshes: ClassVar[tuple[str, ...] | None] = None  # None: every mesh
     churn_types: ClassVar[tuple[str, ...]] = ("broker", "gateway", "registry", "compute")
     targets: ClassVar[tuple[str, ...] | None] = None  # produce targets; None: every mesh's broker
     spawn_types: ClassVar[tuple[str, ...]] = ("registry", "compute")
     max_down: ClassVar[int] = 1  # nodes killed or paused at once
     max_spawned: ClassVar[int] = 1
+    latency_ms: ClassVar[tuple[int, int]] = (20, 200)  # the delay a slowed link gets, each way
     convergence_timeout: ClassVar[float] = 20.0
     last_failure: ClassVar[list[str] | None] = None  # the steps of the last failing example
 
@@ -97,6 +99,7 @@ class FabricMachine(RuleBasedStateMachine):
         self.killed: list[NodeHandle] = []
         self.paused: list[NodeHandle] = []
         self.cuts: list[FaultEvent] = []
+        self.slowed: list[FaultEvent] = []
         self.spawned = 0
         self.first_event = len(self.nemesis.events)
 
@@ -120,6 +123,15 @@ class FabricMachine(RuleBasedStateMachine):
 
     def _network(self) -> bool:
         return "partition" in self.faults and self.cluster.backend.network_faults
+
+    def _latency(self) -> bool:
+        """Whether ``latency`` may run: chosen, and packets can be delayed here (else never drawn)."""
+        return ("latency" in self.faults and self.cluster.backend.network_faults
+                and delay.unavailable_reason() is None)
+
+    def _links(self) -> list[NodeHandle]:
+        """Nodes whose links may be slowed: every running node but spawned ones (the entry too)."""
+        return sorted((n for n in self.cluster.nodes if n.running and n not in self.nemesis.spawned), key=_key)
 
     # -- rules --
 
@@ -178,6 +190,21 @@ class FabricMachine(RuleBasedStateMachine):
     def heal(self) -> None:
         self.nemesis.heal_event(self.cuts.pop())
         self._step("heal the partition")
+
+    @precondition(lambda self: self._latency() and not self.slowed and len(self._links()) > 1)
+    @rule(data=st.data())
+    def latency(self, data: st.DataObject) -> None:
+        a = self._draw(data, self._links())
+        b = self._draw(data, [n for n in self._links() if n is not a])
+        ms = data.draw(st.integers(*self.latency_ms), label="ms")
+        self.slowed.append(self.nemesis.latency((a, b), ms))
+        self._step(f"latency {ms} ms each way between {a.name} and {b.name}")
+
+    @precondition(lambda self: bool(self.slowed))
+    @rule()
+    def heal_latency(self) -> None:
+        self.nemesis.heal_event(self.slowed.pop())
+        self._step("heal the latency")
 
     @precondition(lambda self: "spawn" in self.faults and self.spawned < self.max_spawned)
     @rule(data=st.data())

@@ -38,6 +38,12 @@ class CrossMeshProduceUnderChurn(FabricMachine):
     targets = ("mesh2.broker",)
 
 
+class SlowLinksAndPartitions(FabricMachine):
+    """Produces into both meshes while a link is slowed (20-200 ms each way) and the meshes are cut apart."""
+
+    faults = frozenset({"latency", "partition"})
+
+
 class BrokerCrashAndRecovery(FabricMachine):
     """kill -9 of brokers between produces: acknowledged records survive the restart."""
 
@@ -46,6 +52,6 @@ class BrokerCrashAndRecovery(FabricMachine):
 
 
 @pytest.mark.parametrize("machine", [ChurnInOneMesh, PartitionBetweenMeshes, CrossMeshProduceUnderChurn,
-                                     BrokerCrashAndRecovery], ids=lambda m: m.__name__)
+                                     SlowLinksAndPartitions, BrokerCrashAndRecovery], ids=lambda m: m.__name__)
 def test_scenario(machine, fabric, nemesis):
     run_machine(machine, fabric, nemesis)

@@ -117,16 +117,33 @@ class GossipNet:
         _count(core, reply_frame, "out")
         return reply_frame
 
-    async def leave(self, timeout: float = 1.0) -> None:
-        """Announce a clean leave and wait (bounded) for the announcements to go out."""
+    async def leave(self, timeout: float = 1.0, grace: float = 0.2) -> None:
+        """Announce a clean leave and wait (bounded) for the announcements to be acknowledged.
+
+        A live peer acknowledges in milliseconds; a dead, paused or cut-off one never does and
+        used to hold every stop for the whole ``timeout``. Once each core's leave has reached
+        one member (which spreads it as a rumor), the other sends get at most ``grace`` more.
+        """
         if self._ticker is not None:
             self._ticker.cancel()
         now = self.clock()
-        sends = [(core, s) for core in self.cores.values() for s in core.leave(now)]
-        if sends:
-            # Acknowledged sends: a one-way stream could die with the endpoint that closes next.
-            await asyncio.wait([asyncio.ensure_future(self._deliver(core, s, acknowledged=True))
-                                for core, s in sends], timeout=timeout)
+        # Acknowledged sends: a one-way stream could die with the endpoint that closes next.
+        pending = {asyncio.ensure_future(self._deliver(core, s, acknowledged=True)): core.topic
+                   for core in self.cores.values() for s in core.leave(now)}
+        unheard = set(pending.values())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending and unheard and loop.time() < deadline:
+            done, _ = await asyncio.wait(pending, timeout=deadline - loop.time(),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                topic = pending.pop(task)
+                if not task.cancelled() and task.exception() is None and task.result():
+                    unheard.discard(topic)
+        if pending and loop.time() < deadline:
+            await asyncio.wait(pending, timeout=min(grace, deadline - loop.time()))
+        for task in pending:
+            task.cancel()  # a peer that has not answered by now hears it from the others
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -163,7 +180,8 @@ class GossipNet:
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(lambda _t, key=key: self._busy.discard(key))
 
-    async def _deliver(self, core: GossipCore, send: Send, acknowledged: bool = False) -> None:
+    async def _deliver(self, core: GossipCore, send: Send, acknowledged: bool = False) -> bool:
+        """Send one message (a request if ``acknowledged``); whether it got through."""
         peer, message, wire = send.to, send.message, _wire(core)
         frame = wire.encode(message)
         _count(core, frame, "out")
@@ -177,6 +195,8 @@ class GossipNet:
             else:
                 await self.transport.send(peer.node_id, peer.addrs, ALPN, frame, self.send_timeout)
             self.stats["delivered"] += 1
+            return True
         except FabricError as exc:
             self.stats["send_failed"] += 1
             log.debug("gossip to %s failed: %s", peer.node_id[:6], exc)
+            return False

@@ -18,7 +18,11 @@ How it spreads state (rumor mongering plus anti-entropy, as in epidemic broadcas
 * Messages are deduplicated by id (blake3 of the signed bytes) before any signature check.
 
 A *watcher* core follows a mesh it is not a member of (the seed's interim cross-mesh design):
-it never pushes and is never pushed to; it pulls a member's full state every heartbeat.
+it never pushes and is never pushed to; it pulls a member's full state every heartbeat. Those
+pulls are all it hears of the mesh, so pulls skip a member that left one unanswered until it
+answers or is suspected (a killed member stays "alive" until suspected: drawing it twice in a
+row starved watchers into dropping the whole mesh), and a watcher that has lost every member
+pulls one it knew besides its bootstrap peers (which may be the very node that died).
 """
 
 from __future__ import annotations
@@ -132,6 +136,8 @@ class GossipCore:
         self._next_heartbeat = -math.inf
         self._next_pull = -math.inf
         self._left = False
+        self._unanswered: set[str] = set()  # live members pulled that have not replied since
+        self._known: dict[str, Peer] = {}  # a watcher's members, to rejoin through (bounded)
 
     @property
     def watcher(self) -> bool:
@@ -157,8 +163,12 @@ class GossipCore:
             self._next_pull = now + (self.config.heartbeat_interval if self.watcher
                                      else self.config.pull_interval)
             own = () if self.watcher else (self._own_raw(),)
+            self._unanswered &= {e.node_id for e in peers}  # forgotten once suspected
+            answering = [e for e in peers if e.node_id not in self._unanswered] or peers
             # With no known member yet, (re)join through every bootstrap peer.
-            targets = self._sample(peers, 1) if peers else list(self.bootstrap)
+            targets = self._sample(answering, 1) if peers else list(self.bootstrap)
+            if self.watcher:
+                targets += self._rejoin_through(peers)
             # Members only ever talk to members: once a partition outlasts ``remove_after``
             # each side has removed the other for good. Pulling a bootstrap peer that is not
             # in the directory (gone, or across a healed cut) is what joins them up again.
@@ -166,6 +176,7 @@ class GossipCore:
             if peers and lost:
                 targets.append(self.rng.choice(lost))
             sends += [Send(p, Pull(self.topic, own)) for p in targets]
+            self._unanswered |= {p.node_id for p in targets}
         self.stats["sent_messages"] += len(sends)
         return sends
 
@@ -192,6 +203,8 @@ class GossipCore:
             self.stats["duplicates"] += duplicates
         if len(message.digests) > self.config.max_digests_per_message:
             self.stats["truncated"] += 1
+        if isinstance(message, PullReply):
+            self._unanswered.discard(sender)
         if isinstance(message, Pull) and not self.watcher and not self._left:
             return PullReply(self.topic, self._full_state())
         return None
@@ -250,6 +263,19 @@ class GossipCore:
         """The live members but this node; ``_sample`` turns the chosen ones into ``Peer``s."""
         own = self.directory.get(self.self_id)
         return [e for e in self.directory.entries(mesh=self.mesh, alive_only=True) if e is not own]
+
+    def _rejoin_through(self, peers: list[Entry], keep: int = 32) -> list[Peer]:
+        """A watcher's extra pull target: with no live member left, one it knew that is gone."""
+        for e in peers:
+            self._known.pop(e.node_id, None)
+            self._known[e.node_id] = Peer(e.node_id, e.addrs)
+        while len(self._known) > keep:
+            del self._known[next(iter(self._known))]
+        if peers:
+            return []
+        bootstrap = {p.node_id for p in self.bootstrap}
+        gone = [p for p in self._known.values() if p.node_id not in bootstrap]
+        return [self.rng.choice(gone)] if gone else []
 
     def _sample(self, peers: list[Entry], k: int) -> list[Peer]:
         chosen = peers if len(peers) <= k else self.rng.sample(peers, k)

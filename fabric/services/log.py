@@ -177,10 +177,14 @@ class Log:
         if unsafe_buffered is None:
             unsafe_buffered = os.environ.get(UNSAFE_BUFFERED_ENV) == "1"
         self.unsafe_buffered = unsafe_buffered
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            names = os.listdir(directory)  # a restart: no mkdir, no glob (a boot pays for every µs)
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
+            names = []
         self.topics: dict[str, TopicLog] = {}
-        for path in sorted(directory.glob("*.log")):
-            self.topics[path.stem] = TopicLog(path, fsync, unsafe_buffered)
+        for name in sorted(n for n in names if n.endswith(".log") and not n.startswith(".")):
+            self.topics[name[:-4]] = TopicLog(directory / name, fsync, unsafe_buffered)
 
     def topic(self, name: str, create: bool) -> TopicLog | None:
         check_topic(name)

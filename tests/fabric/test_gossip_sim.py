@@ -195,6 +195,47 @@ def test_two_meshes_stay_apart_and_a_watcher_sees_both():
     assert watcher_node.known("m2") == ids["m2"] - {m2[3].node_id}
 
 
+#: The test harness's timings (``--heartbeat 0.3 --suspect-after 1.0 --remove-after 2.0``):
+#: a watcher pulls every other tick, so only two pulls fall in a suspicion window.
+HARNESS = GossipConfig(heartbeat_interval=0.3, suspect_after=1.0, remove_after=2.0)
+
+
+def watched_pair(seed: int) -> tuple[Simulation, list, list]:
+    """Two 4-node meshes bootstrapping off their first node; m1[1] watches m2 (a gateway)."""
+    sim = Simulation(HARNESS, seed=seed)
+    m1, m2 = sim.add_mesh("m1", 4, seeds=1), sim.add_mesh("m2", 4, seeds=1)
+    sim.watch(m1[1], "m2")
+    assert sim.rounds_to_converge(max_rounds=60) is not None
+    return sim, m1, m2
+
+
+def test_a_watcher_keeps_the_live_nodes_of_a_mesh_whose_seed_was_killed():
+    """Regression: a killed node stays alive in a watcher's directory until suspected; pulls
+    drawn to it twice in a row starved the watcher, which dropped the whole mesh (~1 kill in 16)."""
+    lost = []
+    for seed in range(80):
+        sim, m1, m2 = watched_pair(seed)
+        sim.kill(m2[0])
+        assert sim.rounds_to_remove(m2[0], max_rounds=40) is not None
+        sim.run_for(2.0)
+        if m1[1].known("m2") != {n.node_id for n in m2[1:]}:
+            lost.append(seed)
+    assert lost == []
+
+
+def test_a_watcher_that_lost_a_mesh_rejoins_it_without_its_dead_seed():
+    """A watcher away for longer than ``remove_after`` comes back to an empty view of the mesh
+    and its only bootstrap peer dead: it rejoins through a member it knew."""
+    sim, m1, m2 = watched_pair(7)
+    sim.pause(m1[1])
+    sim.kill(m2[0])
+    sim.run_for(HARNESS.remove_after + 1.0)
+    changes = watch_changes(sim)
+    sim.resume(m1[1])
+    assert sim.run_until(lambda: m1[1].known("m2") == {n.node_id for n in m2[1:]}, max_time=3.0) is not None
+    assert all(changes[(ChangeKind.REMOVED, n.node_id)] == 1 for n in m2[1:])  # it had lost them
+
+
 # -- (e): loss -----------------------------------------------------------------------------
 
 

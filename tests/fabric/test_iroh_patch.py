@@ -73,3 +73,38 @@ async def test_a_bulk_transfer_arrives_byte_for_byte():
         await b.close()
         await a.close()
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+def test_the_continuation_is_patched_and_echoes_still_work():
+    """A ready future resolves inside the poll; wake-ups still come back through the loop."""
+    assert iroh_patch.apply() is True
+    assert iroh_ffi._uniffi_continuation_callback is iroh_patch.continuation is not None
+
+    async def echo_many() -> None:
+        options = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
+        a, b = await iroh.Endpoint.bind(options()), await iroh.Endpoint.bind(options())
+        a.set_alpns([b"test/echo"])
+
+        async def serve() -> None:
+            conn = await (await (await a.accept_next()).accept()).connect()
+            bi = await conn.accept_bi()
+            recv, send = bi.recv(), bi.send()
+            while data := await recv.read(65536):
+                await send.write_all(data)
+            await send.finish()
+
+        server = asyncio.create_task(serve())
+        try:
+            conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"test/echo")
+            bi = await conn.open_bi()
+            send, recv = bi.send(), bi.recv()
+            for i in range(200):
+                await send.write_all(i.to_bytes(4, "big") * 16)
+                assert await recv.read_exact(64) == i.to_bytes(4, "big") * 16
+            await send.finish()
+            await asyncio.wait_for(server, 5)
+        finally:
+            await b.close()
+            await a.close()
+
+    asyncio.run(asyncio.wait_for(echo_many(), 30))

@@ -285,3 +285,57 @@ def test_ids_do_not_repeat_when_the_global_random_is_reseeded():
         with telemetry.tracer.start_as_current_span("x") as span:
             ids.add(span.get_span_context().trace_id)
     assert len(ids) == 3
+
+
+TRACEPARENTS = [
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+    "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+    "garbage", "", "00-" + "a" * 600,
+]
+
+
+@pytest.mark.parametrize("header", TRACEPARENTS)
+def test_extract_fast_path_agrees_with_the_propagators(header):
+    from opentelemetry import propagate
+
+    ours = trace.get_current_span(telemetry.extract({"traceparent": header})).get_span_context()
+    theirs = trace.get_current_span(propagate.extract({"traceparent": header})).get_span_context()
+    assert (ours, ours.is_remote, ours.trace_flags, ours.is_valid) == (
+        theirs, theirs.is_remote, theirs.trace_flags, theirs.is_valid)
+
+
+def test_inject_fast_path_agrees_with_the_propagators(made):
+    from opentelemetry import baggage, propagate
+    from opentelemetry import context as context_api
+
+    tracer = local_telemetry(made).tracer
+    with tracer.start_as_current_span("parent"):
+        theirs: dict[str, str] = {}
+        propagate.inject(theirs)
+        assert telemetry.inject() == theirs and "traceparent" in theirs
+        token = context_api.attach(baggage.set_baggage("k", "v"))  # baggage: the propagators' path
+        try:
+            theirs = {}
+            propagate.inject(theirs)
+            assert telemetry.inject() == theirs and "baggage" in theirs
+        finally:
+            context_api.detach(token)
+
+
+def test_ended_lean_spans_are_the_readable_spans_the_processors_get(made):
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    t = local_telemetry(made)
+    with t.tracer.start_as_current_span("outer", attributes={"a": 1}) as span:
+        span.add_event("e", {"k": "v"})
+    (got,) = t.recent.snapshot()
+    assert got is span and isinstance(got, ReadableSpan)
+    assert dict(got.attributes)["a"] == 1 and [e.name for e in got.events] == ["e"]
+    span.set_attribute("late", 1)  # frozen once ended
+    assert "late" not in got.attributes
