@@ -61,6 +61,15 @@ def encode(frame: Frame, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(VERSION, frame.kind, frame.tag, len(body)) + body
 
 
+_TAG = struct.Struct(">I")
+_TAG_AT = 2  # the tag's offset in HEADER (version, kind, tag, length)
+
+
+def retag(data: bytes, tag: int) -> bytes:
+    """An encoded frame with its tag replaced: encode once, send on any channel."""
+    return data[:_TAG_AT] + _TAG.pack(tag) + data[_TAG_AT + _TAG.size:]
+
+
 def decode_body(kind_byte: int, body: bytes, tag: int = 0) -> Frame:
     """Turn a frame's kind byte and body bytes into a ``Frame``, or raise ``FrameError``."""
     try:

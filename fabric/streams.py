@@ -30,7 +30,6 @@ from .frames import Frame, FrameDecoder, Kind
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
-_TAG_AT = 2  # the tag's offset in a frame header (version, kind, tag, length)
 Responder = Callable[[Frame], Awaitable[Frame | None]]
 
 
@@ -152,7 +151,7 @@ class Channel:
         tag = next(self._tags) & 0xFFFFFFFF or next(self._tags)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = future
-        tagged = data[:_TAG_AT] + tag.to_bytes(4, "big") + data[_TAG_AT + 4:]
+        tagged = frames.retag(data, tag)
         try:
             async with asyncio.timeout(timeout):
                 if len(self._waiting) == 1:  # the only request in flight: write it ourselves

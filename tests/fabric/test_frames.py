@@ -18,6 +18,7 @@ from fabric.frames import (
     decode_body,
     encode,
     parse_header,
+    retag,
 )
 
 SAMPLE_BODY = {"op": "ping", "n": 7, "blob": b"\x00\xff", "list": [1, "two", None, True], "map": {"k": -1}}
@@ -44,6 +45,12 @@ def test_round_trip_every_kind(kind):
 def test_round_trip_empty_body():
     data = encode(Frame(Kind.GOSSIP_PULL))
     assert FrameDecoder().feed(data) == [Frame(Kind.GOSSIP_PULL, {})]
+
+
+@pytest.mark.parametrize("tag", [0, 1, 0xFFFFFFFF])
+def test_retag_changes_only_the_tag(tag):
+    data = encode(Frame(Kind.REQUEST, SAMPLE_BODY, tag=7))
+    assert FrameDecoder().feed(retag(data, tag)) == [Frame(Kind.REQUEST, SAMPLE_BODY, tag)]
 
 
 def test_decoded_kind_is_the_enum():
