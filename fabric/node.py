@@ -24,6 +24,7 @@ A step that fails ends its span with error status, the root too, and the error p
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -366,6 +367,8 @@ class Node:
             "gossip": {core.mesh: dict(core.stats) for core in cores},
             "transport": dict(self.transport.stats) if self.transport else {},
             "exporting": bool(self.telemetry and self.telemetry.exporting),
+            "gc": {"thresholds": list(gc.get_threshold()),
+                   "collections": [generation["collections"] for generation in gc.get_stats()]},
             **self.service_info(),
         }
 

@@ -30,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.context.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
@@ -40,6 +41,32 @@ _INVALID = object()
 _FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
 _STR = frozenset((str,))
 _UNSET = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
+
+
+def _context_var() -> Any:
+    """The ``ContextVar`` behind OTel's runtime context when that is the default one (it is
+    unless ``OTEL_PYTHON_CONTEXT`` names another): read and set directly, one call each instead
+    of three (the API's ``get_current``/``attach``/``detach`` wrap it)."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    return runtime._current_context if type(runtime) is ContextVarsRuntimeContext else None
+
+
+_CONTEXT = _context_var()
+_get_current = _CONTEXT.get if _CONTEXT is not None else context_api.get_current
+
+
+def _valid_span_context() -> Any:
+    """``SpanContext(...)`` for ids known to be valid, without its range checks, if this OTel
+    version's ``SpanContext`` is still the tuple it is built from; else the constructor."""
+    flags, state = TraceFlags(1), trace.DEFAULT_TRACE_STATE
+    made = SpanContext(1, 2, False, flags, state)
+    if tuple.__new__(SpanContext, (1, 2, False, flags, state, True)) == made and made.is_valid:
+        return lambda trace_id, span_id, flags, state: tuple.__new__(
+            SpanContext, (trace_id, span_id, False, flags, state, True))
+    return lambda trace_id, span_id, flags, state: SpanContext(trace_id, span_id, False, flags, state)
+
+
+_span_context = _valid_span_context()
 
 
 def clean(value: Any) -> Any:
@@ -171,12 +198,16 @@ class _Current:
         self._span, self._end, self._record, self._set_status = span, end_on_exit, record_exception, set_status
 
     def __enter__(self) -> trace.Span:
-        # ``trace.set_span_in_context``, without its two calls
-        self._token = context_api.attach(Context({**context_api.get_current(), _SPAN_KEY: self._span}))
+        # ``trace.set_span_in_context`` and ``context.attach``, without their calls
+        context = Context({**_get_current(), _SPAN_KEY: self._span})
+        self._token = _CONTEXT.set(context) if _CONTEXT is not None else context_api.attach(context)
         return self._span
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        context_api.detach(self._token)
+        try:
+            _CONTEXT.reset(self._token)  # type: ignore[union-attr]
+        except (AttributeError, ValueError, RuntimeError):  # another runtime context, or another task's token
+            context_api.detach(self._token)  # logs what it cannot undo, as the SDK does
         span = self._span
         if isinstance(exc, Exception) and span.is_recording():
             if self._record:
@@ -204,6 +235,8 @@ class LeanTracer(trace.Tracer):
         self.scope = InstrumentationScope(name, "")
         self._sdk: trace.Tracer | None = None
         self._follow_parent = _parent_based_default(self.sampler)
+        # The default sampler, ParentBased(ALWAYS_ON), samples every root span: no need to ask.
+        self._sample_roots = self._follow_parent and getattr(self.sampler, "_root", None) is sampling.ALWAYS_ON
         self._random_ids = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else 0
 
     @property
@@ -236,9 +269,11 @@ class LeanTracer(trace.Tracer):
                     return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                           set_status_on_exception)
                 attrs[key] = value
-        current = (context if context is not None else context_api.get_current()).get(_SPAN_KEY)
+        current = (context if context is not None else _get_current()).get(_SPAN_KEY)
         if type(current) in _OWN_SPANS:  # what ``trace.get_current_span`` finds, without its ABC check
             parent = current.get_span_context()
+        elif current is None:
+            parent = trace.INVALID_SPAN_CONTEXT
         else:
             parent = trace.get_current_span(context).get_span_context()
         if parent.is_valid:
@@ -247,15 +282,17 @@ class LeanTracer(trace.Tracer):
             parent, trace_id, random_flag = None, self.ids.generate_trace_id(), self._random_ids
         if parent is not None and self._follow_parent:
             sampled, recording, trace_state = parent.trace_flags.sampled, parent.trace_flags.sampled, parent.trace_state
+        elif parent is None and self._sample_roots:
+            sampled, recording, trace_state = True, True, trace.DEFAULT_TRACE_STATE
         else:
             result = self.sampler.should_sample(context, trace_id, name, kind, attrs)
             sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
-            trace_state = result.trace_state
+            trace_state = result.trace_state if result.trace_state is not None else trace.DEFAULT_TRACE_STATE
             if recording and not sampled:
                 return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                       set_status_on_exception)
         flags = _FLAGS[(TraceFlags.SAMPLED if sampled else 0) | random_flag]
-        span_context = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, trace_state)
+        span_context = _span_context(trace_id, self.ids.generate_span_id(), flags, trace_state)
         if not recording:
             return trace.NonRecordingSpan(span_context)
         return LeanSpan(self, name, span_context, parent, kind, attrs,

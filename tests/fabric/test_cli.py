@@ -117,3 +117,11 @@ def test_query_of_a_node_that_is_not_running_exits_1(env, tmp_path):
     assert result.returncode == EXIT_BOOT, result.stderr
     assert "no node answers" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_node_with_a_bad_gc_threshold_exits_2_naming_the_variable(env, tmp_path):
+    env["MESHFABRIC_GC_THRESHOLD"] = "lots"
+    result = meshfabric(env, "node", "--mesh", "mesh1", "--type", "broker", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "MESHFABRIC_GC_THRESHOLD" in result.stderr and "'lots'" in result.stderr
+    assert_did_not_boot(result)

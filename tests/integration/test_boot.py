@@ -6,6 +6,9 @@ import re
 
 import pytest
 
+from fabric import control
+from fabric.gc_settings import ENV, NODE_THRESHOLDS
+from fabric.launcher import NodeProcess
 from fabric.node import BOOT_STEPS
 from pytest_meshfabric.capture import OtlpReceiver
 
@@ -53,3 +56,16 @@ def test_restart_with_the_same_identity_keeps_the_name(spawn, tmp_path):
     second = spawn("mesh1", "gateway", data_dir=data)
     assert second.name == name
     assert (data / "identity.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_node_process_runs_with_the_node_gc_thresholds(spawn, tmp_path):
+    node = spawn("mesh1", "registry")
+    assert tuple(control.request_sync(node.control_path, "status")["gc"]["thresholds"]) == NODE_THRESHOLDS
+    kept = NodeProcess("mesh1", "registry", tmp_path / "kept", env={ENV: "default"})
+    try:
+        kept.start().wait_ready(timeout=20)
+        status = control.request_sync(kept.control_path, "status")
+        assert tuple(status["gc"]["thresholds"]) == (700, 10, 10)  # CPython's
+        assert len(status["gc"]["collections"]) == 3
+    finally:
+        kept.stop()

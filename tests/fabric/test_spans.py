@@ -1,0 +1,100 @@
+"""The lean tracer's shortcuts give what the OTel SDK would: sampling, span contexts, the
+current context restored on exit (also when a span ends in another task)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from fabric import spans
+from fabric.identity import Identity, node_name
+from fabric.spans import LeanSpan
+from fabric.telemetry import NodeLabels, Telemetry
+
+NODE_ID = Identity.generate().node_id
+LABELS = NodeLabels(name=node_name("mesh1", "gateway", NODE_ID), mesh="mesh1", type="gateway", node_id=NODE_ID)
+
+
+@pytest.fixture
+def tracer(monkeypatch: pytest.MonkeyPatch) -> Iterator[spans.LeanTracer]:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    made = Telemetry(LABELS, exporter=None)
+    yield made.tracer
+    made.shutdown()
+
+
+def test_the_shortcut_span_context_is_the_constructors():
+    flags = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+    fast = spans._span_context(0xABC, 0xDEF, flags, trace.DEFAULT_TRACE_STATE)
+    slow = SpanContext(0xABC, 0xDEF, False, flags, trace.DEFAULT_TRACE_STATE)
+    assert fast == slow and type(fast) is SpanContext
+    assert (fast.trace_id, fast.span_id, fast.is_remote, fast.trace_flags, fast.is_valid) == (
+        0xABC, 0xDEF, False, flags, True)
+
+
+def test_default_sampler_records_roots_without_asking(tracer, monkeypatch):
+    assert tracer._sample_roots
+    monkeypatch.setattr(tracer.sampler, "should_sample", lambda *a, **k: pytest.fail("sampler asked"))
+    with tracer.start_as_current_span("root") as root:
+        with tracer.start_as_current_span("child") as child:
+            pass
+    assert isinstance(root, LeanSpan) and root.parent is None and root.get_span_context().trace_flags.sampled
+    assert child.parent == root.get_span_context()
+    assert child.get_span_context().trace_id == root.get_span_context().trace_id
+
+
+def test_a_ratio_sampler_is_still_asked_for_roots(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    made = Telemetry(LABELS, exporter=None)
+    try:
+        tracer = made.tracer
+        assert not tracer._sample_roots
+        with tracer.start_as_current_span("root") as root:
+            with tracer.start_as_current_span("child") as child:
+                pass
+        assert not root.is_recording() and not child.is_recording()
+        assert child.get_span_context().trace_id == root.get_span_context().trace_id  # context still propagates
+        assert made.recent.snapshot() == []
+    finally:
+        made.shutdown()
+
+
+def test_the_current_context_is_restored_after_each_span(tracer):
+    before = context_api.get_current()
+    with tracer.start_as_current_span("outer") as outer:
+        assert trace.get_current_span() is outer
+        with tracer.start_as_current_span("inner") as inner:
+            assert trace.get_current_span() is inner
+        assert trace.get_current_span() is outer
+    assert context_api.get_current() == before
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_an_exception_ends_the_span_in_error_and_restores_the_context(tracer):
+    with pytest.raises(KeyError):
+        with tracer.start_as_current_span("failing") as span:
+            raise KeyError("boom")
+    assert span.status.status_code is trace.StatusCode.ERROR and span.end_time is not None
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_span_exited_in_another_task_logs_instead_of_raising(tracer, caplog):
+    async def main() -> None:
+        current = tracer.start_as_current_span("moved")
+        await asyncio.get_running_loop().create_task(_enter(current))
+        current.__exit__(None, None, None)  # the token belongs to the other task's context
+
+    async def _enter(current) -> None:  # type: ignore[no-untyped-def]
+        current.__enter__()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(main())
+    assert "Failed to detach context" in caplog.text
