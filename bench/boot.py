@@ -19,6 +19,7 @@ import iroh
 
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
+from fabric.gc_settings import configure_for_node
 from fabric.node import BOOT_STEPS, Node, NodeConfig
 from fabric.telemetry import Telemetry
 
@@ -77,4 +78,5 @@ if __name__ == "__main__":
     ensure_isolated("bench.boot")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40)
+    configure_for_node()  # as in a node process (``meshfabric node``): the nodes booted here run like one
     asyncio.run(main(parser.parse_args().rounds))

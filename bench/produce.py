@@ -2,7 +2,11 @@
 
 Baselines measured in the same run: a raw iroh round trip (64 B on an open stream, between
 two processes like every produce here; the same with both ends in one process for reference),
-an ``fsync`` of a small append, and raw stream throughput. Run: ``python -m bench.produce``.
+an ``fsync`` of a small append, and raw stream throughput. The target's floor is the sum of
+the first two, each measured alone; beside it, the same round trip with the echo server
+appending 100 B to a file and fsyncing it before each echo (the composite: what a produce with
+no code of ours between the transport and the disk would take, wake-ups included). Run:
+``python -m bench.produce``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from unittest import mock
 
 import iroh
 
+from bench.breakdown import breakdown
 from bench.isolation import _MARK as SAME_NETWORK
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
@@ -40,33 +45,44 @@ FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 WARMUP = 20  # round trips (and produces) before any is timed
 
 
-async def echo_server() -> None:
+async def echo_server(fsync_to: str | None = None) -> None:
     """The raw side of the baseline, in a process of its own (``--echo-server``): print the
-    endpoint's address, echo everything on the first bi stream, exit when it finishes."""
+    endpoint's address, echo everything on the first bi stream, exit when it finishes; with
+    ``fsync_to``, append 100 B to that file and fsync it before each echo."""
     a = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0"))
     a.set_alpns([b"bench/echo"])
     print(json.dumps({"id": str(a.id()), "addrs": list(a.addr().direct_addresses())}), flush=True)
-    await echo(a)
+    fd = os.open(fsync_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if fsync_to else None
+    await echo(a, fd)
     await asyncio.sleep(0.2)
     await a.close()
 
 
-async def echo(endpoint: iroh.Endpoint) -> None:
-    """Echo everything on the first bi stream of the first connection, until it finishes."""
+async def echo(endpoint: iroh.Endpoint, fsync_fd: int | None = None) -> None:
+    """Echo everything on the first bi stream of the first connection, until it finishes
+    (each read appended to ``fsync_fd`` and fsynced first, if given)."""
     conn = await (await (await endpoint.accept_next()).accept()).connect()
     bi = await conn.accept_bi()
     recv, send = bi.recv(), bi.send()
     while data := await recv.read(65536):
+        if fsync_fd is not None:
+            os.write(fsync_fd, b"r" * 100)
+            os.fsync(fsync_fd)
         await send.write_all(data)
     await send.finish()
 
 
 class RawEcho:
     """One open iroh stream to an echo server in another process: the transport's floor
-    between two processes, as a produce from the gateway to the broker crosses."""
+    between two processes, as a produce from the gateway to the broker crosses (with
+    ``fsync_to``, the server fsyncs an append to that file before each echo)."""
+
+    def __init__(self, fsync_to: Path | None = None) -> None:
+        self.fsync_to = fsync_to
 
     async def __aenter__(self) -> "RawEcho":
-        self.server = subprocess.Popen([sys.executable, "-m", "bench.produce", "--echo-server"],
+        extra = ["--fsync-to", str(self.fsync_to)] if self.fsync_to else []
+        self.server = subprocess.Popen([sys.executable, "-m", "bench.produce", "--echo-server", *extra],
                                        stdout=subprocess.PIPE, env={**os.environ, SAME_NETWORK: "1"})
         peer = json.loads(self.server.stdout.readline())  # type: ignore[union-attr]
         self.endpoint = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(),
@@ -187,6 +203,15 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
     return out
 
 
+def traced_breakdown(nodes: dict[str, NodeProcess], records: int) -> tuple[list[tuple[str, float]], int]:
+    """Sequential produces by the gateway's writer (tracing on), then where their time went,
+    from both nodes' recent spans."""
+    control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
+                         topic="bench", count=records, size=100, concurrency=1, latencies=False)
+    spans = [s for n in ("gw", "b2") for s in control.request_sync(nodes[n].control_path, "spans")["spans"]]
+    return breakdown(spans, "bench")
+
+
 def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:
     """The seed's writer: the gateway itself produces across meshes (one hop), timed in-process:
     ``records`` one at a time (latencies), then ``10 * records``, ``concurrency`` at a time
@@ -211,6 +236,7 @@ async def main(args: argparse.Namespace) -> None:
         root = Path(tmp)
         clusters: dict[str, dict[str, NodeProcess]] = {}
         rtts: list[float] = []
+        composite: list[float] = []
         fsync_samples: list[float] = []
         raw: list[float] = []
         rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in TRACING}
@@ -223,10 +249,11 @@ async def main(args: argparse.Namespace) -> None:
                     results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
                 writer_run(clusters[tracing], WARMUP, args.concurrency)  # warm up the writer's path
             modes = list(TRACING)
-            async with RawEcho() as echo:
+            async with RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync:
                 for i in range(args.rounds):
                     rtts += await echo.round_trips(args.records)
                     fsync_samples += fsyncs(root, args.records)
+                    composite += await echo_fsync.round_trips(args.records)
                     order = modes[i % len(modes):] + modes[:i % len(modes)]  # each goes first in turn
                     for tracing in order:
                         rounds[tracing].append(writer_run(clusters[tracing], args.records, args.concurrency))
@@ -234,15 +261,19 @@ async def main(args: argparse.Namespace) -> None:
                     for tracing in order:  # the heavy batched runs last, not just before a latency run
                         rounds[tracing][-1]["batched_rps"] = writer_run(
                             clusters[tracing], args.records, args.concurrency, batched=True)["throughput_rps"]
+            segments, traced = traced_breakdown(clusters["on"], args.records)
         finally:
             for nodes in clusters.values():
                 for node in nodes.values():
                     node.stop()
     local_samples = await in_process_round_trips(args.records)
     rtt, fs, raw_rps = summary_ms(rtts), summary_ms(fsync_samples), statistics.median(raw)
+    both = summary_ms(composite)
     floor_ms = rtt["p50_ms"] + fs["p50_ms"]
+    results["breakdown"] = {"traces": traced, "segments_us": dict(segments)}
     results["baseline"] = {"raw_rtt": rtt, "raw_rtt_in_process": summary_ms(local_samples), "fsync": fs,
-                           "floor_p50_ms": floor_ms, "raw_throughput_mps": raw_rps, "rounds": args.rounds}
+                           "floor_p50_ms": floor_ms, "raw_rtt_with_fsync": both,
+                           "raw_throughput_mps": raw_rps, "rounds": args.rounds}
     for tracing, done in rounds.items():
         runs = results["runs"][tracing]
         runs["cross-mesh, writer on gateway"] = {
@@ -254,7 +285,9 @@ async def main(args: argparse.Namespace) -> None:
     local = results["baseline"]["raw_rtt_in_process"]
     rows = [["raw iroh round trip (64 B, open stream, 2 processes)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
             ["  the same, both ends in one process (reference)", "-", local["p50_ms"], local["p99_ms"], "-", "-", "-"],
-            ["fsync of a 100 B append", "-", fs["p50_ms"], fs["p99_ms"], "-", "-", "-"]]
+            ["fsync of a 100 B append", "-", fs["p50_ms"], fs["p99_ms"], "-", "-", "-"],
+            ["raw round trip, server fsyncs a 100 B append first (composite)", "-", both["p50_ms"],
+             both["p99_ms"], both["p50_ms"] / floor_ms, "-", "-"]]
     for tracing, runs in results["runs"].items():
         for label, r in runs.items():
             rows.append([label, tracing, r["p50_ms"], r["p99_ms"], r["p50_ms"] / floor_ms,
@@ -264,6 +297,11 @@ async def main(args: argparse.Namespace) -> None:
           f"rounds; floor = raw round trip + fsync = {floor_ms:.3f} ms; raw stream throughput = "
           f"{args.concurrency} x 100 B messages per write, echoed\n")
     print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s", "/ raw stream"], rows))
+    if segments:
+        print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over the last "
+              f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs, "
+              f"fsync {fs['p50_ms'] * 1e3:.0f} µs)\n")
+        print(table(["segment", "p50 µs"], segments))
     print(f"\nresults: {save('produce', results)}")
 
 
@@ -274,5 +312,6 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of baselines and writer runs")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fsync-to", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
-    asyncio.run(echo_server() if parsed.echo_server else main(parsed))
+    asyncio.run(echo_server(parsed.fsync_to) if parsed.echo_server else main(parsed))
