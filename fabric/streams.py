@@ -89,6 +89,14 @@ class Outbox:
             if self._queue or self._closing:
                 self._wake.set()
 
+    async def send(self, data: bytes, alone: bool) -> None:
+        """Write ``data`` from the caller's task if it is the only frame in flight on this
+        stream (``alone``), else queue it to share a write with whatever else is pending."""
+        if alone:
+            await self.write_alone(data)
+        else:
+            self.put(data)
+
     def put(self, data: bytes) -> None:
         if self.error is not None:
             raise TransportError(f"stream write failed earlier: {describe(self.error)}")
@@ -154,10 +162,7 @@ class Channel:
         tagged = frames.retag(data, tag)
         try:
             async with asyncio.timeout(timeout):
-                if len(self._waiting) == 1:  # the only request in flight: write it ourselves
-                    await self._outbox.write_alone(tagged)
-                else:
-                    self._outbox.put(tagged)
+                await self._outbox.send(tagged, alone=len(self._waiting) == 1)
                 return await future
         except TimeoutError:
             raise PeerTimeout(f"no reply within {timeout}s") from None
@@ -207,10 +212,7 @@ async def serve_stream(recv: iroh.RecvStream, send: iroh.SendStream | None, resp
         if outbox is not None:
             reply = reply or Frame(Kind.RESPONSE)
             data = frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame)
-            if len(running) == 1:  # the only request being answered: write it ourselves
-                await outbox.write_alone(data)
-            else:
-                outbox.put(data)
+            await outbox.send(data, alone=len(running) == 1)
 
     try:
         while chunk := await recv.read(READ_CHUNK):
