@@ -185,7 +185,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         return f'LeanSpan(name="{self._name}", context={self._context})'
 
 
-_OWN_SPANS = frozenset((LeanSpan, NonRecordingSpan))
+OWN_SPANS = frozenset((LeanSpan, NonRecordingSpan))  # the span types this tracer makes
 
 
 class _Current:
@@ -270,7 +270,7 @@ class LeanTracer(trace.Tracer):
                                           set_status_on_exception)
                 attrs[key] = value
         current = (context if context is not None else _get_current()).get(_SPAN_KEY)
-        if type(current) in _OWN_SPANS:  # what ``trace.get_current_span`` finds, without its ABC check
+        if type(current) in OWN_SPANS:  # what ``trace.get_current_span`` finds, without its ABC check
             parent = current.get_span_context()
         elif current is None:
             parent = trace.INVALID_SPAN_CONTEXT

@@ -32,7 +32,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .errors import ConfigError
-from .spans import LeanSpan, LeanTracer
+from .spans import OWN_SPANS, LeanTracer
 
 TRACER_NAME = "meshfabric"
 _DEFAULT_SCHEDULE_DELAY_MS = 200  # the SDK's 5 s default hides a boot trace for too long
@@ -162,7 +162,8 @@ def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
     if _default_propagators():  # as the W3C propagators write it, without their passes
         current = context_api.get_current()
         span = current.get(_SPAN_KEY)
-        if type(span) is LeanSpan and not baggage.get_all(current):
+        # a recorded span, or one sampled out (its context still travels, flags 00)
+        if type(span) in OWN_SPANS and span.get_span_context().is_valid and not baggage.get_all(current):
             ctx = span.get_span_context()
             carrier["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
             if ctx.trace_state:

@@ -339,3 +339,17 @@ def test_ended_lean_spans_are_the_readable_spans_the_processors_get(made):
     assert dict(got.attributes)["a"] == 1 and [e.name for e in got.events] == ["e"]
     span.set_attribute("late", 1)  # frozen once ended
     assert "late" not in got.attributes
+
+
+def test_inject_of_a_sampled_out_span_agrees_with_the_propagators(made, monkeypatch):
+    from opentelemetry import propagate
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    tracer = local_telemetry(made).tracer
+    with tracer.start_as_current_span("not recorded") as span:
+        assert not span.is_recording() and span.get_span_context().is_valid
+        theirs: dict[str, str] = {}
+        propagate.inject(theirs)
+        assert telemetry.inject() == theirs and theirs["traceparent"].endswith("-00")
+    assert telemetry.inject() == {}  # outside any span: nothing to send
