@@ -14,6 +14,8 @@ is), to the provider's span processors: the ring of recent spans and the
 ``BatchSpanProcessor`` with the OTLP exporter see what the SDK would give them. A span is
 three objects kept (itself, its attributes, its context): the ring holds 2048 of them, and
 every object it holds is one the garbage collector walks.
+Under the default sampler (``ParentBased(ALWAYS_ON)``) a root span is sampled without asking
+it; the ``ContextVar`` behind OTel's default runtime context is read and set directly.
 Spans with links go through the SDK tracer unchanged. Not done: span limits (a span here
 carries a dozen attributes, the SDK's limit is 128) and ``on_start`` hooks (ours have none).
 """
