@@ -27,13 +27,14 @@ README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def load(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
+def load(name: str, results: Path = RESULTS) -> dict:
+    return json.loads((results / f"{name}.json").read_text())
 
 
-def summary() -> tuple[list[list], dict]:
-    """(rows of the summary table, the machine the results came from)."""
-    boot, produce, cluster, bringup = (load(n) for n in ("boot", "produce", "cluster", "bringup"))
+def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
+    """(rows of the summary table, the machine the results came from), from the JSON files
+    in ``results`` (default: the last run's, ``bench/results/``)."""
+    boot, produce, cluster, bringup = (load(n, results) for n in ("boot", "produce", "cluster", "bringup"))
     rows = []
     ready, bind = boot["restart"]["mesh.node.ready"]["p50_ms"], boot["bind"]["p50_ms"]
     rows.append(["boot: mesh.node.ready (restart) / bare endpoint bind", f"{ready:.2f} / {bind:.2f} ms",
@@ -70,8 +71,8 @@ def summary() -> tuple[list[list], dict]:
                  removed / 3.0, "< 3 s"])
     rss = cluster["rss_mb"]["max"]
     rows.append(["memory per idle node (max RSS)", f"{rss:.1f} MB", rss / 60, "< 60 MB"])
-    if (RESULTS / "chaos.json").exists():
-        rows += chaos_rows(load("chaos"))
+    if (results / "chaos.json").exists():
+        rows += chaos_rows(load("chaos", results))
     return rows, produce["machine"]
 
 
