@@ -57,18 +57,24 @@ _CONTEXT = _context_var()
 _get_current = _CONTEXT.get if _CONTEXT is not None else context_api.get_current
 
 
-def _valid_span_context() -> Any:
-    """``SpanContext(...)`` for ids known to be valid, without its range checks, if this OTel
-    version's ``SpanContext`` is still the tuple it is built from; else the constructor."""
+def _tuple_layout() -> bool:
+    """Whether this OTel version's ``SpanContext`` is still the tuple
+    ``(trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)``."""
     flags, state = TraceFlags(1), trace.DEFAULT_TRACE_STATE
-    made = SpanContext(1, 2, False, flags, state)
-    if tuple.__new__(SpanContext, (1, 2, False, flags, state, True)) == made and made.is_valid:
-        return lambda trace_id, span_id, flags, state: tuple.__new__(
-            SpanContext, (trace_id, span_id, False, flags, state, True))
-    return lambda trace_id, span_id, flags, state: SpanContext(trace_id, span_id, False, flags, state)
+    made = SpanContext(1, 2, True, flags, state)
+    return tuple(made) == (1, 2, True, flags, state, True) and tuple.__new__(
+        SpanContext, (1, 2, True, flags, state, True)) == made and made.is_valid and made.is_remote
 
 
-_span_context = _valid_span_context()
+_TUPLE_LAYOUT = _tuple_layout()
+
+
+def _span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any) -> SpanContext:
+    """``SpanContext(...)`` for ids known to be valid, without its range checks when the layout
+    allows (else the constructor)."""
+    if _TUPLE_LAYOUT:
+        return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
+    return SpanContext(trace_id, span_id, False, flags, state)
 
 
 def clean(value: Any) -> Any:
@@ -272,18 +278,25 @@ class LeanTracer(trace.Tracer):
                                           set_status_on_exception)
                 attrs[key] = value
         current = (context if context is not None else _get_current()).get(_SPAN_KEY)
-        if type(current) in OWN_SPANS:  # what ``trace.get_current_span`` finds, without its ABC check
+        if type(current) is LeanSpan:  # what ``trace.get_current_span`` finds, without its ABC check
+            parent = current._context
+        elif type(current) is NonRecordingSpan:
             parent = current.get_span_context()
         elif current is None:
             parent = trace.INVALID_SPAN_CONTEXT
         else:
             parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            trace_id, random_flag = parent.trace_id, parent.trace_flags & TraceFlags.RANDOM_TRACE_ID
+        # a SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
+        # as one, not through six properties (the layout is checked at import: _span_context)
+        trace_id, _, _, parent_flags, parent_state, valid = parent if _TUPLE_LAYOUT else (
+            parent.trace_id, 0, False, parent.trace_flags, parent.trace_state, parent.is_valid)
+        if valid:
+            random_flag = parent_flags & TraceFlags.RANDOM_TRACE_ID
         else:
             parent, trace_id, random_flag = None, self.ids.generate_trace_id(), self._random_ids
         if parent is not None and self._follow_parent:
-            sampled, recording, trace_state = parent.trace_flags.sampled, parent.trace_flags.sampled, parent.trace_state
+            sampled = recording = bool(parent_flags & TraceFlags.SAMPLED)
+            trace_state = parent_state
         elif parent is None and self._sample_roots:
             sampled, recording, trace_state = True, True, trace.DEFAULT_TRACE_STATE
         else:
