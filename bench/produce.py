@@ -212,6 +212,16 @@ def traced_breakdown(nodes: dict[str, NodeProcess], records: int) -> tuple[list[
     return breakdown(spans, "bench")
 
 
+def tracing_cost(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """What each tracing mode costs the writer's throughput against the SDK off, paired by
+    round: every round runs the modes back to back, so the median of the rounds' ratios is
+    not moved by the machine getting faster or slower between rounds, as the ratio of two
+    medians is."""
+    off = [r["throughput_rps"] for r in rounds["off"]]
+    return {mode: 1 - statistics.median(r["throughput_rps"] / o for r, o in zip(done, off))
+            for mode, done in rounds.items() if mode != "off"}
+
+
 def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:
     """The seed's writer: the gateway itself produces across meshes (one hop), timed in-process:
     ``records`` one at a time (latencies), then ``10 * records``, ``concurrency`` at a time
@@ -278,10 +288,12 @@ async def main(args: argparse.Namespace) -> None:
         runs = results["runs"][tracing]
         runs["cross-mesh, writer on gateway"] = {
             **summary_ms([x for r in done for x in r["latencies_s"]]),
-            "throughput_rps": statistics.median(r["throughput_rps"] for r in done)}
+            "throughput_rps": statistics.median(r["throughput_rps"] for r in done),
+            "throughput_rounds": [r["throughput_rps"] for r in done]}
         runs[f"cross-mesh, writer on gateway, batches of {args.concurrency}"] = {
             "p50_ms": float("nan"), "p99_ms": float("nan"),
             "throughput_rps": statistics.median(r["batched_rps"] for r in done)}
+    results["tracing_cost"] = tracing_cost(rounds)
     local = results["baseline"]["raw_rtt_in_process"]
     rows = [["raw iroh round trip (64 B, open stream, 2 processes)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
             ["  the same, both ends in one process (reference)", "-", local["p50_ms"], local["p99_ms"], "-", "-", "-"],
