@@ -44,6 +44,27 @@ class Placement:
         return f"ip netns exec {self.namespace} <command>" if self.namespace else "on this host's loopback"
 
 
+class NamespacedPlacements:
+    """What the netns and docker backends share: the placements they handed out, by network
+    namespace, and whether ``--fabric-keep`` asked to leave everything in place."""
+
+    def __init__(self) -> None:
+        self._placements: dict[str, Placement] = {}
+        self._kept = False
+
+    def keep(self) -> None:
+        self._kept = True
+
+    def _release_all(self) -> bool:
+        """Release every placement (with the backend's own ``release``), for ``close``;
+        ``False`` (nothing released) when kept."""
+        if self._kept:
+            return False
+        for placement in list(self._placements.values()):
+            self.release(placement)  # type: ignore[attr-defined]
+        return True
+
+
 class Backend(Protocol):
     """What the cluster needs from a backend."""
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from fabric.errors import ConfigError
 
-from . import Placement
+from . import NamespacedPlacements, Placement
 from .containers import ContainerProcess
 from .dockerd import DockerDaemon, DockerUnavailable, unavailable_reason  # noqa: F401 - re-exported
 from .netns import HostNumbers, _alive, _json, _SubnetLock, first_free, ip, subnets_in_use
@@ -97,7 +97,7 @@ def python_path() -> str:
     return os.pathsep.join(entries)
 
 
-class DockerBackend:
+class DockerBackend(NamespacedPlacements):
     """A private (or ``DOCKER_HOST``) daemon, one image, one network, and a sandbox per node."""
 
     name = "docker"
@@ -107,12 +107,11 @@ class DockerBackend:
         self.worker = worker.replace("-", "_")
         self.pid = os.getpid()
         self.labels = {LABEL: "1", f"{LABEL}.pid": str(self.pid), f"{LABEL}.worker": self.worker}
-        self._placements: dict[str, Placement] = {}
+        super().__init__()
         self._removals: list[Future[None]] = []
         self._sandboxes: dict[str, Future[None]] = {}  # namespace -> its sandbox, being started
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="meshfabric-docker")
         self._hosts = HostNumbers(self.name)
-        self._kept = False
         try:
             self.daemon = DockerDaemon(self.worker)
         except DockerUnavailable as exc:
@@ -261,14 +260,9 @@ class DockerBackend:
 
     # -- the end --
 
-    def keep(self) -> None:
-        self._kept = True
-
     def close(self) -> None:
-        if self._kept:
+        if not self._release_all():
             return
-        for placement in list(self._placements.values()):
-            self.release(placement)
         for removal in self._removals:
             removal.exception()  # a container that would not go is swept with its daemon
         self._pool.shutdown()

@@ -30,7 +30,7 @@ from typing import Any
 from fabric.errors import ConfigError, FabricError
 
 from ..waiting import wait_until
-from . import Placement
+from . import NamespacedPlacements, Placement
 
 PREFIX = "10.200"  # subnets 10.200.N.0/24, N in 0..255
 FIRST_HOST, LAST_HOST = 2, 254  # .1 is the bridge
@@ -162,7 +162,7 @@ class _SubnetLock:
         self._sock.close()
 
 
-class NetnsBackend:
+class NetnsBackend(NamespacedPlacements):
     """A bridge and one namespace + veth pair per node; removed by :meth:`close`."""
 
     name = "netns"
@@ -175,9 +175,8 @@ class NetnsBackend:
                               "use --fabric-backend local (or auto) instead")
         self.worker = worker.replace("-", "_")
         self._alias = f"meshfabric pid={os.getpid()}"
-        self._placements: dict[str, Placement] = {}
+        super().__init__()
         self._hosts = HostNumbers(self.name)
-        self._kept = False
         sweep_stale()
         with _SubnetLock():
             self.net = self._free_subnet()
@@ -230,14 +229,9 @@ class NetnsBackend:
         ip("link", "del", placement.host_link or "", check=False)
         ip("netns", "del", placement.namespace or "", check=False)
 
-    def keep(self) -> None:
-        self._kept = True
-
     def close(self) -> None:
-        if self._kept:
+        if not self._release_all():
             return
-        for placement in list(self._placements.values()):
-            self.release(placement)
         ip("link", "del", self.bridge, check=False)
 
     # -- descriptions --
