@@ -105,6 +105,7 @@ def verify_signature(node_id: str, message: bytes, signature: bytes) -> bool:
         return False
     return True
 
+
 def load_or_mint(path: str | os.PathLike[str]) -> Identity:
     """Load the identity at ``path``, or mint one and persist it there with mode 0600.
 

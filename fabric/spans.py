@@ -287,7 +287,7 @@ class LeanTracer(trace.Tracer):
         else:
             parent = trace.get_current_span(context).get_span_context()
         # a SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
-        # as one, not through six properties (the layout is checked at import: _span_context)
+        # as one, not through six properties (the layout is checked at import: _tuple_layout)
         trace_id, _, _, parent_flags, parent_state, valid = parent if _TUPLE_LAYOUT else (
             parent.trace_id, 0, False, parent.trace_flags, parent.trace_state, parent.is_valid)
         if valid:

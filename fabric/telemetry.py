@@ -163,8 +163,8 @@ def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
         current = context_api.get_current()
         span = current.get(_SPAN_KEY)
         # a recorded span, or one sampled out (its context still travels, flags 00)
-        if type(span) in OWN_SPANS and span.get_span_context().is_valid and not baggage.get_all(current):
-            ctx = span.get_span_context()
+        ctx = span.get_span_context() if type(span) in OWN_SPANS else None
+        if ctx is not None and ctx.is_valid and not baggage.get_all(current):
             carrier["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
             if ctx.trace_state:
                 carrier["tracestate"] = ctx.trace_state.to_header()

@@ -22,6 +22,7 @@ from .. import rpc
 from ..crossmesh import CrossMesh
 from ..directory import Entry
 from ..errors import ConfigError, ResolveError
+from ..identity import verify_signature
 from ..producer import Producer, Target
 from ..rpc import Operation
 from .base import Service
@@ -42,8 +43,6 @@ class FrontDoor(Service):
     def __init__(self, node) -> None:
         super().__init__(node)
         self.producer: Producer | None = None
-        from ..node import verify_signature  # node imports this module
-
         self.crossmesh = CrossMesh(node, verify_signature)
 
     async def start(self) -> None:
