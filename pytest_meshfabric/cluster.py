@@ -250,40 +250,58 @@ class Cluster:
         return {n.name for n in self.nodes if n.mesh in meshes and n.running}
 
     def divergence(self) -> dict[str, str]:
-        """Running nodes whose directory is not exactly the expected names, all alive: name → what differs."""
-        report = {}
+        """Running nodes whose directory is not exactly the expected names, all alive and each
+        of the process running now: name → what differs.
+
+        A restart keeps a node's name and id, so a directory still holding the previous
+        process's entry (alive for up to ``--suspect-after``) would pass a check by name alone.
+        Each node's own entry says which incarnation runs now.
+        """
+        report, directories = {}, {}
         for node in (n for n in self.nodes if n.running):
-            expected = self.expected_directory(node)
             try:
-                states = {e["name"]: e["state"] for e in node.directory()}
+                directories[node.name] = node.directory()
             except FabricError as exc:
                 report[node.name] = f"no answer ({exc})"
-                continue
+        current = {name: e.get("incarnation") for name, entries in directories.items()
+                   for e in entries if e["name"] == name}
+        for node in (n for n in self.nodes if n.name in directories):
+            expected = self.expected_directory(node)
+            entries = directories[node.name]
+            states = {e["name"]: e["state"] for e in entries}
             missing, extra = sorted(expected - set(states)), sorted(set(states) - expected)
             not_alive = sorted(f"{name} ({state})" for name, state in states.items()
                                if name in expected and state != "alive")
-            if missing or extra or not_alive:
-                report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}"
+            stale = sorted(e["name"] for e in entries if e["name"] in expected and e["name"] != node.name
+                           and current.get(e["name"]) not in (None, e.get("incarnation")))
+            if missing or extra or not_alive or stale:
+                report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}" + (
+                    f", an earlier process of {stale}" if stale else "")
             elif self.spec.cross_mesh == "backbone" and node.type in WATCHING_TYPES:
-                problem = self.backbone_divergence(node)
+                problem = self.backbone_divergence(node, current)
                 if problem:
                     report[node.name] = problem
         return report
 
-    def backbone_divergence(self, node: NodeHandle) -> str:
+    def backbone_divergence(self, node: NodeHandle, incarnations: dict[str, int] | None = None) -> str:
         """What ``node``'s backbone view gets wrong ("" if nothing): the seats it lists (all
-        alive) against the running ones, and each mesh's newest summary counts against the
-        mesh's running nodes."""
+        alive, and of the processes in ``incarnations``, name → the incarnation running now)
+        against the running ones, and each mesh's newest summary counts against the mesh's
+        running nodes."""
         try:
             meshes = node.request("backbone")["meshes"]
         except FabricError as exc:
             return f"no backbone answer ({exc})"
-        seats = {m["name"]: m["state"] for mesh in meshes for m in mesh["gateways"] + mesh["consoles"]}
+        listed = [m for mesh in meshes for m in mesh["gateways"] + mesh["consoles"]]
+        seats = {m["name"]: m["state"] for m in listed}
         expected = {n.name for n in self.nodes if n.type in WATCHING_TYPES and n.running}
         missing, extra = sorted(expected - set(seats)), sorted(set(seats) - expected)
         not_alive = sorted(f"{name} ({state})" for name, state in seats.items() if state != "alive")
-        if missing or extra or not_alive:
-            return f"backbone: missing {missing}, unexpected {extra}, not alive {not_alive}"
+        current = incarnations or {}
+        stale = sorted(m["name"] for m in listed if current.get(m["name"]) not in (None, m.get("incarnation")))
+        if missing or extra or not_alive or stale:
+            return f"backbone: missing {missing}, unexpected {extra}, not alive {not_alive}" + (
+                f", an earlier process of {stale}" if stale else "")
         counts = {mesh["mesh"]: (mesh["summary"] or {}).get("counts") for mesh in meshes
                   if any(g["name"] in expected for g in mesh["gateways"])}
         wrong = {mesh: got for mesh, got in counts.items() if got != self.type_counts(mesh)}
