@@ -180,6 +180,14 @@ class Directory:
     def get(self, node_id: str) -> Entry | None:
         return self._entries.get(node_id)
 
+    def down(self, node_id: str) -> str | None:
+        """Why ``node_id`` is believed down ("suspected down", "gone from the directory"), or
+        ``None`` if it is alive here or this directory never held it."""
+        entry = self._entries.get(node_id)
+        if entry is not None:
+            return "suspected down" if entry.state is State.SUSPECT else None
+        return "gone from the directory" if node_id in self._tombstones else None
+
     def count(self, mesh: str | None = None) -> int:
         """How many entries there are (of ``mesh``), in O(1)."""
         return len(self._entries) if mesh is None else self._counts.get(mesh, 0)

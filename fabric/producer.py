@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
@@ -30,10 +30,15 @@ class Target:
 
 
 class Producer:
-    def __init__(self, transport: Transport, tracer: Tracer, producer_id: str | None = None) -> None:
+    """Sends records as one producer id. ``down(node_id)`` says why a broker is believed down
+    (``None``: alive, or not known here); see ``_call`` for what it changes."""
+
+    def __init__(self, transport: Transport, tracer: Tracer, producer_id: str | None = None,
+                 down: Callable[[str], str | None] = lambda node_id: None) -> None:
         self.transport = transport
         self.tracer = tracer
         self.producer_id = producer_id or secrets.token_hex(8)
+        self.down = down
         self._seq = 0
 
     def next_seq(self, count: int = 1) -> int:
@@ -80,8 +85,14 @@ class Producer:
         Each attempt gets ``timeout / attempts``: a broker that was killed and restarted leaves
         a QUIC connection that swallows requests until its 30 s idle timeout, and a timed-out
         attempt drops it, so the next attempt dials the new process.
+
+        A broker the directory holds suspect or has removed gets one more attempt (a process
+        that restarted at the same address answers it; the directory may not have heard of it
+        yet), not all of them: a dead one would swallow each until its timeout, and the caller
+        hears why (``the broker is suspected down``) instead of a timeout seconds later.
         """
         last: FabricError | None = None
+        tried_while_down = False
         for attempt in range(1, attempts + 1):
             try:
                 ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN, op, args,
@@ -92,5 +103,10 @@ class Producer:
                 raise  # the broker answered: retrying would not change its mind
             except TransportError as exc:
                 last = exc
+                reason = self.down(broker.node_id)
+                if reason is not None and tried_while_down:
+                    raise TransportError(f"produce to {broker.name} failed: the broker is {reason} ({exc}); "
+                                         "the record may or may not be stored") from exc
+                tried_while_down = reason is not None
                 trace.get_current_span().add_event("retry", {"attempt": attempt, "error": str(exc)})
         raise TransportError(f"produce to {broker.name} failed after {attempts} attempts: {last}")

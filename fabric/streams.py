@@ -165,7 +165,7 @@ class Channel:
                 await self._outbox.send(tagged, alone=len(self._waiting) == 1)
                 return await future
         except TimeoutError:
-            raise PeerTimeout(f"no reply within {timeout}s") from None
+            raise PeerTimeout(f"no reply within {timeout:g}s") from None
         finally:
             self._waiting.pop(tag, None)
             if self._outbox.error is not None and not self.closed:

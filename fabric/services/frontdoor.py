@@ -46,7 +46,7 @@ class FrontDoor(Service):
         self.crossmesh = CrossMesh(node, verify_signature)
 
     async def start(self) -> None:
-        self.producer = Producer(self.node.transport, self.node.telemetry.tracer)
+        self.producer = Producer(self.node.transport, self.node.telemetry.tracer, down=self.node.directory.down)
 
     def operations(self) -> dict[str, Operation]:
         return {"resolve": self.resolve_op, "produce": self.produce_op, "produce_batch": self.produce_batch_op,

@@ -10,7 +10,7 @@ from fabric.services.log import UNSAFE_BUFFERED_ENV
 from pytest_meshfabric.nemesis import Nemesis
 from pytest_meshfabric.stateful import ChaosFailure, FabricMachine, run_machine
 
-# About 1.5 minutes: ~80 examples while shrinking, each ending with a broker restart.
+# About 4.5 minutes here: ~80 examples while shrinking, each ending with a broker restart.
 
 
 class KillTheBroker(FabricMachine):

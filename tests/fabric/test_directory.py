@@ -111,6 +111,19 @@ def test_a_node_silent_for_remove_after_is_removed(d, events):
     assert events[-1] == (ChangeKind.REMOVED, A)
 
 
+def test_down_says_why_a_node_is_believed_down_and_nothing_for_live_or_unknown_ones(d):
+    d.apply(signed(A, hb=1), now=0.0)
+    d.apply(signed(B, hb=1), now=0.0)
+    assert d.down(A) is None and d.down(C1) is None  # alive; never held
+    d.apply(signed(B, hb=2), now=1.4)
+    d.expire(now=2.0)
+    assert (d.down(A), d.down(B)) == ("suspected down", None)
+    d.expire(now=3.0)
+    assert d.down(A) == "gone from the directory"
+    d.apply(signed(A, hb=1, inc=INC + 1), now=3.5)  # a new process
+    assert d.down(A) is None
+
+
 def test_the_own_entry_never_expires(d):
     d.apply(signed(SELF), now=0.0)
     assert d.expire(now=1000.0) == []

@@ -85,6 +85,23 @@ async def test_acknowledged_records_survive_kill_9_and_retries_are_stored_once(s
 
 
 @pytest.mark.asyncio
+async def test_a_produce_to_a_broker_that_just_died_fails_with_the_reason(spawn):
+    """Not after every retry has timed out against the dead process: the attempt in flight
+    fails when the gateway suspects the broker, one more attempt (which a restarted process
+    would answer) times out, and the error says why."""
+    broker = spawn("mesh1", "broker")
+    gw = spawn("mesh1", "gateway", [broker.address])
+    wait_until(lambda: broker.name in directory_names(gw), 10, "the gateway to see the broker")
+    async with await FabricClient.connect(gw.address) as client:
+        await client.produce("t", b"before", to=broker.name)
+        broker.kill()
+        with pytest.raises(RemoteError, match=f"produce to {broker.name} failed: the broker is "
+                                              r"(suspected down|gone from the directory) \(.*\); the record may or may not be stored") as info:
+            await client.produce("t", b"after", to=broker.name)
+    assert info.value.code == "unreachable"
+
+
+@pytest.mark.asyncio
 async def test_a_retried_produce_is_stored_once(spawn):
     broker = spawn("mesh1", "broker")
     node_id, _, addrs = broker.address.partition("@")
