@@ -37,7 +37,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from . import control
+from . import control, known_peers
 from .address import format_peer, parse_peer
 from .backbone import BACKBONE_TYPES, Backbone
 from .directory import Change, ChangeKind, Directory
@@ -170,6 +170,8 @@ class Node:
         self.gossip: GossipNet | None = None
         self.directory: Directory | None = None
         self.backbone: Backbone | None = None  # gateways and consoles in backbone mode
+        self.known_peers: known_peers.KnownPeers | None = None
+        self._hinted = 0  # peers of the last run pulled at boot (known_peers.py)
         self.control: control.ControlServer | None = None
         self.frontdoor: FrontDoor | None = None
         self.services: list[Service] = []
@@ -236,6 +238,7 @@ class Node:
                 span.set_attribute("gossip.meshes", [cfg.mesh, *cfg.watch])
                 span.set_attribute("gossip.backbone", self.backbone is not None)
                 span.set_attribute("gossip.bootstrap_peers", len(cfg.bootstrap_peers))
+                span.set_attribute("gossip.known_peers", self._hinted)
             with tracer.start_as_current_span("accept_loop_started"), _outside_the_boot_trace():
                 self.transport.start_accepting()
                 for service in self.services:
@@ -289,7 +292,10 @@ class Node:
         self.directory.subscribe(self._on_change)
         rng = random.Random(int.from_bytes(os.urandom(16), "big"))  # not Random(): ~2.5 kB of urandom
         member = GossipCore(cfg.mesh, self.node_id, self.directory, verify_signature, gcfg,
-                            own_digest=self._own_digest, rng=rng, bootstrap=list(cfg.bootstrap_peers))
+                            own_digest=self._own_digest, rng=rng, bootstrap=list(cfg.bootstrap_peers),
+                            hints=known_peers.load(cfg.data_dir, cfg.mesh))
+        self._hinted = len(member.hints)
+        self.known_peers = known_peers.KnownPeers(cfg.data_dir, cfg.mesh, self.node_id, self.directory)
         watchers = [GossipCore(m, self.node_id, self.directory, verify_signature, gcfg, rng=rng,
                                bootstrap=list(cfg.bootstrap_peers)) for m in cfg.watch]
         cores: list = [member, *watchers]
@@ -391,6 +397,8 @@ class Node:
                 if leave:
                     await self.gossip.leave()
                 await self.gossip.stop()
+        if self.known_peers is not None:
+            self.known_peers.close()
         if self.control is not None:
             await self.control.close()
         if self.transport is not None:

@@ -126,6 +126,7 @@ class GossipCore:
     own_digest: Callable[[int, bool], SignedDigest] | None = None
     rng: random.Random = field(default_factory=random.Random)
     bootstrap: list[Peer] = field(default_factory=list)
+    hints: list[Peer] = field(default_factory=list)  # pulled once, with the first pull (known_peers.py)
 
     def __post_init__(self) -> None:
         self.topic = mesh_topic(self.mesh)
@@ -169,6 +170,10 @@ class GossipCore:
             targets = self._sample(answering, 1) if peers else list(self.bootstrap)
             if self.watcher:
                 targets += self._rejoin_through(peers)
+            if self.hints:
+                chosen = {p.node_id for p in targets}
+                targets += [h for h in self.hints if h.node_id not in chosen and h.node_id != self.self_id]
+                self.hints = []
             # Members only ever talk to members: once a partition outlasts ``remove_after``
             # each side has removed the other for good. Pulling a bootstrap peer that is not
             # in the directory (gone, or across a healed cut) is what joins them up again.
