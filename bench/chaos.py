@@ -264,8 +264,8 @@ def report(saved: dict[str, Any]) -> str:
         f"scenario throughput (chaos-ci profile: 3 examples of <= 6 steps, seed {seed})",
         table(["cluster", "scenario", "steps", "examples", "wall s", "steps/min", "example end s", "result"],
               throughput_rows(results)),
-        "wall time per step by kind (the rule, then the invariants; a produce to a target that just went "
-        "down waits for its 3 s timeout)",
+        "wall time per step by kind (the rule, then the invariants; a produce to a broker that just went "
+        "down fails once its gateway suspects it and one more attempt times out, or at the client's 3 s)",
         table(headers, rows), *failures])
 
 
