@@ -27,7 +27,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 from fabric import NODE_TYPES, ConfigError, FabricError
 
@@ -116,6 +116,13 @@ class Mesh:
 
     def __repr__(self) -> str:
         return f"<Mesh {self.name}: {', '.join(n.name for n in self.nodes)}>"
+
+
+def _earlier_processes(entries: Iterable[dict[str, Any]], incarnations: dict[str, int]) -> str:
+    """``", an earlier process of [names]"`` for the entries held at another incarnation than
+    the one running now (``incarnations``: name → incarnation), or ``""``."""
+    stale = sorted(e["name"] for e in entries if incarnations.get(e["name"]) not in (None, e.get("incarnation")))
+    return f", an earlier process of {stale}" if stale else ""
 
 
 class Cluster:
@@ -272,11 +279,9 @@ class Cluster:
             missing, extra = sorted(expected - set(states)), sorted(set(states) - expected)
             not_alive = sorted(f"{name} ({state})" for name, state in states.items()
                                if name in expected and state != "alive")
-            stale = sorted(e["name"] for e in entries if e["name"] in expected and e["name"] != node.name
-                           and current.get(e["name"]) not in (None, e.get("incarnation")))
+            stale = _earlier_processes((e for e in entries if e["name"] in expected), current)
             if missing or extra or not_alive or stale:
-                report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}" + (
-                    f", an earlier process of {stale}" if stale else "")
+                report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}{stale}"
             elif self.spec.cross_mesh == "backbone" and node.type in WATCHING_TYPES:
                 problem = self.backbone_divergence(node, current)
                 if problem:
@@ -297,11 +302,9 @@ class Cluster:
         expected = {n.name for n in self.nodes if n.type in WATCHING_TYPES and n.running}
         missing, extra = sorted(expected - set(seats)), sorted(set(seats) - expected)
         not_alive = sorted(f"{name} ({state})" for name, state in seats.items() if state != "alive")
-        current = incarnations or {}
-        stale = sorted(m["name"] for m in listed if current.get(m["name"]) not in (None, m.get("incarnation")))
+        stale = _earlier_processes(listed, incarnations or {})
         if missing or extra or not_alive or stale:
-            return f"backbone: missing {missing}, unexpected {extra}, not alive {not_alive}" + (
-                f", an earlier process of {stale}" if stale else "")
+            return f"backbone: missing {missing}, unexpected {extra}, not alive {not_alive}{stale}"
         counts = {mesh["mesh"]: (mesh["summary"] or {}).get("counts") for mesh in meshes
                   if any(g["name"] in expected for g in mesh["gateways"])}
         wrong = {mesh: got for mesh, got in counts.items() if got != self.type_counts(mesh)}

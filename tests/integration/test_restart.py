@@ -13,9 +13,15 @@ from tests.integration.conftest import directory_names, wait_until
 pytestmark = pytest.mark.slow
 
 
-def state_in(node, name: str) -> str:
+def entry_in(node, name: str) -> dict | None:
+    """``name``'s entry in ``node``'s directory, through its control socket (``None``: absent)."""
     entries = control.request_sync(node.control_path, "directory")["entries"]
-    return next((e["state"] for e in entries if e["name"] == name), "absent")
+    return next((e for e in entries if e["name"] == name), None)
+
+
+def state_in(node, name: str) -> str:
+    entry = entry_in(node, name)
+    return entry["state"] if entry else "absent"
 
 
 @pytest.mark.asyncio
@@ -43,8 +49,8 @@ async def test_a_killed_and_restarted_broker_is_produced_to_again_at_once(spawn)
 
 
 def incarnation_in(node, name: str) -> int | None:
-    entries = control.request_sync(node.control_path, "directory")["entries"]
-    return next((e["incarnation"] for e in entries if e["name"] == name), None)
+    entry = entry_in(node, name)
+    return entry["incarnation"] if entry else None
 
 
 def test_a_restarted_seed_rejoins_through_the_peers_it_knew(spawn, receiver):
