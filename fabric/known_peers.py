@@ -51,12 +51,11 @@ def load(data_dir: Path, mesh: str) -> list[Peer]:
 
 
 class KnownPeers:
-    """Saves the mesh members of ``directory`` (but ``self_id``) to ``data_dir`` as they change."""
+    """Saves the mesh members of ``directory`` (but its own node) to ``data_dir`` as they change."""
 
-    def __init__(self, data_dir: Path, mesh: str, self_id: str, directory: Directory) -> None:
+    def __init__(self, data_dir: Path, mesh: str, directory: Directory) -> None:
         self.path = data_dir / FILE_NAME
         self.mesh = mesh
-        self.self_id = self_id
         self.directory = directory
         self._pending: asyncio.TimerHandle | None = None
         self._unsubscribe = directory.subscribe(self._on_change)
@@ -71,7 +70,7 @@ class KnownPeers:
 
     def peers(self) -> list[str]:
         """Up to ``MAX_PEERS`` members, the most recently heard first, as ``id@addr,...``."""
-        members = [e for e in self.directory.entries(mesh=self.mesh) if e.node_id != self.self_id and e.addrs]
+        members = [e for e in self.directory.entries(mesh=self.mesh) if e.node_id != self.directory.self_id and e.addrs]
         members.sort(key=lambda e: e.last_heard, reverse=True)
         return [f"{e.node_id}@{','.join(e.addrs)}" for e in members[:MAX_PEERS]]
 

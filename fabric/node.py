@@ -295,7 +295,7 @@ class Node:
                             own_digest=self._own_digest, rng=rng, bootstrap=list(cfg.bootstrap_peers),
                             hints=known_peers.load(cfg.data_dir, cfg.mesh))
         self._hinted = len(member.hints)
-        self.known_peers = known_peers.KnownPeers(cfg.data_dir, cfg.mesh, self.node_id, self.directory)
+        self.known_peers = known_peers.KnownPeers(cfg.data_dir, cfg.mesh, self.directory)
         watchers = [GossipCore(m, self.node_id, self.directory, verify_signature, gcfg, rng=rng,
                                bootstrap=list(cfg.bootstrap_peers)) for m in cfg.watch]
         cores: list = [member, *watchers]

@@ -28,7 +28,7 @@ def signed(node_id: str, mesh: str = "m1", addrs: tuple[str, ...] = ("10.0.0.1:4
 async def test_membership_changes_are_saved_most_recently_heard_first_and_capped(tmp_path, monkeypatch):
     monkeypatch.setattr(known_peers, "SAVE_DELAY", 0.0)
     directory = Directory(SELF)
-    saver = known_peers.KnownPeers(tmp_path, "m1", SELF, directory)
+    saver = known_peers.KnownPeers(tmp_path, "m1", directory)
     directory.apply(signed(SELF), now=0.0)
     for i, node_id in enumerate(IDS):
         directory.apply(signed(node_id, addrs=(f"10.0.0.{i}:4242",)), now=float(i))
@@ -47,7 +47,7 @@ async def test_membership_changes_are_saved_most_recently_heard_first_and_capped
 
 def test_an_emptied_mesh_keeps_the_last_list(tmp_path):
     directory = Directory(SELF)
-    saver = known_peers.KnownPeers(tmp_path, "m1", SELF, directory)
+    saver = known_peers.KnownPeers(tmp_path, "m1", directory)
     directory.apply(signed(IDS[0]), now=0.0)
     saver.save()
     directory.expire(now=100.0)  # everyone removed, as on one side of a partition
