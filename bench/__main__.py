@@ -89,7 +89,9 @@ def chaos_rows(chaos: dict) -> list[list]:
 
 def render() -> str:
     rows, where = summary()
-    head = (f"Measured {where['date']} on {where['cpus']} CPUs, {where['platform']}, Python {where['python']} "
+    loop = where.get("event_loop", "asyncio")
+    head = (f"Measured {where['date']} on {where['cpus']} CPUs, {where['platform']}, Python {where['python']}, "
+            f"{loop} event loop "
             "(`python -m bench`; ratios are against baselines measured in the same run):\n\n")
     return head + table(["figure", "measured", "ratio", "target"], rows)
 

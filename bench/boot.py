@@ -10,7 +10,6 @@ returns (the CLI prints its ready line then). Run: ``python -m bench.boot``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import iroh
 
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
+from fabric import event_loop
 from fabric.gc_settings import configure_for_node
 from fabric.node import BOOT_STEPS, Node, NodeConfig
 from fabric.telemetry import Telemetry
@@ -79,4 +79,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40)
     configure_for_node()  # as in a node process (``meshfabric node``): the nodes booted here run like one
-    asyncio.run(main(parser.parse_args().rounds))
+    event_loop.run(main(parser.parse_args().rounds))  # the nodes' loop, too

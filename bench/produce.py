@@ -30,7 +30,7 @@ from bench.breakdown import breakdown
 from bench.isolation import _MARK as SAME_NETWORK
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
-from fabric import control
+from fabric import control, event_loop
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
 
@@ -326,4 +326,4 @@ if __name__ == "__main__":
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsync-to", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
-    asyncio.run(echo_server(parsed.fsync_to) if parsed.echo_server else main(parsed))
+    event_loop.run(echo_server(parsed.fsync_to) if parsed.echo_server else main(parsed))

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from fabric import event_loop
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -29,7 +31,7 @@ def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
 
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "event_loop": event_loop.chosen(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

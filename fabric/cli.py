@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_node(args: argparse.Namespace) -> int:
+    from . import event_loop
     from .gc_settings import configure_for_node
     from .node import Node, NodeConfig
 
@@ -160,7 +161,7 @@ def run_node(args: argparse.Namespace) -> int:
         console_token=args.console_token,
     )
     try:
-        return asyncio.run(_serve(Node(config)))
+        return event_loop.run(_serve(Node(config)))
     except IdentityError as exc:
         print(f"meshfabric: cannot boot: {exc}", file=sys.stderr)
         return EXIT_BOOT

@@ -37,7 +37,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from . import control, known_peers
+from . import control, event_loop, known_peers
 from .address import format_peer, parse_peer
 from .backbone import BACKBONE_TYPES, Backbone
 from .directory import Change, ChangeKind, Directory
@@ -373,6 +373,7 @@ class Node:
             "gossip": {core.mesh: dict(core.stats) for core in cores},
             "transport": dict(self.transport.stats) if self.transport else {},
             "exporting": bool(self.telemetry and self.telemetry.exporting),
+            "event_loop": event_loop.current(),
             "gc": {"thresholds": list(gc.get_threshold()),
                    "collections": [generation["collections"] for generation in gc.get_stats()]},
             **self.service_info(),

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from fabric import control
+from fabric import control, event_loop
 from fabric.gc_settings import ENV, NODE_THRESHOLDS
-from fabric.launcher import NodeProcess
+from fabric.launcher import NodeProcess, NodeStartError
 from fabric.node import BOOT_STEPS
 from pytest_meshfabric.capture import OtlpReceiver
 
@@ -58,14 +58,26 @@ def test_restart_with_the_same_identity_keeps_the_name(spawn, tmp_path):
     assert (data / "identity.key").stat().st_mode & 0o777 == 0o600
 
 
-def test_a_node_process_runs_with_the_node_gc_thresholds(spawn, tmp_path):
+def test_a_node_process_runs_with_the_node_gc_thresholds_on_uvloop(spawn, tmp_path):
     node = spawn("mesh1", "registry")
-    assert tuple(control.request_sync(node.control_path, "status")["gc"]["thresholds"]) == NODE_THRESHOLDS
-    kept = NodeProcess("mesh1", "registry", tmp_path / "kept", env={ENV: "default"})
+    status = control.request_sync(node.control_path, "status")
+    assert tuple(status["gc"]["thresholds"]) == NODE_THRESHOLDS
+    assert status["event_loop"] == "uvloop"
+    kept = NodeProcess("mesh1", "registry", tmp_path / "kept", env={ENV: "default", event_loop.ENV: "asyncio"})
     try:
         kept.start().wait_ready(timeout=20)
         status = control.request_sync(kept.control_path, "status")
         assert tuple(status["gc"]["thresholds"]) == (700, 10, 10)  # CPython's
         assert len(status["gc"]["collections"]) == 3
+        assert status["event_loop"] == "asyncio"
     finally:
         kept.stop()
+
+
+def test_a_bad_event_loop_choice_stops_the_node_before_it_boots(tmp_path):
+    node = NodeProcess("mesh1", "registry", tmp_path / "bad", env={event_loop.ENV: "trio"})
+    try:
+        with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_EVENT_LOOP='trio'"):
+            node.start().wait_ready(timeout=20)
+    finally:
+        node.stop()
