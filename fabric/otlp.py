@@ -2,7 +2,8 @@
 
 Shared by everything that receives spans the way a collector does: the console node and the
 test harness's receiver. ``decode_body`` is the whole pipeline; ``OtlpBodyError`` carries the
-HTTP status a receiver should answer with.
+HTTP status a receiver should answer with. Importing this module loads protobuf; the span type
+itself lives in ``fabric.captured`` (re-exported here), which does not.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
@@ -18,6 +18,11 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from .captured import CapturedSpan
+
+__all__ = ["MAX_BODY", "PROTOBUF_TYPES", "CapturedSpan", "ExportRequest", "OtlpBodyError", "decode_body",
+           "decode_request"]
 
 ExportRequest = trace_service_pb2.ExportTraceServiceRequest
 MAX_BODY = 64 * 1024 * 1024  # bytes, before and after decompression
@@ -31,52 +36,6 @@ class OtlpBodyError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass(frozen=True)
-class CapturedSpan:
-    """One span as received over OTLP, with ids as lowercase hex strings.
-
-    ``kind`` is ``"INTERNAL"``, ``"SERVER"``, ``"CLIENT"``, ``"PRODUCER"``,
-    ``"CONSUMER"`` (or ``"UNSPECIFIED"``); ``status`` is ``"UNSET"``, ``"OK"`` or
-    ``"ERROR"``. Attribute values are plain Python values (arrays become lists,
-    key/value lists become dicts). ``events`` holds ``(name, attributes)`` pairs,
-    ``links`` holds ``(trace_id, span_id)`` pairs.
-    """
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int
-    status: str = "UNSET"
-    status_message: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-    resource: dict[str, Any] = field(default_factory=dict)
-    service_name: str = ""
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    links: list[tuple[str, str]] = field(default_factory=list)
-    scope: str = ""
-
-    def __hash__(self) -> int:  # the dict/list fields are unhashable; ids identify a span
-        return hash((self.trace_id, self.span_id))
-
-    @property
-    def duration_ns(self) -> int:
-        """End minus start time, in nanoseconds."""
-        return self.end_ns - self.start_ns
-
-    @property
-    def is_root(self) -> bool:
-        """True when the span has no parent."""
-        return self.parent_span_id is None
-
-    def describe(self) -> str:
-        """A one-line ``service: name`` summary used in timeout messages."""
-        return f"{self.service_name or '?'}: {self.name}"
-
 
 
 def _value(v: AnyValue) -> Any:

@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from ...captured import CapturedSpan, from_sdk
 from ...errors import ConfigError
 from .store import SpanStore
 from .topology import EdgeTracker
-
-if TYPE_CHECKING:
-    from ...otlp import CapturedSpan
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +97,7 @@ class Collector:
         Raises ``fabric.otlp.OtlpBodyError`` (with the HTTP status to answer) for a bad body.
         Decoding runs in a worker thread, so a large export does not stall the event loop.
         """
-        from ...otlp import (
-            decode_body,  # protobuf is loaded by a console only: every node imports this module
-        )
+        from ...otlp import decode_body  # loads protobuf: only once a node exports to this console
         try:
             spans = await asyncio.to_thread(decode_body, body, content_type, encoding)
         except Exception as exc:
@@ -130,14 +126,9 @@ class LocalTap(SpanProcessor):
         self._closed = False
 
     def take(self, spans: list[ReadableSpan]) -> None:
-        """Convert finished SDK spans (through the OTLP encoding) and hand them over."""
-        # Imported here: every node type imports this module, only a console needs the encoder.
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        from ...otlp import decode_request
-
+        """Convert finished SDK spans (as an OTLP receiver would) and hand them over."""
         if spans and not self._closed:
-            decoded = decode_request(encode_spans(spans))
+            decoded = [from_sdk(span) for span in spans]
             try:
                 self._loop.call_soon_threadsafe(self._accept, decoded)
             except RuntimeError:  # the loop is closed: the node is gone, and so is the console

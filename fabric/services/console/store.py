@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # fabric.otlp loads protobuf: only a console that receives spans needs it
-    from ...otlp import CapturedSpan
+from ...captured import CapturedSpan
 
 DEFAULT_MAX_SPANS = 20_000
 DEFAULT_MAX_SPANS_PER_TRACE = 2_000

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ...captured import CapturedSpan
 from ...identity import NODE_TYPES
-
-if TYPE_CHECKING:  # fabric.otlp loads protobuf: only a console that receives spans needs it
-    from ...otlp import CapturedSpan
 
 DEFAULT_MAX_EDGES = 5_000
 DEFAULT_MAX_REMEMBERED = 50_000

@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.trace import SpanKind
 
 from ...errors import ConfigError, FabricError, ResolveError
 from ...identity import is_mesh_label
-from ...otlp import OtlpBodyError
 from .store import span_dict
 from .topology import layout
 
@@ -252,6 +250,11 @@ async def trace(request: web.Request) -> web.Response:
 
 async def otlp_traces(request: web.Request) -> web.Response:
     """The OTLP/HTTP trace receiver: what any exporter posts to ``<endpoint>/v1/traces``."""
+    # Loaded with the first export (protobuf, ~2.5 MB): a console that is sent none does without.
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    from ...otlp import OtlpBodyError
+
     console = request.app[CONSOLE]
     ctype = request.headers.get("Content-Type", "")
     body = await request.read()
