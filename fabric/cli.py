@@ -161,7 +161,7 @@ def run_node(args: argparse.Namespace) -> int:
         console_token=args.console_token,
     )
     try:
-        return event_loop.run(_serve(Node(config)))
+        return event_loop.run(_serve(Node(config)), prefer_uvloop=args.type != "console")
     except IdentityError as exc:
         print(f"meshfabric: cannot boot: {exc}", file=sys.stderr)
         return EXIT_BOOT

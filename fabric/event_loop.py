@@ -8,8 +8,11 @@ in C (libuv): interleaved ``bench.produce`` runs put the gateway writer's cross-
 4,900-5,300 records/s, and the raw iroh round trip (the floor) 0.40 against 0.43 ms.
 
 ``MESHFABRIC_EVENT_LOOP`` picks it: ``uvloop`` (must be installed), ``asyncio``, or unset /
-``auto`` (uvloop if importable). The benchmarks run their own side (the raw echo, the boot
-bench's nodes) on the same loop as the nodes, so ratios compare like with like.
+``auto``: uvloop if importable, except for the console node, which keeps asyncio's loop. The
+console serves a web page to a few people and is on no record's path; uvloop would add ~1.2 MB
+to the node that is already the largest (~58.5 MB idle in a 5-node mesh, ~59.8 on uvloop,
+against a 60 MB budget). The benchmarks run their own side (the raw echo, the boot bench's
+nodes) on the nodes' loop, so ratios compare like with like.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ def _uvloop_runner() -> Callable[[Coroutine[Any, Any, T]], T] | None:
     return uvloop.run
 
 
-def chosen(environ: Mapping[str, str] = os.environ) -> str:
-    """The loop ``run`` uses: ``"uvloop"`` or ``"asyncio"``. A bad value, or ``uvloop`` asked
-    for and not installed, is a ``ConfigError`` naming the variable."""
+def chosen(environ: Mapping[str, str] = os.environ, prefer_uvloop: bool = True) -> str:
+    """The loop ``run`` uses: ``"uvloop"`` or ``"asyncio"``; ``prefer_uvloop`` is what ``auto``
+    means where uvloop is installed. A bad value, or ``uvloop`` asked for and not installed,
+    is a ``ConfigError`` naming the variable."""
     raw = environ.get(ENV, "").strip().lower() or "auto"
     if raw not in CHOICES:
         raise ConfigError(f"{ENV}={raw!r}: expected one of {', '.join(CHOICES)}")
@@ -44,15 +48,16 @@ def chosen(environ: Mapping[str, str] = os.environ) -> str:
     if raw == "uvloop" and not available:
         raise ConfigError(f"{ENV}=uvloop but uvloop is not installed (pip install uvloop), "
                           f"or set {ENV}=asyncio")
-    if raw == "asyncio" or not available:
-        return "asyncio"
-    return "uvloop"
+    if raw == "uvloop" or (raw == "auto" and available and prefer_uvloop):
+        return "uvloop"
+    return "asyncio"
 
 
-def run(main: Coroutine[Any, Any, T], environ: Mapping[str, str] = os.environ) -> T:
-    """``asyncio.run(main)`` on the chosen loop."""
+def run(main: Coroutine[Any, Any, T], environ: Mapping[str, str] = os.environ,
+        prefer_uvloop: bool = True) -> T:
+    """``asyncio.run(main)`` on the chosen loop (see ``chosen``)."""
     try:
-        which = chosen(environ)
+        which = chosen(environ, prefer_uvloop)
     except ConfigError:
         main.close()  # never awaited: say so quietly, not with a RuntimeWarning
         raise

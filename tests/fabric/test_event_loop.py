@@ -25,6 +25,14 @@ def test_the_choice_follows_the_variable_and_defaults_to_uvloop(value, expected)
     assert event_loop.run(running_loop_kind(), environ) == expected
 
 
+@pytest.mark.parametrize("value, expected", [(None, "asyncio"), ("auto", "asyncio"), ("uvloop", "uvloop"),
+                                             ("asyncio", "asyncio")])
+def test_auto_can_prefer_asyncio_and_an_explicit_choice_still_wins(value, expected):
+    environ = {} if value is None else {event_loop.ENV: value}
+    assert event_loop.chosen(environ, prefer_uvloop=False) == expected
+    assert event_loop.run(running_loop_kind(), environ, prefer_uvloop=False) == expected
+
+
 def test_a_bad_value_is_a_clear_error_and_the_coroutine_is_not_left_unawaited(recwarn):
     main = running_loop_kind()
     with pytest.raises(ConfigError, match=r"MESHFABRIC_EVENT_LOOP='trio': expected one of auto, uvloop, asyncio"):

@@ -63,6 +63,8 @@ def test_a_node_process_runs_with_the_node_gc_thresholds_on_uvloop(spawn, tmp_pa
     status = control.request_sync(node.control_path, "status")
     assert tuple(status["gc"]["thresholds"]) == NODE_THRESHOLDS
     assert status["event_loop"] == "uvloop"
+    console = spawn("mesh1", "console")  # keeps asyncio's loop unless told (see fabric/event_loop.py)
+    assert control.request_sync(console.control_path, "status")["event_loop"] == "asyncio"
     kept = NodeProcess("mesh1", "registry", tmp_path / "kept", env={ENV: "default", event_loop.ENV: "asyncio"})
     try:
         kept.start().wait_ready(timeout=20)
