@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -42,7 +44,15 @@ def test_a_bad_value_is_a_clear_error_and_the_coroutine_is_not_left_unawaited(re
 
 
 def test_asking_for_uvloop_without_it_names_the_fix(monkeypatch):
-    monkeypatch.setattr(event_loop, "_uvloop_runner", lambda: None)
+    monkeypatch.setattr(event_loop, "_uvloop_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"uvloop is not installed \(pip install uvloop\), or set MESHFABRIC_EVENT_LOOP=asyncio"):
         event_loop.chosen({event_loop.ENV: "uvloop"})
     assert event_loop.chosen({}) == "asyncio"  # auto falls back quietly
+
+
+def test_choosing_asyncio_does_not_load_uvloop():
+    code = ("import sys; from fabric import event_loop; "
+            "print(event_loop.chosen({}, prefer_uvloop=False), event_loop.chosen({event_loop.ENV: 'asyncio'}), "
+            "'uvloop' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["asyncio", "asyncio", "False"]
