@@ -10,8 +10,8 @@ in C (libuv): interleaved ``bench.produce`` runs put the gateway writer's cross-
 ``MESHFABRIC_EVENT_LOOP`` picks it: ``uvloop`` (must be installed), ``asyncio``, or unset /
 ``auto``: uvloop if importable, except for the console node, which keeps asyncio's loop. The
 console serves a web page to a few people and is on no record's path; uvloop would add ~1.2 MB
-to the node that is already the largest (~58.5 MB idle in a 5-node mesh, ~59.8 on uvloop,
-against a 60 MB budget). The benchmarks run their own side (the raw echo, the boot bench's
+to the node that is already the largest (~56.7 MB idle in a 5-node mesh, against a 60 MB
+budget; the others ~47 MB on uvloop). The benchmarks run their own side (the raw echo, the boot bench's
 nodes) on the nodes' loop, so ratios compare like with like.
 """
 
@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 
 def _uvloop_installed() -> bool:
-    """Whether uvloop can be imported, without importing it (~1.2 MB a process that keeps asyncio's loop would pay)."""
+    """Whether uvloop can be imported, without importing it (~1.2 MB that a process keeping
+    asyncio's loop would pay for nothing)."""
     return importlib.util.find_spec("uvloop") is not None
 
 
