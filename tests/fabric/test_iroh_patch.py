@@ -108,3 +108,67 @@ def test_the_continuation_is_patched_and_echoes_still_work():
             await a.close()
 
     asyncio.run(asyncio.wait_for(echo_many(), 30))
+
+
+def _original_lower(converter, value):
+    """The generated ``_UniffiConverterRustBuffer.lower``, as shipped in iroh 1.2.0."""
+    with iroh_ffi._UniffiRustBuffer.alloc_with_builder() as builder:
+        converter.write(value, builder)
+        return builder.finalize()
+
+
+def _original_lift(converter, rbuf):
+    """The generated ``_UniffiConverterRustBuffer.lift``."""
+    with rbuf.consume_with_stream() as stream:
+        return converter.read(stream)
+
+
+CONVERTERS = [
+    (iroh_ffi._UniffiFfiConverterBytes, st.binary(max_size=3000)),
+    (iroh_ffi._UniffiFfiConverterOptionalBytes, st.none() | st.binary(max_size=200)),
+    (iroh_ffi._UniffiFfiConverterSequenceBytes, st.lists(st.binary(max_size=50), max_size=8)),
+    (iroh_ffi._UniffiFfiConverterSequenceString, st.lists(st.text(max_size=20), max_size=8)),
+]
+
+
+def test_the_converters_use_the_patched_lift_and_lower():
+    assert iroh_patch.apply() is True
+    for converter, _ in CONVERTERS:
+        assert converter.lift.__func__.__qualname__ == "_make_converters.<locals>.lift"
+        assert converter.lower.__func__.__qualname__ == "_make_converters.<locals>.lower"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_patched_lift_and_lower_match_the_generated_code(data):
+    iroh_patch.apply()
+    for converter, values in CONVERTERS:
+        value = data.draw(values)
+        patched, original = converter.lower(value), _original_lower(converter, value)
+        assert bytes(patched.data[0:patched.len]) == bytes(original.data[0:original.len])
+        assert converter.lift(patched) == value == _original_lift(converter, original)  # both freed
+
+
+def test_a_lift_with_junk_left_over_fails_and_frees_the_buffer(monkeypatch):
+    iroh_patch.apply()
+    builder = iroh_ffi._UniffiRustBufferBuilder()
+    builder.write_i32(1)
+    builder.write(b"x" + b"junk")
+    rbuf = builder.finalize()
+    freed = []
+    original_free = iroh_ffi._UniffiRustBuffer.free
+    monkeypatch.setattr(iroh_ffi._UniffiRustBuffer, "free", lambda self: (freed.append(1), original_free(self)))
+    with pytest.raises(RuntimeError, match="junk data left in buffer"):
+        iroh_ffi._UniffiFfiConverterBytes.lift(rbuf)
+    assert freed == [1]
+
+
+def test_a_lower_that_fails_discards_its_buffer(monkeypatch):
+    iroh_patch.apply()
+    discarded = []
+    original_discard = iroh_ffi._UniffiRustBufferBuilder.discard
+    monkeypatch.setattr(iroh_ffi._UniffiRustBufferBuilder, "discard",
+                        lambda self: (discarded.append(1), original_discard(self)))
+    with pytest.raises(TypeError):
+        iroh_ffi._UniffiFfiConverterBytes.lower("not bytes")
+    assert discarded == [1]
