@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-from typing import Any, Coroutine, Mapping, TypeVar
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 

@@ -34,10 +34,9 @@ def make_spans(tracer: trace.Tracer) -> None:
         for kind in (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER, SpanKind.INTERNAL):
             with tracer.start_as_current_span(f"child {kind.name}", kind=kind, links=[link]):
                 pass
-        with pytest.raises(ValueError):
-            with tracer.start_as_current_span("failing") as failing:
-                failing.set_status(Status(StatusCode.ERROR, "broker down"))  # the exception's wins
-                raise ValueError("bad")
+        with pytest.raises(ValueError), tracer.start_as_current_span("failing") as failing:
+            failing.set_status(Status(StatusCode.ERROR, "broker down"))  # the exception's wins
+            raise ValueError("bad")
         with tracer.start_as_current_span("ok") as ok:
             ok.set_status(Status(StatusCode.OK))
 
