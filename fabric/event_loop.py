@@ -11,10 +11,10 @@ in C (libuv): interleaved ``bench.produce`` runs put the gateway writer's cross-
 ``auto``: uvloop if importable, except for the console node, which keeps asyncio's loop. The
 console serves a web page to a few people and is on no record's path; uvloop would add ~1.2 MB
 to the node that is already the largest (~56.7 MB idle in a 5-node mesh, against a 60 MB
-budget; the others ~47 MB on uvloop). Set ``asyncio`` to debug a node with asyncio's own tooling
-(``PYTHONASYNCIODEBUG=1``: slow-callback warnings, never-retrieved exceptions with their
-tracebacks), which uvloop does not fully provide. The benchmarks run their own side (the raw echo, the boot bench's
-nodes) on the nodes' loop, so ratios compare like with like.
+budget; the others ~47 MB on uvloop). ``asyncio`` is also the way to debug a node on the
+standard loop and its debug mode (``PYTHONASYNCIODEBUG=1``). The benchmarks run their own
+side (the raw echo, the boot bench's nodes) on the nodes' loop, so ratios compare like with
+like.
 """
 
 from __future__ import annotations
