@@ -3,7 +3,8 @@
 The gateway and the broker run on one machine, so their span timestamps share a clock: the gap
 between the gateway's ``send`` starting and the broker's ``receive`` starting is the request's
 way through framing, the transport and the broker's dispatch, and so on. Each segment is the
-median over the last sequential produces both nodes still hold in their rings of recent spans.
+median over sequential produces whose spans both nodes hold in their rings of recent spans
+(``bench.produce`` reads the rings after every chunk of produces).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ types OTel allows, sequences as tuples; anything else falls back to the SDK), an
 hands itself, an SDK ``ReadableSpan`` (a subclass, frozen once ended, as the SDK's own span
 is), to the provider's span processors: the ring of recent spans and the
 ``BatchSpanProcessor`` with the OTLP exporter see what the SDK would give them. A span is
-three objects kept (itself, its attributes, its context): the ring holds 2048 of them, and
+three objects kept (itself, its attributes, its context): the ring holds 256 of them, and
 every object it holds is one the garbage collector walks.
 Under the default sampler (``ParentBased(ALWAYS_ON)``) a root span is sampled without asking
 it; the ``ContextVar`` behind OTel's default runtime context is read and set directly.

@@ -75,13 +75,24 @@ class PrivateRandomIdGenerator(IdGenerator):
         return trace_id
 
 
+RECENT_SPANS_ENV = "MESHFABRIC_RECENT_SPANS"
+DEFAULT_RECENT_SPANS = 256
+
+
 class RecentSpans(SpanProcessor):
-    """Keeps the last ``capacity`` finished spans in memory (for the control socket).
+    """Keeps the last ``capacity`` finished spans in memory (for the control socket's ``spans``).
 
     No lock: a bounded deque's ``append`` and ``list(deque)`` each run in C under the GIL.
+
+    Small on purpose: every span in the ring is ~1 KB kept alive, and a new span reuses the
+    memory of the one that left the ring, cold in the CPU's caches when the ring is large.
+    Interleaved under load (32 produces in flight, CPU per record in each process): a ring of
+    2,048 cost ~8-11 µs a record in the gateway and the broker each over one of 256 (which is
+    within ~1 µs of 16); throughput with every span recorded 6,192 against 6,968 records/s,
+    with the SDK off 7,567.
     """
 
-    def __init__(self, capacity: int = 2048) -> None:
+    def __init__(self, capacity: int = DEFAULT_RECENT_SPANS) -> None:
         self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=capacity)
         self.on_end = self._spans.append  # type: ignore[method-assign]  # one call less a span
 
@@ -111,6 +122,22 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     )
 
 
+def recent_capacity_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """How many recent spans a node keeps for its control socket: ``MESHFABRIC_RECENT_SPANS``
+    (an integer >= 1), else 256."""
+    raw = environ.get(RECENT_SPANS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RECENT_SPANS
+    try:
+        capacity = int(raw)
+    except ValueError:
+        capacity = 0
+    if capacity < 1:
+        raise ConfigError(f"{RECENT_SPANS_ENV}={raw!r}: expected an integer >= 1 "
+                          f"(the recent spans a node keeps; default {DEFAULT_RECENT_SPANS})")
+    return capacity
+
+
 def node_resource(labels: NodeLabels) -> Resource:
     """The SDK's default resource, ``OTEL_RESOURCE_ATTRIBUTES``, then the node's own labels.
 
@@ -129,7 +156,7 @@ class Telemetry:
     """A node's tracer provider: resource = the node's name and labels."""
 
     def __init__(self, labels: NodeLabels, exporter: SpanExporter | None = None,
-                 recent_capacity: int = 2048) -> None:
+                 recent_capacity: int = DEFAULT_RECENT_SPANS) -> None:
         resource = node_resource(labels)
         self.labels = labels
         # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op: the
@@ -147,7 +174,7 @@ class Telemetry:
 
     @classmethod
     def from_env(cls, labels: NodeLabels) -> "Telemetry":
-        return cls(labels, exporter_from_env())
+        return cls(labels, exporter_from_env(), recent_capacity_from_env())
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))

@@ -136,6 +136,21 @@ def test_recent_keeps_only_the_last_spans(made):
     assert [s.name for s in t.recent.snapshot()] == ["s2", "s3", "s4"]
 
 
+def test_the_ring_size_comes_from_the_environment(made, monkeypatch):
+    assert telemetry.recent_capacity_from_env({}) == telemetry.DEFAULT_RECENT_SPANS == 256
+    assert telemetry.recent_capacity_from_env({telemetry.RECENT_SPANS_ENV: " 2048 "}) == 2048
+    for bad in ("0", "-5", "many"):
+        with pytest.raises(ConfigError, match=rf"MESHFABRIC_RECENT_SPANS='{bad}': expected an integer >= 1"):
+            telemetry.recent_capacity_from_env({telemetry.RECENT_SPANS_ENV: bad})
+    monkeypatch.setenv(telemetry.RECENT_SPANS_ENV, "2")
+    t = Telemetry.from_env(LABELS)
+    made.append(t)
+    for i in range(3):
+        with t.tracer.start_as_current_span(f"s{i}"):
+            pass
+    assert [s.name for s in t.recent.snapshot()] == ["s1", "s2"]
+
+
 def test_span_to_dict_is_plain_values(made):
     t = local_telemetry(made)
     with t.tracer.start_as_current_span("parent") as parent:
