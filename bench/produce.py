@@ -331,7 +331,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of baselines and writer runs")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="interleaved rounds of baselines and writer runs (tracing's cost: the median of the "
+                             "rounds' paired ratios)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsync-to", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
