@@ -42,7 +42,7 @@ _SCALARS = frozenset((str, bool, int, float))
 _INVALID = object()
 _FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
 _STR = frozenset((str,))
-_UNSET = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
+UNSET_STATUS = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
 
 
 def _context_var() -> Any:
@@ -111,7 +111,7 @@ class LeanSpan(trace.Span, ReadableSpan):
                  set_status_on_exception: bool) -> None:
         self._tracer, self._name, self._context, self._parent, self._kind = tracer, name, context, parent, kind
         self._attributes, self._events, self._links = attributes, (), ()  # lists once one is added
-        self._status, self._resource, self._instrumentation_scope = _UNSET, tracer.resource, tracer.scope
+        self._status, self._resource, self._instrumentation_scope = UNSET_STATUS, tracer.resource, tracer.scope
         self._instrumentation_info = None
         self._start_time, self._end_time = start_time, None
         self._record_exception, self._set_status_on_exception = record_exception, set_status_on_exception

@@ -111,11 +111,18 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
         return None
     protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    from . import otlp_encoder  # protobuf: loaded only by a node that exports
+
+    own_encoder = otlp_encoder.encoder_from_env(environ) == "own"
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        if own_encoder:
+            otlp_encoder.adopt_in_http_exporter()
         return OTLPSpanExporter()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        if own_encoder:
+            otlp_encoder.adopt_in_grpc_exporter()
         return GrpcExporter()
     raise ConfigError(
         f"unsupported OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use 'http/protobuf' or 'grpc'"
