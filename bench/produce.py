@@ -7,6 +7,11 @@ the first two, each measured alone; beside it, the same round trip with the echo
 appending 100 B to a file and fsyncing it before each echo (the composite: what a produce with
 no code of ours between the transport and the disk would take, wake-ups included). Run:
 ``python -m bench.produce``.
+
+Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
+(kept in the nodes' rings only), 1% of traces sampled, every span recorded and exported over
+OTLP/HTTP to a sink (with the nodes' encoder, and with the SDK's for comparison), and the SDK
+off: the baseline of tracing's cost.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import iroh
 from bench.breakdown import breakdown
 from bench.isolation import _MARK as SAME_NETWORK
 from bench.isolation import ensure_isolated
+from bench.otlp_sink import OtlpSink
 from bench.report import save, summary_ms, table
 from fabric import control, event_loop
 from fabric.client import FabricClient
@@ -41,6 +47,18 @@ TRACING = {
     "sampled 1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
     "off": {"OTEL_SDK_DISABLED": "true"},
 }
+# Every span recorded and exported over OTLP/HTTP (to a sink: ``bench/otlp_sink.py``), with
+# the nodes' encoder (``fabric/otlp_encoder.py``) and, for comparison, the SDK's own.
+EXPORTED = {
+    "exported": {},
+    "exported, SDK encoder": {"MESHFABRIC_OTLP_ENCODER": "sdk"},
+}
+
+
+def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
+    """Every mode measured, with its nodes' environment (exports go to ``endpoint``)."""
+    exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    return {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()}}
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 WARMUP = 20  # round trips (and produces) before any is timed
 
@@ -251,29 +269,31 @@ async def main(args: argparse.Namespace) -> None:
     """Every tracing mode's cluster runs at once; the baselines and the writer figures are
     measured in ``rounds`` interleaved rounds (baseline, then each mode), so a noisy machine
     hits all of them alike: latencies pooled, throughputs the median round."""
-    with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp, OtlpSink() as sink:
         root = Path(tmp)
         clusters: dict[str, dict[str, NodeProcess]] = {}
         rtts: list[float] = []
         composite: list[float] = []
         fsync_samples: list[float] = []
         raw: list[float] = []
-        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in TRACING}
+        modes = tracing_modes(sink.endpoint)
+        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in modes}
         try:
-            for tracing, env in TRACING.items():
-                clusters[tracing] = start_cluster(root / f"tracing-{tracing}", env)
+            for tracing, env in modes.items():
+                clusters[tracing] = start_cluster(root / f"tracing-{tracing.replace(' ', '_')}", env)
             results: dict = {"runs": {}}
-            for tracing, env in TRACING.items():
-                with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
-                    results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
+            for tracing, env in modes.items():
+                results["runs"][tracing] = {}
+                if tracing in TRACING:  # every path for these; the writer's alone for the exporting ones
+                    with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
+                        results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
                 writer_run(clusters[tracing], WARMUP, args.concurrency)  # warm up the writer's path
-            modes = list(TRACING)
             async with RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync:
                 for i in range(args.rounds):
                     rtts += await echo.round_trips(args.records)
                     fsync_samples += fsyncs(root, args.records)
                     composite += await echo_fsync.round_trips(args.records)
-                    order = modes[i % len(modes):] + modes[:i % len(modes)]  # each goes first in turn
+                    order = list(modes)[i % len(modes):] + list(modes)[:i % len(modes)]  # each goes first in turn
                     for tracing in order:
                         rounds[tracing].append(writer_run(clusters[tracing], args.records, args.concurrency))
                     raw.append(await echo.throughput(args.records * 20, args.concurrency))
@@ -284,7 +304,10 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             for nodes in clusters.values():
                 for node in nodes.values():
-                    node.stop()
+                    node.stop()  # a node exports what it still holds as it stops
+        exported = {"requests": sink.requests, "spans": sink.spans, "rejected": sink.rejected}
+    if exported["rejected"] or not exported["spans"]:
+        raise RuntimeError(f"the exporting nodes' spans did not all reach the OTLP sink: {exported}")
     local_samples = await in_process_round_trips(args.records)
     rtt, fs, raw_rps = summary_ms(rtts), summary_ms(fsync_samples), statistics.median(raw)
     both = summary_ms(composite)
@@ -303,6 +326,7 @@ async def main(args: argparse.Namespace) -> None:
             "p50_ms": float("nan"), "p99_ms": float("nan"),
             "throughput_rps": statistics.median(r["batched_rps"] for r in done)}
     results["tracing_cost"] = tracing_cost(rounds)
+    results["exported"] = exported
     local = results["baseline"]["raw_rtt_in_process"]
     rows = [["raw iroh round trip (64 B, open stream, 2 processes)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
             ["  the same, both ends in one process (reference)", "-", local["p50_ms"], local["p99_ms"], "-", "-", "-"],
@@ -323,6 +347,8 @@ async def main(args: argparse.Namespace) -> None:
               f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs, "
               f"fsync {fs['p50_ms'] * 1e3:.0f} µs)\n")
         print(table(["segment", "p50 µs"], segments))
+    print(f"\nexported to the OTLP sink: {exported['spans']} spans in {exported['requests']} requests "
+          f"({exported['rejected']} rejected)")
     print(f"\nresults: {save('produce', results)}")
 
 

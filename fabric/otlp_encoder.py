@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_INT64 = range(-(1 << 63), 1 << 63)
+_INT64_LIMIT = 1 << 63
+_INT64 = range(-_INT64_LIMIT, _INT64_LIMIT)
+_UINT64_MASK = (1 << 64) - 1  # a negative int64 is sent as its two's complement
 _SMALL = [bytes((i,)) for i in range(128)]  # the varints of 0-127: one byte each
 _CACHE_LIMIT = 4096  # encoded key-values kept; cleared when full (values that never repeat)
 
@@ -79,7 +81,9 @@ _EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTE, _EVENT_DROPPED = b"\x09", b"\x12", b
 _LINK_TRACE_ID, _LINK_SPAN_ID, _LINK_ATTRIBUTE, _LINK_DROPPED, _LINK_FLAGS = (
     b"\x0a\x10", b"\x12\x08", b"\x22", b"\x28", b"\x35")
 _STATUS_MESSAGE, _STATUS_CODE = b"\x12", b"\x18"
-_PACK_FIXED64, _PACK_FIXED32, _PACK_DOUBLE = struct.Struct("<Q").pack, struct.Struct("<I").pack, struct.Struct("<d").pack
+_PACK_FIXED64 = struct.Struct("<Q").pack
+_PACK_FIXED32 = struct.Struct("<I").pack
+_PACK_DOUBLE = struct.Struct("<d").pack
 _KINDS = [b"\x30\x01", b"\x30\x02", b"\x30\x03", b"\x30\x04", b"\x30\x05"]  # by SpanKind value: OTLP's is 1 more
 
 
@@ -94,7 +98,7 @@ def _value(value: Any) -> bytes:
     if isinstance(value, int):
         if value not in _INT64:
             raise ValueError(f"Value out of range: {value}")
-        return _ANY_INT + _varint(value & 0xFFFFFFFFFFFFFFFF)
+        return _ANY_INT + _varint(value & _UINT64_MASK)
     if isinstance(value, float):
         return _ANY_DOUBLE + _PACK_DOUBLE(value)
     if isinstance(value, bytes):
@@ -127,6 +131,7 @@ class _Encoder:
         self._strings: dict[bytes, dict[tuple[str, str], bytes]] = {}  # tag -> (key, str value) -> field
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id -> (the object, kept alive; bytes)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
+        self._keys: dict[str, bytes] = {}  # attribute key -> its KeyValue.key field (keys are few)
 
     def attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         """Each attribute as a ``KeyValue`` field; one the SDK could not encode is dropped
@@ -146,10 +151,27 @@ class _Encoder:
                     if len(strings) >= _CACHE_LIMIT:
                         strings.clear()
                     strings[(key, value)] = encoded
+            elif (type(value) is int and -_INT64_LIMIT <= value < _INT64_LIMIT
+                  and (key_field := self._key(key)) is not None):
+                any_value = _ANY_INT + _varint(value & _UINT64_MASK)  # offsets, sequences: not cached
+                encoded = _field(tag, key_field + _KV_VALUE + _SMALL[len(any_value)] + any_value)
             elif (encoded := _attribute(tag, key, value)) is None:
                 continue
             out.append(encoded)
         return b"".join(out)
+
+    def _key(self, key: str) -> bytes | None:
+        """A ``KeyValue``'s key field, or ``None`` if ``key`` is not valid UTF-8 text."""
+        field = self._keys.get(key)
+        if field is None:
+            try:
+                field = _field(_KV_KEY, key.encode()) if key else b""
+            except UnicodeEncodeError:
+                return None  # the caller's general path drops and logs it
+            if len(self._keys) >= _CACHE_LIMIT:
+                self._keys.clear()
+            self._keys[key] = field
+        return field
 
     def resource(self, resource: Any) -> bytes:
         kept = self._resources.get(id(resource))

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_trace_exporter
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_trace_exporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -42,8 +44,9 @@ def assert_same_as_the_sdk(spans: list[ReadableSpan]) -> None:
 # -- spans of every shape, built directly ----------------------------------------
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)  # no lone surrogates
+not_utf8 = st.sampled_from(["\ud800", "a\udfffb"])  # a key or value like these: dropped by both
 scalars = st.one_of(
-    texts, st.booleans(), st.integers(-(2**70), 2**70),  # beyond int64: dropped by both
+    texts, not_utf8, st.booleans(), st.integers(-(2**70), 2**70),  # beyond int64: dropped by both
     st.floats(allow_nan=False), st.binary(max_size=8), st.none(),
 )
 values = st.one_of(
@@ -53,8 +56,8 @@ values = st.one_of(
     st.dictionaries(texts, scalars, max_size=2),  # a kvlist
     st.just(object()),  # no encoding for it: dropped (and logged) by both
 )
-attribute_dicts = st.dictionaries(st.sampled_from(["", "a", "k", "mesh.id", "messaging.system", "ü"]) | texts,
-                                  values, max_size=5)
+keys = st.sampled_from(["", "a", "k", "mesh.id", "messaging.system", "ü"]) | texts | not_utf8
+attribute_dicts = st.dictionaries(keys, values, max_size=5)
 trace_ids = st.integers(1, 2**128 - 1)
 span_ids = st.integers(1, 2**64 - 1)
 trace_states = st.sampled_from([TraceState(), TraceState([("vendor", "value")]),
@@ -122,6 +125,14 @@ def test_an_attribute_it_cannot_encode_is_dropped_and_logged(caplog):
     assert kept == ["before", "after"]
     assert "too.big" in caplog.text and "thing" in caplog.text
     assert_same_as_the_sdk([span])
+
+
+def test_a_name_that_is_not_utf8_fails_the_batch_as_with_the_sdk():
+    span = ReadableSpan("\ud800", SpanContext(1, 2, False), resource=RESOURCES[0])
+    with pytest.raises(UnicodeEncodeError):
+        encode_spans([span])
+    with pytest.raises(UnicodeEncodeError):  # the exporter logs it and reports the batch failed
+        encode_request([span])
 
 
 def test_a_value_shared_by_the_resource_and_a_span_is_encoded_for_each():
