@@ -9,9 +9,9 @@ no code of ours between the transport and the disk would take, wake-ups included
 ``python -m bench.produce``.
 
 Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
-(kept in the nodes' rings only), 1% of traces sampled, every span recorded and exported over
-OTLP/HTTP to a sink (with the nodes' encoder, and with the SDK's for comparison), and the SDK
-off: the baseline of tracing's cost.
+(kept in the nodes' rings only), 1% of traces sampled, spans exported over OTLP/HTTP to a sink
+(every span or 1% of traces; every span with the SDK's encoder too, for comparison), and the
+SDK off: the baseline of tracing's cost.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ TRACING = {
     "sampled 1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
     "off": {"OTEL_SDK_DISABLED": "true"},
 }
-# Every span recorded and exported over OTLP/HTTP (to a sink: ``bench/otlp_sink.py``), with
-# the nodes' encoder (``fabric/otlp_encoder.py``) and, for comparison, the SDK's own.
+# Spans exported over OTLP/HTTP (to a sink: ``bench/otlp_sink.py``): every span, 1% of traces,
+# and every span with the SDK's own encoder instead of the nodes' (``fabric/otlp_encoder.py``).
 EXPORTED = {
     "exported": {},
+    "exported, 1% sampled": TRACING["sampled 1%"],
     "exported, SDK encoder": {"MESHFABRIC_OTLP_ENCODER": "sdk"},
 }
 
