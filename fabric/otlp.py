@@ -38,8 +38,13 @@ class OtlpBodyError(Exception):
         self.message = message
 
 
+_SCALAR_VALUES = frozenset(("string_value", "bool_value", "int_value", "double_value", "bytes_value"))
+
+
 def _value(v: AnyValue) -> Any:
     kind = v.WhichOneof("value")
+    if kind in _SCALAR_VALUES:
+        return getattr(v, kind)
     if kind == "array_value":
         return [_value(x) for x in v.array_value.values]
     if kind == "kvlist_value":
@@ -48,7 +53,12 @@ def _value(v: AnyValue) -> Any:
 
 
 def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
+    out = {}
+    for kv in kvs:
+        value = kv.value
+        kind = value.WhichOneof("value")  # the scalars inline: most attributes are one
+        out[kv.key] = getattr(value, kind) if kind in _SCALAR_VALUES else _value(value)
+    return out
 
 
 def _hex_id(raw: bytes, size: int, what: str) -> str:
@@ -57,39 +67,52 @@ def _hex_id(raw: bytes, size: int, what: str) -> str:
     return raw.hex()
 
 
-def _enum_name(enum: Any, value: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(value)).removeprefix(prefix)
-    except ValueError:  # a value newer than our protos: keep the number
-        return str(value)
+def _check_ids(trace_id: bytes, span_id: bytes, parent: bytes) -> None:
+    if len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8):
+        _hex_id(trace_id, 16, "trace_id")
+        _hex_id(span_id, 8, "span_id")
+        _hex_id(parent, 8, "parent_span_id")
+
+
+def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
+    return {number: name.removeprefix(prefix) for name, number in enum.items()}
+
+
+_KIND_NAMES = _enum_names(trace_pb2.Span.SpanKind, "SPAN_KIND_")
+_STATUS_NAMES = _enum_names(trace_pb2.Status.StatusCode, "STATUS_CODE_")
 
 
 def decode_request(request: ExportRequest) -> list[CapturedSpan]:
-    """Flatten an ``ExportTraceServiceRequest`` into spans; ``ValueError`` on bad ids."""
+    """Flatten an ``ExportTraceServiceRequest`` into spans; ``ValueError`` on bad ids.
+
+    An enum value newer than our protos keeps its number (as a string)."""
     spans = []
     for rs in request.resource_spans:
         resource = _attrs(rs.resource.attributes)
         service = str(resource.get("service.name", ""))
         for ss in rs.scope_spans:
+            scope = ss.scope.name
             for sp in ss.spans:
+                trace_id, span_id, parent, status = sp.trace_id, sp.span_id, sp.parent_span_id, sp.status
+                _check_ids(trace_id, span_id, parent)
                 spans.append(
                     CapturedSpan(
-                        trace_id=_hex_id(sp.trace_id, 16, "trace_id"),
-                        span_id=_hex_id(sp.span_id, 8, "span_id"),
-                        parent_span_id=_hex_id(sp.parent_span_id, 8, "parent_span_id") if sp.parent_span_id else None,
+                        trace_id=trace_id.hex(),
+                        span_id=span_id.hex(),
+                        parent_span_id=parent.hex() if parent else None,
                         name=sp.name,
-                        kind=_enum_name(trace_pb2.Span.SpanKind, sp.kind, "SPAN_KIND_"),
+                        kind=_KIND_NAMES.get(sp.kind) or str(sp.kind),
                         start_ns=sp.start_time_unix_nano,
                         end_ns=sp.end_time_unix_nano,
-                        status=_enum_name(trace_pb2.Status.StatusCode, sp.status.code, "STATUS_CODE_"),
-                        status_message=sp.status.message,
+                        status=_STATUS_NAMES.get(status.code) or str(status.code),
+                        status_message=status.message,
                         attributes=_attrs(sp.attributes),
                         resource=resource,
                         service_name=service,
-                        events=[(e.name, _attrs(e.attributes)) for e in sp.events],
+                        events=[(e.name, _attrs(e.attributes)) for e in sp.events] if sp.events else [],
                         links=[(_hex_id(ln.trace_id, 16, "link trace_id"), _hex_id(ln.span_id, 8, "link span_id"))
-                               for ln in sp.links],
-                        scope=ss.scope.name,
+                               for ln in sp.links] if sp.links else [],
+                        scope=scope,
                     )
                 )
     return spans

@@ -24,7 +24,9 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 from fabric import otlp_encoder, telemetry
+from fabric.captured import from_sdk
 from fabric.errors import ConfigError
+from fabric.otlp import decode_body
 from fabric.otlp_encoder import encode_request
 from fabric.spans import LeanSpan
 from fabric.telemetry import NodeLabels, Telemetry
@@ -244,3 +246,34 @@ def test_an_encoder_it_does_not_know_is_left_alone(sdk_encoders, caplog):
     assert "not the SDK's encoder" in caplog.text
     assert otlp_encoder.adopt_in_grpc_exporter() is True
     assert otlp_encoder.adopt_in_grpc_exporter() is True  # idempotent
+
+
+# -- and back: what a receiver makes of it ---------------------------------------
+
+encodable_scalars = st.one_of(texts, st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
+                              st.binary(max_size=8), st.none())
+encodable_values = st.one_of(encodable_scalars, st.lists(encodable_scalars, max_size=3),
+                             st.dictionaries(texts, encodable_scalars, max_size=2))
+encodable_attributes = st.dictionaries(texts, encodable_values, max_size=5)
+
+
+@st.composite
+def encodable_spans(draw: st.DrawFn) -> ReadableSpan:
+    """Spans of one resource and scope (so the request keeps their order), every attribute
+    encodable (so none is dropped)."""
+    return ReadableSpan(
+        name=draw(texts), context=draw(span_contexts()), parent=draw(st.none() | span_contexts()),
+        resource=RESOURCES[0], attributes=draw(encodable_attributes),
+        events=draw(st.lists(st.builds(Event, texts, encodable_attributes, st.integers(0, 2**64 - 1)), max_size=2)),
+        links=draw(st.lists(st.builds(Link, span_contexts(), encodable_attributes), max_size=2)),
+        kind=draw(st.sampled_from(SpanKind)),
+        status=draw(st.sampled_from([Status(StatusCode.UNSET), Status(StatusCode.ERROR, "it broke")])),
+        start_time=draw(st.integers(0, 2**64 - 1)), end_time=draw(st.integers(0, 2**64 - 1)),
+        instrumentation_scope=SCOPES[1],
+    )
+
+
+@given(st.lists(encodable_spans(), max_size=5))
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_a_receiver_decodes_what_it_encodes_into_the_spans_themselves(batch):
+    assert decode_body(encode_request(batch), "application/x-protobuf") == [from_sdk(s) for s in batch]
