@@ -84,7 +84,7 @@ _STATUS_MESSAGE, _STATUS_CODE = b"\x12", b"\x18"
 _PACK_FIXED64 = struct.Struct("<Q").pack
 _PACK_FIXED32 = struct.Struct("<I").pack
 _PACK_DOUBLE = struct.Struct("<d").pack
-_KINDS = [b"\x30\x01", b"\x30\x02", b"\x30\x03", b"\x30\x04", b"\x30\x05"]  # by SpanKind value: OTLP's is 1 more
+_KINDS = [_SPAN_KIND + bytes((kind + 1,)) for kind in range(5)]  # by SpanKind's value: OTLP's is one more
 
 
 def _value(value: Any) -> bytes:
@@ -92,7 +92,7 @@ def _value(value: Any) -> bytes:
     if value is None:
         return b""
     if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
+        return _ANY_BOOL + (b"\x01" if value else b"\x00")
     if isinstance(value, str):
         return _field(_ANY_STRING, value.encode())
     if isinstance(value, int):
@@ -309,7 +309,7 @@ def _flags(context: SpanContext | None) -> int:
     return _HAS_IS_REMOTE
 
 
-_default = _Encoder()
+_default = _Encoder()  # one a process: its caches are dicts, safe to share between exporters
 
 
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
