@@ -27,6 +27,9 @@ README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
+SUMMARISED = ("boot", "produce", "cluster", "bringup")  # the results the summary needs (chaos: if there)
+
+
 def load(name: str, results: Path = RESULTS) -> dict:
     return json.loads((results / f"{name}.json").read_text())
 
@@ -34,7 +37,7 @@ def load(name: str, results: Path = RESULTS) -> dict:
 def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
     """(rows of the summary table, the machine the results came from), from the JSON files
     in ``results`` (default: the last run's, ``bench/results/``)."""
-    boot, produce, cluster, bringup = (load(n, results) for n in ("boot", "produce", "cluster", "bringup"))
+    boot, produce, cluster, bringup = (load(n, results) for n in SUMMARISED)
     rows = []
     ready, bind = boot["restart"]["mesh.node.ready"]["p50_ms"], boot["bind"]["p50_ms"]
     rows.append(["boot: mesh.node.ready (restart) / bare endpoint bind", f"{ready:.2f} / {bind:.2f} ms",
@@ -91,8 +94,8 @@ def chaos_rows(chaos: dict) -> list[list]:
              f"{healed:.2f} / {bringup:.2f} s", healed / bringup, "<= 1x"]]
 
 
-def render() -> str:
-    rows, where = summary()
+def render(results: Path = RESULTS) -> str:
+    rows, where = summary(results)
     loop = where.get("event_loop", "asyncio")
     head = (f"Measured {where['date']} on {where['cpus']} CPUs, {where['platform']}, Python {where['python']}, "
             f"{loop} event loop "
@@ -110,20 +113,25 @@ def update_readme(text: str) -> bool:
     return True
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     parser.add_argument("--render", action="store_true",
-                        help="run nothing: print the summary of the last results (and rewrite README.md's table)")
-    args = parser.parse_args()
+                        help="run nothing: print the summary of the results there are (and rewrite README.md's table)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="with --render: read these (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.render and not all((args.results / f"{name}.json").exists() for name in SUMMARISED):
+        print(f"no complete results in {args.results} (it needs {', '.join(SUMMARISED)}): run python -m bench first",
+              file=sys.stderr)
+        return 2
     for name in [] if args.render else args.only or SUITE:
         print(f"\n=== bench.{name}", flush=True)
         done = subprocess.run([sys.executable, "-m", f"bench.{name}", *SUITE[name]])
         if done.returncode != 0:
             print(f"bench.{name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode
-    text = render()
+    text = render(args.results)
     print("\n=== summary\n\n" + text)
     if not args.no_readme and update_readme(text):
         print(f"\n(README.md updated; machine: {machine()['platform']})")

@@ -1,18 +1,48 @@
-"""``python -m bench --render``: the summary of the last results, without running anything."""
+"""``python -m bench --render``: the summary of the results there are, without running anything."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench.__main__ import main
+
+MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
 
-def test_render_prints_the_last_results_and_runs_nothing():
-    done = subprocess.run([sys.executable, "-m", "bench", "--render", "--no-readme"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "=== bench." not in done.stdout  # no benchmark started
-    assert "cost of tracing, every span exported over OTLP/HTTP" in done.stdout
-    assert "memory per idle node" in done.stdout
+def writer(p50_ms: float, rps: float) -> dict:
+    return {"cross-mesh, writer on gateway": {"p50_ms": p50_ms, "throughput_rps": rps},
+            "cross-mesh, writer on gateway, batches of 16": {"throughput_rps": rps * 7}}
+
+
+def write_results(where: Path) -> None:
+    results = {
+        "boot": {"bind": {"p50_ms": 1.4}, "restart": {"mesh.node.ready": {"p50_ms": 2.1}}},
+        "produce": {"machine": MACHINE,
+                    "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000},
+                    "runs": {"on": writer(0.9, 6700), "off": writer(0.85, 7000), "exported": writer(0.9, 4900),
+                             "exported, SDK encoder": writer(0.95, 3000)},
+                    "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK encoder": 0.57}},
+        "cluster": {"kill_removed": {"p50_ms": 2600}, "rss_mb": {"max": 56.7}},
+        "bringup": {"runs": [{"meshes": 2, "nodes": 8, "backend": "local", "up_s": [1.6, 1.7, 1.65]}]},
+    }
+    for name, data in results.items():
+        (where / f"{name}.json").write_text(json.dumps(data))
+
+
+def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
+    write_results(tmp_path)
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "=== bench." not in out  # no benchmark started
+    assert "Measured 2026-11-26 04:51:15 UTC" in out
+    exported = next(line for line in out.splitlines() if "every span exported over OTLP/HTTP" in line)
+    assert "4900 vs 7000 rec/s" in exported and "0.3 " in exported
+    assert "the same with the SDK's OTLP encoder" in out
+    assert "1% of traces exported" not in out  # a mode the results do not have is left out
+    assert "56.7 MB" in out
+
+
+def test_render_without_results_says_what_to_run(tmp_path, capsys):
+    assert main(["--render", "--no-readme", "--results", str(tmp_path / "none")]) == 2
+    assert "run python -m bench first" in capsys.readouterr().err
