@@ -60,6 +60,8 @@ def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
     """Every mode measured, with its nodes' environment (exports go to ``endpoint``)."""
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     return {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()}}
+
+
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 WARMUP = 20  # round trips (and produces) before any is timed
 

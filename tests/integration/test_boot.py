@@ -83,3 +83,13 @@ def test_a_bad_event_loop_choice_stops_the_node_before_it_boots(tmp_path):
             node.start().wait_ready(timeout=20)
     finally:
         node.stop()
+
+
+def test_a_bad_otlp_encoder_choice_stops_an_exporting_node_before_it_is_ready(tmp_path):
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "MESHFABRIC_OTLP_ENCODER": "fastest"}
+    node = NodeProcess("mesh1", "registry", tmp_path / "bad", env=env)
+    try:
+        with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_OTLP_ENCODER='fastest'"):
+            node.start().wait_ready(timeout=20)
+    finally:
+        node.stop()
