@@ -170,6 +170,7 @@ def test_a_nodes_own_spans_encode_as_the_sdk_does(node_spans):
         with tracer.start_as_current_span("send t", kind=SpanKind.PRODUCER, attributes={"meshfabric.seq": 3}) as s:
             s.set_attribute("meshfabric.offset", 2**40)
             s.add_event("retry", {"attempt": 2, "ok": False})
+            s.add_link(SpanContext(7, 8, False), {"batch.index": 1})  # a link added to a lean span
         with pytest.raises(ValueError), tracer.start_as_current_span("fails"):
             raise ValueError("no such topic")
     with tracer.start_as_current_span("receive t", context=remote, kind=SpanKind.CONSUMER) as s:
