@@ -3,8 +3,9 @@
 The SDK's OTLP exporters encode a batch by building a protobuf message object for every span,
 attribute and value (``encode_spans``), and group spans by resource through
 ``Resource.__hash__``, a JSON dump of the resource per span. Measured in a node under load
-with every span exported, that encoding was most of the export thread's time, and the thread
-holds the GIL the node's event loop needs: ~40 µs a span, ~130 µs a record on a gateway.
+with every span exported, that encoding was most of the export thread's time (~30 µs a span;
+a gateway spent ~130 µs more CPU a record than with spans kept in its ring only), on cores the
+node's own work needs. This encoder: ~3.9 µs a span on the same spans.
 
 ``encode_request(spans)`` writes the same ``ExportTraceServiceRequest`` (the same fields and
 values, the same grouping by resource and instrumentation scope, the same handling of
