@@ -280,7 +280,8 @@ async def main(args: argparse.Namespace) -> None:
         fsync_samples: list[float] = []
         raw: list[float] = []
         modes = tracing_modes(sink.endpoint)
-        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in modes}
+        names = list(modes)
+        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in names}
         try:
             for tracing, env in modes.items():
                 clusters[tracing] = start_cluster(root / f"tracing-{tracing.replace(' ', '_')}", env)
@@ -296,7 +297,7 @@ async def main(args: argparse.Namespace) -> None:
                     rtts += await echo.round_trips(args.records)
                     fsync_samples += fsyncs(root, args.records)
                     composite += await echo_fsync.round_trips(args.records)
-                    order = list(modes)[i % len(modes):] + list(modes)[:i % len(modes)]  # each goes first in turn
+                    order = names[i % len(names):] + names[:i % len(names)]  # each goes first in turn
                     for tracing in order:
                         rounds[tracing].append(writer_run(clusters[tracing], args.records, args.concurrency))
                     raw.append(await echo.throughput(args.records * 20, args.concurrency))

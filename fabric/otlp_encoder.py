@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_INT64_LIMIT = 1 << 63
-_INT64 = range(-_INT64_LIMIT, _INT64_LIMIT)
+_INT64 = range(-(1 << 63), 1 << 63)
 _UINT64_MASK = (1 << 64) - 1  # a negative int64 is sent as its two's complement
 _SMALL = [bytes((i,)) for i in range(128)]  # the varints of 0-127: one byte each
 _CACHE_LIMIT = 4096  # encoded key-values kept; cleared when full (values that never repeat)
@@ -152,10 +151,9 @@ class _Encoder:
                     if len(strings) >= _CACHE_LIMIT:
                         strings.clear()
                     strings[(key, value)] = encoded
-            elif (type(value) is int and -_INT64_LIMIT <= value < _INT64_LIMIT
-                  and (key_field := self._key(key)) is not None):
+            elif type(value) is int and value in _INT64 and (key_field := self._key(key)) is not None:
                 any_value = _ANY_INT + _varint(value & _UINT64_MASK)  # offsets, sequences: not cached
-                encoded = _field(tag, key_field + _KV_VALUE + _SMALL[len(any_value)] + any_value)
+                encoded = _field(tag, key_field + _field(_KV_VALUE, any_value))
             elif (encoded := _attribute(tag, key, value)) is None:
                 continue
             out.append(encoded)
@@ -175,25 +173,16 @@ class _Encoder:
         return field
 
     def resource(self, resource: Any) -> bytes:
-        kept = self._resources.get(id(resource))
-        if kept is None or kept[0] is not resource:
-            if len(self._resources) >= 64:
-                self._resources.clear()
-            kept = self._resources[id(resource)] = (resource, self.attributes(_RESOURCE_ATTRIBUTE, resource.attributes))
-        return kept[1]
+        return _by_identity(self._resources, resource,
+                            lambda r: self.attributes(_RESOURCE_ATTRIBUTE, r.attributes))
 
     def scope(self, scope: Any) -> bytes:
         if scope is None:
             return b""
-        kept = self._scopes.get(id(scope))
-        if kept is None or kept[0] is not scope:
-            if len(self._scopes) >= 64:
-                self._scopes.clear()
-            encoded = ((_field(_SCOPE_NAME, scope.name.encode()) if scope.name else b"")
-                       + (_field(_SCOPE_VERSION, scope.version.encode()) if scope.version else b"")
-                       + self.attributes(_SCOPE_ATTRIBUTE, scope.attributes))
-            kept = self._scopes[id(scope)] = (scope, encoded)
-        return kept[1]
+        return _by_identity(self._scopes, scope, lambda s: (
+            (_field(_SCOPE_NAME, s.name.encode()) if s.name else b"")
+            + (_field(_SCOPE_VERSION, s.version.encode()) if s.version else b"")
+            + self.attributes(_SCOPE_ATTRIBUTE, s.attributes)))
 
     def span(self, span: ReadableSpan) -> bytes:
         if type(span) is LeanSpan:  # our own spans: their fields directly, never anything dropped
@@ -235,7 +224,7 @@ class _Encoder:
             out.append(_UNSET_STATUS_FIELD)
         else:
             out.append(_field(_SPAN_STATUS, _status(status)))
-        out.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _LOCAL_PARENT_FLAGS)
+        out += (_SPAN_FLAGS, _flags(parent))
         return b"".join(out)
 
     def event(self, event: Any) -> bytes:
@@ -249,7 +238,7 @@ class _Encoder:
         return (_LINK_TRACE_ID + ctx.trace_id.to_bytes(16, "big") + _LINK_SPAN_ID + ctx.span_id.to_bytes(8, "big")
                 + self.attributes(_LINK_ATTRIBUTE, link.attributes)
                 + (_LINK_DROPPED + _varint(link.dropped_attributes) if link.dropped_attributes else b"")
-                + _LINK_FLAGS + _PACK_FIXED32(_flags(ctx)))
+                + _LINK_FLAGS + _flags(ctx))
 
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The ``ExportTraceServiceRequest`` for ``spans``: one ``ResourceSpans`` per distinct
@@ -276,6 +265,17 @@ class _Encoder:
         return b"".join(out)
 
 
+def _by_identity(cache: dict[int, tuple[Any, bytes]], obj: Any, encode: Callable[[Any], bytes]) -> bytes:
+    """``encode(obj)``, remembered for this very object (kept alive in ``cache``, so its id is
+    not reused while there); at most 64 objects (a node has one resource and one scope)."""
+    kept = cache.get(id(obj))
+    if kept is None or kept[0] is not obj:
+        if len(cache) >= 64:
+            cache.clear()
+        kept = cache[id(obj)] = (obj, encode(obj))
+    return kept[1]
+
+
 def _group(groups: list[tuple[Any, list[tuple[Any, list[bytes]]]]], resource: Any, scope: Any) -> list[bytes]:
     """The list collecting spans of (``resource``, ``scope``): equal ones share a group, as
     the SDK groups by equality (its dict keys), not by identity."""
@@ -300,14 +300,13 @@ def _status(status: Any) -> bytes:
 
 
 _UNSET_STATUS_FIELD = _field(_SPAN_STATUS, b"")  # the status every span has unless one is set
-_LOCAL_PARENT_FLAGS = _SPAN_FLAGS + _PACK_FIXED32(_HAS_IS_REMOTE)
-_REMOTE_PARENT_FLAGS = _SPAN_FLAGS + _PACK_FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+_LOCAL_FLAGS = _PACK_FIXED32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = _PACK_FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
-def _flags(context: SpanContext | None) -> int:
-    if context is not None and context.is_remote:
-        return _HAS_IS_REMOTE | _IS_REMOTE
-    return _HAS_IS_REMOTE
+def _flags(context: SpanContext | None) -> bytes:
+    """A span's or link's ``flags`` value: whether the context it refers to is remote."""
+    return _REMOTE_FLAGS if context is not None and context.is_remote else _LOCAL_FLAGS
 
 
 _default = _Encoder()  # one a process: its caches are dicts, safe to share between exporters
