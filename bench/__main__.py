@@ -70,11 +70,7 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
         cost = paired.get(mode, 1 - traced / writer_off["throughput_rps"])  # paired by round when recorded
         rows.append([f"{label} (gateway writer throughput vs SDK off)",
                      f"{traced:.0f} vs {writer_off['throughput_rps']:.0f} rec/s", cost, target])
-    two = [r for r in bringup["runs"] if r["meshes"] == 2]
-    best = min(two, key=lambda r: sorted(r["up_s"])[len(r["up_s"]) // 2])
-    up = sorted(best["up_s"])[len(best["up_s"]) // 2]
-    rows.append([f"bring-up, 2 meshes x {best['nodes'] // 2} nodes ({best['backend']}), ready + converged",
-                 f"{up:.2f} s", up / 3.0, "< 3 s"])
+    rows += bringup_rows(bringup)
     removed = cluster["kill_removed"]["p50_ms"] / 1e3
     rows.append(["failure detection: kill -> removed from every directory", f"{removed:.2f} s",
                  removed / 3.0, "< 3 s"])
@@ -83,6 +79,26 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
     if (results / "chaos.json").exists():
         rows += chaos_rows(load("chaos", results))
     return rows, produce["machine"]
+
+
+def bringup_rows(bringup: dict) -> list[list]:
+    """Bring-up of 2 meshes against the target, then the other mesh counts against it (how it scales)."""
+    fastest: dict[int, tuple[float, dict]] = {}  # mesh count -> (median up, its run) on the fastest backend
+    for run in bringup["runs"]:
+        up = statistics.median(run["up_s"])
+        if run["meshes"] not in fastest or up < fastest[run["meshes"]][0]:
+            fastest[run["meshes"]] = (up, run)
+
+    def label(run: dict) -> str:
+        meshes = run["meshes"]
+        return f"{meshes} mesh{'es' if meshes > 1 else ''} x {run['nodes'] // meshes} nodes ({run['backend']})"
+
+    two, two_run = fastest[2]
+    rows = [[f"bring-up, {label(two_run)}, ready + converged", f"{two:.2f} s", two / 3.0, "< 3 s"]]
+    for meshes in sorted(m for m in fastest if m != 2):
+        up, run = fastest[meshes]
+        rows.append([f"  the same, {label(run)} / 2 meshes", f"{up:.2f} / {two:.2f} s", up / two, "(context)"])
+    return rows
 
 
 def chaos_rows(chaos: dict) -> list[list]:

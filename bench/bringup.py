@@ -1,9 +1,11 @@
 """Cluster bring-up time: from nothing to ready (every boot trace in, every directory converged).
 
-For 1 and 2 meshes of broker, gateway, registry and compute on each backend this machine
-offers (local, and netns as root), this starts the cluster the ``fabric`` fixture would,
-``--repeat`` times, through the plugin's own ``FabricSession``, and reports bring-up and
-teardown times. Run: ``python -m bench.bringup [--repeat 5]`` (re-runs itself under
+For 1, 2 and 4 meshes of all five node types (broker, gateway, registry, compute, console)
+on each backend this machine offers (local, and netns as root), this starts the cluster the
+``fabric`` fixture would, ``--repeat`` times, through the plugin's own ``FabricSession``, and
+reports bring-up and teardown times. Bring-up is bound by the CPU the node processes spend
+starting (mostly importing: ~0.2-0.3 s each here), so it grows with the node count on two cores.
+Run: ``python -m bench.bringup [--repeat 5] [--meshes 1,2,4]`` (re-runs itself under
 ``unshare -n`` as root, like the tests).
 """
 
@@ -15,6 +17,7 @@ import time
 
 from bench.isolation import ensure_isolated
 from bench.report import save, table
+from fabric import NODE_TYPES
 from pytest_meshfabric import ClusterSpec, FabricSession, FabricSettings
 from pytest_meshfabric.backends import netns_unavailable_reason
 
@@ -34,7 +37,7 @@ def measure(backend: str, meshes: int, repeat: int) -> dict:
         setup = time.perf_counter() - opened
         for _ in range(repeat):
             start = time.perf_counter()
-            cluster = session.start_cluster(ClusterSpec(meshes=meshes))
+            cluster = session.start_cluster(ClusterSpec(meshes=meshes, types=NODE_TYPES))
             up.append(time.perf_counter() - start)
             nodes = len(cluster.nodes)
             start = time.perf_counter()
@@ -45,8 +48,21 @@ def measure(backend: str, meshes: int, repeat: int) -> dict:
     return {"backend": backend, "meshes": meshes, "nodes": nodes, "setup_s": setup, "up_s": up, "down_s": down}
 
 
+def mesh_counts(text: str) -> list[int]:
+    """``"1,2,4"`` → ``[1, 2, 4]`` (argparse turns the ValueError into a usage error)."""
+    counts = [int(part) for part in text.split(",")]
+    if not counts or min(counts) < 1:
+        raise ValueError(text)
+    return counts
+
+
 def main(args: argparse.Namespace) -> None:
-    runs = [measure(backend, meshes, args.repeat) for backend in backends() for meshes in (1, 2)]
+    runs = []
+    for backend in backends():
+        for meshes in args.meshes:
+            print(f"bringing up {meshes} mesh(es) x {len(NODE_TYPES)} types on {backend}, {args.repeat} times",
+                  flush=True)
+            runs.append(measure(backend, meshes, args.repeat))
     rows = [[r["backend"], r["meshes"], r["nodes"], statistics.median(r["up_s"]), min(r["up_s"]), max(r["up_s"]),
              statistics.median(r["down_s"]), r["setup_s"] * 1e3] for r in runs]
     print(f"\ncluster bring-up to ready (boot traces captured, directories converged), {args.repeat} runs each\n")
@@ -59,4 +75,6 @@ if __name__ == "__main__":
     ensure_isolated("bench.bringup")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="bring-ups per backend and mesh count (default 5)")
+    parser.add_argument("--meshes", type=mesh_counts, default=[1, 2, 4],
+                        help="comma-separated mesh counts to bring up (default 1,2,4)")
     main(parser.parse_args())

@@ -24,7 +24,9 @@ def write_results(where: Path) -> None:
                              "exported, SDK encoder": writer(0.95, 3000)},
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK encoder": 0.57}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "rss_mb": {"max": 56.7}},
-        "bringup": {"runs": [{"meshes": 2, "nodes": 8, "backend": "local", "up_s": [1.6, 1.7, 1.65]}]},
+        "bringup": {"runs": [{"meshes": 2, "nodes": 10, "backend": "local", "up_s": [1.6, 1.7, 1.65]},
+                             {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [1.9, 1.8, 2.0]},
+                             {"meshes": 4, "nodes": 20, "backend": "local", "up_s": [3.4, 3.3, 3.5]}]},
     }
     for name, data in results.items():
         (where / f"{name}.json").write_text(json.dumps(data))
@@ -41,6 +43,11 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "the same with the SDK's OTLP encoder" in out
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
+    two = next(line for line in out.splitlines() if "bring-up, 2 meshes x 5 nodes" in line)
+    assert "(local)" in two and "1.65 s" in two  # the faster backend's median
+    four = next(line for line in out.splitlines() if "4 meshes x 5 nodes" in line)
+    assert "3.40 / 1.65 s" in four and "2.06" in four
+    assert "1 mesh x" not in out  # a mesh count not measured is left out
 
 
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
