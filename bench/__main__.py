@@ -20,6 +20,7 @@ SUITE = {
     "boot": ["--rounds", "40"],
     "produce": ["--records", "300", "--concurrency", "32"],
     "cluster": ["--rounds", "5"],
+    "loss": ["--rounds", "2", "--hold", "10"],
     "bringup": ["--repeat", "3"],
     "chaos": ["--sizes", "1x4,2x5", "--rounds", "2"],
 }
@@ -76,9 +77,21 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
                  removed / 3.0, "< 3 s"])
     rss = cluster["rss_mb"]["max"]
     rows.append(["memory per idle node (max RSS)", f"{rss:.1f} MB", rss / 60, "< 60 MB"])
+    loss = load("loss", results) if (results / "loss.json").exists() else {}
+    if "rounds" in loss:  # not when it was skipped (no network namespaces)
+        rows.append(loss_row(loss))
     if (results / "chaos.json").exists():
         rows += chaos_rows(load("chaos", results))
     return rows, produce["machine"]
+
+
+def loss_row(loss: dict) -> list:
+    """Kill -> removed with a share of every link's packets lost, and the live nodes removed meanwhile."""
+    share, lossy = f"{loss['loss']:.0%}", loss["lossy_removed_p50_s"]
+    live = loss["nodes"] - 1
+    held = loss["hold_s"] * len(loss["rounds"])
+    return [f"failure detection, {share} of packets lost: kill -> removed; live nodes removed",
+            f"{lossy:.2f} s; {len(loss['live_removed'])} of {live} ({held:.0f} s)", lossy / 3.0, "< 3 s; 0"]
 
 
 def bringup_rows(bringup: dict) -> list[list]:

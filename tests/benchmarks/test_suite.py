@@ -28,6 +28,8 @@ def write_results(where: Path) -> None:
                              {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [1.9, 1.8, 2.0]},
                              {"meshes": 4, "nodes": 20, "backend": "local", "up_s": [3.4, 3.3, 3.5]}]},
     }
+    results["loss"] = {"loss": 0.1, "hold_s": 10.0, "nodes": 4, "lossy_removed_p50_s": 2.7, "live_removed": [],
+                       "rounds": [{}, {}]}
     for name, data in results.items():
         (where / f"{name}.json").write_text(json.dumps(data))
 
@@ -48,6 +50,15 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     four = next(line for line in out.splitlines() if "4 meshes x 5 nodes" in line)
     assert "3.40 / 1.65 s" in four and "2.06" in four
     assert "1 mesh x" not in out  # a mesh count not measured is left out
+    lossy = next(line for line in out.splitlines() if "10% of packets lost" in line)
+    assert "2.70 s; 0 of 3 (20 s)" in lossy and "0.9 " in lossy
+
+
+def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):
+    write_results(tmp_path)
+    (tmp_path / "loss.json").write_text(json.dumps({"skipped": "not root"}))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    assert "packets lost" not in capsys.readouterr().out
 
 
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
