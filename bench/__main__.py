@@ -75,11 +75,11 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
     removed = cluster["kill_removed"]["p50_ms"] / 1e3
     rows.append(["failure detection: kill -> removed from every directory", f"{removed:.2f} s",
                  removed / 3.0, "< 3 s"])
-    rss = cluster["rss_mb"]["max"]
-    rows.append(["memory per idle node (max RSS)", f"{rss:.1f} MB", rss / 60, "< 60 MB"])
     loss = load("loss", results) if (results / "loss.json").exists() else {}
     if "rounds" in loss:  # not when it was skipped (no network namespaces)
         rows.append(loss_row(loss))
+    rss = cluster["rss_mb"]["max"]
+    rows.append(["memory per idle node (max RSS)", f"{rss:.1f} MB", rss / 60, "< 60 MB"])
     if (results / "chaos.json").exists():
         rows += chaos_rows(load("chaos", results))
     return rows, produce["machine"]
