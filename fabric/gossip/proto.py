@@ -15,6 +15,9 @@ How it spreads state (rumor mongering plus anti-entropy, as in epidemic broadcas
   whatever the rumors missed (a state over ``max_digests_per_message`` is sent as a random
   sample of that many); a joining node pulls from its bootstrap peers at once, and a member
   also pulls one bootstrap peer it does not hold, so the sides of a healed partition rejoin.
+  A member that holds no live peer (cut off, or alone) pulls its bootstrap peers every
+  heartbeat instead, so a node isolated long enough to drop everyone rejoins soon after the
+  cut heals.
 * Messages are deduplicated by id (blake3 of the signed bytes) before any signature check.
 
 A *watcher* core follows a mesh it is not a member of (the seed's interim cross-mesh design):
@@ -135,7 +138,7 @@ class GossipCore:
         self._rumors = RumorQueue(self._rounds, self.config.max_digests_per_message)
         self._seen = SeenIds(self.config.seen_ttl)
         self._next_heartbeat = -math.inf
-        self._next_pull = -math.inf
+        self._last_pull = -math.inf
         self._left = False
         self._unanswered: set[str] = set()  # live members pulled that have not replied since
         self._known: dict[str, Peer] = {}  # a watcher's members, to rejoin through (bounded)
@@ -160,9 +163,12 @@ class GossipCore:
         if self._rumors and not self.watcher and peers:
             push = Push(self.topic, self._rumors.take())
             sends += [Send(p, push) for p in self._sample(peers, self.config.fanout)]
-        if now >= self._next_pull:
-            self._next_pull = now + (self.config.heartbeat_interval if self.watcher
-                                     else self.config.pull_interval)
+        # A pull every ``pull_interval``; every heartbeat for a watcher (pulls are all it hears),
+        # and for a member with no live peer (cut off, or its peers died): knocking on its
+        # bootstrap peers' doors is how it rejoins once the cut heals, and it has nothing else to do.
+        if now >= self._last_pull + (self.config.heartbeat_interval if self.watcher or not peers
+                                     else self.config.pull_interval):
+            self._last_pull = now
             own = () if self.watcher else (self._own_raw(),)
             self._unanswered &= {e.node_id for e in peers}  # forgotten once suspected
             answering = [e for e in peers if e.node_id not in self._unanswered] or peers

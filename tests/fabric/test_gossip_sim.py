@@ -274,6 +274,45 @@ def test_a_partition_splits_the_mesh_and_healing_joins_it_again(cut):
     assert all(len(n.known()) == 30 for n in nodes)
 
 
+def test_a_node_cut_off_until_it_dropped_everyone_rejoins_about_a_heartbeat_after_the_heal():
+    """A member with no live peer pulls its bootstrap peers every heartbeat, not every
+    ``pull_interval``: nobody else pulls a node that is not a seed, so its own pull is what
+    joins it up again. Healed at every phase of its pull schedule, it knows the mesh again
+    within about a heartbeat (before: up to ``pull_interval``, 2 s)."""
+    took = []
+    for phase in range(round(CONFIG.pull_interval / TICK)):
+        sim = converged_sim(8, seed=20 + phase)
+        loner = sim.meshes["m1"][-1]  # not a seed
+        sim.partition([loner])
+        assert sim.run_until(lambda: loner.known() == {loner.node_id}, 10.0) is not None
+        sim.run_for(phase * TICK)
+        sim.heal()
+        took.append(sim.run_until(lambda: len(loner.known()) == 8, 5.0))
+    assert None not in took, took
+    assert max(took) <= CONFIG.heartbeat_interval + 2 * TICK, took  # a tick to notice, two latencies
+
+
+def test_a_node_alone_pulls_every_heartbeat_and_one_with_peers_every_pull_interval():
+    sim = converged_sim(4, seed=9)
+    loner, other = sim.meshes["m1"][-1], sim.meshes["m1"][0]
+    sim.partition([loner])
+    assert sim.run_until(lambda: loner.known() == {loner.node_id}, 10.0) is not None
+    pulls = {n.node_id: 0 for n in (loner, other)}
+    for node in (loner, other):
+        sent = node.core.tick
+
+        def counting(now, node=node, sent=sent):
+            sends = sent(now)
+            pulls[node.node_id] += sum(isinstance(s.message, Pull) for s in sends)
+            return sends
+        node.core.tick = counting
+    sim.run_for(10.0)
+    seeds = len(loner.core.bootstrap)  # a lone node pulls every bootstrap peer at once
+    every = math.ceil(CONFIG.heartbeat_interval / TICK - 1e-9) * TICK  # the first tick a heartbeat on
+    assert pulls[loner.node_id] == pytest.approx(10.0 / every * seeds, abs=seeds)
+    assert pulls[other.node_id] <= 10.0 / CONFIG.pull_interval + 2  # plus a lost bootstrap peer's
+
+
 # -- (g): forged digests -------------------------------------------------------------------
 
 
