@@ -19,7 +19,7 @@ from fabric.directory import ChangeKind, Directory
 from fabric.gossip import digest as digests
 from fabric.gossip.digest import Digest
 from fabric.gossip.proto import GossipConfig, GossipCore, Pull, PullReply, Push, mesh_topic
-from fabric.gossip.sim import FakeKeys, IrohKeys, NetConfig, NodeState, Simulation
+from fabric.gossip.sim import FakeKeys, IrohKeys, NetConfig, NodeState, SimNode, Simulation
 
 CONFIG = GossipConfig()  # the defaults: every test here runs the protocol as shipped
 TICK = CONFIG.tick_interval
@@ -274,29 +274,36 @@ def test_a_partition_splits_the_mesh_and_healing_joins_it_again(cut):
     assert all(len(n.known()) == 30 for n in nodes)
 
 
+def cut_off_until_alone(sim: Simulation) -> SimNode:
+    """Isolate the mesh's last node (not a seed) until it has dropped everyone; return it."""
+    loner = sim.meshes["m1"][-1]
+    sim.partition([loner])
+    assert sim.run_until(lambda: loner.known() == {loner.node_id}, 10.0) is not None
+    return loner
+
+
+def rejoin_time(seed: int, phase: int) -> float | None:
+    """Seconds from the heal, ``phase`` ticks after the loner was alone, until it knows the mesh again."""
+    sim = converged_sim(8, seed=seed)
+    loner = cut_off_until_alone(sim)
+    sim.run_for(phase * TICK)
+    sim.heal()
+    return sim.run_until(lambda: len(loner.known()) == 8, 5.0)
+
+
 def test_a_node_cut_off_until_it_dropped_everyone_rejoins_about_a_heartbeat_after_the_heal():
     """A member with no live peer pulls its bootstrap peers every heartbeat, not every
     ``pull_interval``: nobody else pulls a node that is not a seed, so its own pull is what
     joins it up again. Healed at every phase of its pull schedule, it knows the mesh again
     within about a heartbeat (before: up to ``pull_interval``, 2 s)."""
-    took = []
-    for phase in range(round(CONFIG.pull_interval / TICK)):
-        sim = converged_sim(8, seed=20 + phase)
-        loner = sim.meshes["m1"][-1]  # not a seed
-        sim.partition([loner])
-        assert sim.run_until(lambda: loner.known() == {loner.node_id}, 10.0) is not None
-        sim.run_for(phase * TICK)
-        sim.heal()
-        took.append(sim.run_until(lambda: len(loner.known()) == 8, 5.0))
+    took = [rejoin_time(20 + phase, phase) for phase in range(round(CONFIG.pull_interval / TICK))]
     assert None not in took, took
     assert max(took) <= CONFIG.heartbeat_interval + 2 * TICK, took  # a tick to notice, two latencies
 
 
 def test_a_node_alone_pulls_every_heartbeat_and_one_with_peers_every_pull_interval():
     sim = converged_sim(4, seed=9)
-    loner, other = sim.meshes["m1"][-1], sim.meshes["m1"][0]
-    sim.partition([loner])
-    assert sim.run_until(lambda: loner.known() == {loner.node_id}, 10.0) is not None
+    loner, other = cut_off_until_alone(sim), sim.meshes["m1"][0]
     pulls = {n.node_id: 0 for n in (loner, other)}
     for node in (loner, other):
         sent = node.core.tick
