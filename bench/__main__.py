@@ -59,18 +59,22 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
                  f"{batched['throughput_rps']:.0f} / {raw:.0f} rec/s", batched["throughput_rps"] / raw, ">= 0.5x"])
     writer_off = off["cross-mesh, writer on gateway"]
     paired = produce.get("tracing_cost", {})
+    interval = produce.get("tracing_cost_ci95", {})
     for mode, label, target in (("on", "cost of tracing, every span recorded", "< 0.10"),
                                 ("sampled 1%", "cost of tracing, 1% of traces sampled", "< 0.10"),
                                 ("exported", "cost of tracing, every span exported over OTLP/HTTP", "< 0.10"),
                                 ("exported, SDK encoder", "  the same with the SDK's OTLP encoder", "(context)"),
-                                ("exported, 1% sampled", "cost of tracing, 1% of traces exported", "< 0.10")):
+                                ("exported, 1% sampled", "cost of tracing, 1% of traces exported", "< 0.10"),
+                                ("off, second cluster", "  noise: a second cluster with the SDK off", "(context)")):
         runs = produce["runs"].get(mode)
         if not runs:
             continue
         traced = runs["cross-mesh, writer on gateway"]["throughput_rps"]
         cost = paired.get(mode, 1 - traced / writer_off["throughput_rps"])  # paired by round when recorded
-        rows.append([f"{label} (gateway writer throughput vs SDK off)",
-                     f"{traced:.0f} vs {writer_off['throughput_rps']:.0f} rec/s", cost, target])
+        measured = f"{traced:.0f} vs {writer_off['throughput_rps']:.0f} rec/s"
+        if mode in interval:  # the rounds' spread: a ~95% confidence interval of the median cost
+            measured += f", CI {interval[mode][0]:.2f} to {interval[mode][1]:.2f}"
+        rows.append([f"{label} (gateway writer throughput vs SDK off)", measured, cost, target])
     rows += bringup_rows(bringup)
     removed = cluster["kill_removed"]["p50_ms"] / 1e3
     rows.append(["failure detection: kill -> removed from every directory", f"{removed:.2f} s",

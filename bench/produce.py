@@ -11,7 +11,8 @@ no code of ours between the transport and the disk would take, wake-ups included
 Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
 (kept in the nodes' rings only), 1% of traces sampled, spans exported over OTLP/HTTP to a sink
 (every span or 1% of traces; every span with the SDK's encoder too, for comparison), and the
-SDK off: the baseline of tracing's cost.
+SDK off: the baseline of tracing's cost. A second cluster with the SDK off is measured the same
+way: its difference from the first is the measurement's own noise in that run.
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ EXPORTED = {
 }
 
 
+# A second cluster with the SDK off, measured like the others: its "cost" against the first is
+# what the measurement itself varies by between two identical clusters in the same rounds.
+SAME_AS_OFF = "off, second cluster"
+
+
 def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
     """Every mode measured, with its nodes' environment (exports go to ``endpoint``)."""
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-    return {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()}}
+    return {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()},
+            SAME_AS_OFF: TRACING["off"]}
 
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
@@ -207,7 +214,7 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
             for _ in range(WARMUP):  # warm up connections and code paths
                 await client.produce("warmup", b"w", to=target)
             samples = []
-            for i in range(records):
+            for _ in range(records):
                 start = time.perf_counter()
                 await client.produce("bench", b"v" * 100, to=target)
                 samples.append(time.perf_counter() - start)
@@ -242,14 +249,21 @@ def traced_breakdown(nodes: dict[str, NodeProcess], records: int) -> tuple[list[
     return breakdown(spans, "bench")
 
 
-def tracing_cost(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
-    """What each tracing mode costs the writer's throughput against the SDK off, paired by
-    round: every round runs the modes back to back, so the median of the rounds' ratios is
-    not moved by the machine getting faster or slower between rounds, as the ratio of two
-    medians is."""
+def paired_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
+    """Each round's cost of each tracing mode: 1 - its writer throughput / the SDK off's in
+    that round (every round runs the modes back to back, so a machine getting faster or
+    slower between rounds moves both sides of a pair alike)."""
     off = [r["throughput_rps"] for r in rounds["off"]]
-    return {mode: 1 - statistics.median(r["throughput_rps"] / o for r, o in zip(done, off))
+    return {mode: [1 - r["throughput_rps"] / o for r, o in zip(done, off, strict=True)]
             for mode, done in rounds.items() if mode != "off"}
+
+
+def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free ~95% confidence interval of the median: the order statistics
+    ``k`` places in from either end, ``k = (n - z * sqrt(n)) / 2`` (the sign test's interval)."""
+    ordered = sorted(samples)
+    k = max(0, int((len(ordered) - z * len(ordered) ** 0.5) / 2))
+    return ordered[k], ordered[len(ordered) - 1 - k]
 
 
 def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:
@@ -329,7 +343,9 @@ async def main(args: argparse.Namespace) -> None:
         runs[f"cross-mesh, writer on gateway, batches of {args.concurrency}"] = {
             "p50_ms": float("nan"), "p99_ms": float("nan"),
             "throughput_rps": statistics.median(r["batched_rps"] for r in done)}
-    results["tracing_cost"] = tracing_cost(rounds)
+    costs = paired_costs(rounds)
+    results["tracing_cost"] = {mode: statistics.median(c) for mode, c in costs.items()}
+    results["tracing_cost_ci95"] = {mode: median_interval(c) for mode, c in costs.items()}
     results["exported"] = exported
     local = results["baseline"]["raw_rtt_in_process"]
     rows = [["raw iroh round trip (64 B, open stream, 2 processes)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],

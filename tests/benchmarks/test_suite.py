@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import main
+from bench.produce import median_interval, paired_costs
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
@@ -21,8 +24,9 @@ def write_results(where: Path) -> None:
         "produce": {"machine": MACHINE,
                     "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000},
                     "runs": {"on": writer(0.9, 6700), "off": writer(0.85, 7000), "exported": writer(0.9, 4900),
-                             "exported, SDK encoder": writer(0.95, 3000)},
-                    "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK encoder": 0.57}},
+                             "exported, SDK encoder": writer(0.95, 3000), "off, second cluster": writer(0.85, 7100)},
+                    "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK encoder": 0.57},
+                    "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "rss_mb": {"max": 56.7}},
         "bringup": {"runs": [{"meshes": 2, "nodes": 10, "backend": "local", "up_s": [1.6, 1.7, 1.65]},
                              {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [1.9, 1.8, 2.0]},
@@ -41,7 +45,9 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "=== bench." not in out  # no benchmark started
     assert "Measured 2026-11-26 04:51:15 UTC" in out
     exported = next(line for line in out.splitlines() if "every span exported over OTLP/HTTP" in line)
-    assert "4900 vs 7000 rec/s" in exported and "0.3 " in exported
+    assert "4900 vs 7000 rec/s, CI 0.25 to 0.36" in exported and "0.3 " in exported
+    noise = next(line for line in out.splitlines() if "a second cluster with the SDK off" in line)
+    assert "7100 vs 7000 rec/s" in noise and "CI" not in noise  # no interval recorded for it
     assert "the same with the SDK's OTLP encoder" in out
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
@@ -64,3 +70,17 @@ def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
     assert main(["--render", "--no-readme", "--results", str(tmp_path / "none")]) == 2
     assert "run python -m bench first" in capsys.readouterr().err
+
+
+def test_the_median_interval_is_the_sign_tests_order_statistics():
+    samples = [0.3, -0.1, 0.05, 0.2, 0.0, 0.12, 0.08, -0.05, 0.15, 0.1, 0.02, 0.25]
+    ordered = sorted(samples)
+    assert median_interval(samples) == (ordered[2], ordered[9])  # n = 12: 3rd and 10th
+    assert median_interval(samples[:6]) == (min(samples[:6]), max(samples[:6]))  # too few: the whole range
+    assert median_interval([0.1]) == (0.1, 0.1)
+
+
+def test_paired_costs_pair_each_round_with_the_sdk_off_in_that_round():
+    rounds = {"off": [{"throughput_rps": 100.0}, {"throughput_rps": 50.0}],
+              "on": [{"throughput_rps": 90.0}, {"throughput_rps": 40.0}]}
+    assert paired_costs(rounds) == {"on": [pytest.approx(0.1), pytest.approx(0.2)]}
