@@ -24,6 +24,7 @@ from typing import Awaitable, Callable
 import iroh
 
 from . import frames, iroh_patch
+from .dials import Dials
 from .errors import FrameError, PeerTimeout, TransportError
 from .frames import Frame, FrameDecoder, Kind
 from .identity import Identity
@@ -64,7 +65,8 @@ class Transport:
         self._connections: dict[tuple[str, bytes], iroh.Connection] = {}
         self._channels: dict[tuple[str, bytes], Channel] = {}
         self._dialled: dict[tuple[str, bytes], frozenset[str]] = {}
-        self._locks: dict[tuple[str, bytes], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, bytes], asyncio.Lock] = {}  # one channel opened per peer and ALPN
+        self._dials: Dials[iroh.Connection] = Dials()
         self._tasks: set[asyncio.Task] = set()
         self._accept_task: asyncio.Task | None = None
         self._addrs: list[str] | None = None
@@ -178,21 +180,32 @@ class Transport:
         self._forget_if_moved(key, addrs)
         if (conn := self._connections.get(key)) is not None:
             return conn
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if (conn := self._connections.get(key)) is not None:
-                return conn
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._dials.join((key, frozenset(addrs)), lambda: self._dial(key, addrs))
+        except TimeoutError:
+            self.stats["connect_timeouts"] += 1
+            raise PeerTimeout(f"connect to {node_id[:6]} at {list(addrs)} timed out after {timeout:g}s") from None
+        except iroh.IrohError as exc:
+            self.stats["connect_failed"] += 1
+            raise TransportError(f"connect to {node_id[:6]} at {list(addrs)} failed: {describe(exc)}") from exc
+
+    async def _dial(self, key: tuple[str, bytes], addrs: list[str] | tuple[str, ...]) -> iroh.Connection:
+        """One dial (shared by the callers of ``connect`` while it is young, see ``dials.py``);
+        the first to connect is cached, a later one closes its own and answers with it."""
+        node_id, alpn = key
+        peer = iroh.EndpointAddr(iroh.EndpointId.from_string(node_id), None, list(addrs))
+        conn = await self.endpoint.connect(peer, alpn)
+        if (first := self._connections.get(key)) is not None:
+            self.stats["dials_superseded"] += 1
             try:
-                peer = iroh.EndpointAddr(iroh.EndpointId.from_string(node_id), None, list(addrs))
-                conn = await asyncio.wait_for(self.endpoint.connect(peer, alpn), timeout)
-            except asyncio.TimeoutError:
-                self.stats["connect_timeouts"] += 1
-                raise PeerTimeout(f"connect to {node_id[:6]} at {list(addrs)} timed out after {timeout:g}s") from None
-            except iroh.IrohError as exc:
-                self.stats["connect_failed"] += 1
-                raise TransportError(f"connect to {node_id[:6]} at {list(addrs)} failed: {describe(exc)}") from exc
-            self._connections[key] = conn
-            self._dialled[key] = frozenset(addrs)
-            return conn
+                conn.close(0, b"")
+            except iroh.IrohError:
+                pass
+            return first
+        self._connections[key] = conn
+        self._dialled[key] = frozenset(addrs)
+        return conn
 
     def _forget_if_moved(self, key: tuple[str, bytes], addrs: list[str] | tuple[str, ...]) -> None:
         dialled = self._dialled.get(key)
