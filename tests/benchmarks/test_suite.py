@@ -84,3 +84,12 @@ def test_paired_costs_pair_each_round_with_the_sdk_off_in_that_round():
     rounds = {"off": [{"throughput_rps": 100.0}, {"throughput_rps": 50.0}],
               "on": [{"throughput_rps": 90.0}, {"throughput_rps": 40.0}]}
     assert paired_costs(rounds) == {"on": [pytest.approx(0.1), pytest.approx(0.2)]}
+
+
+def test_render_without_a_two_mesh_bring_up_shows_the_counts_measured(tmp_path, capsys):
+    write_results(tmp_path)
+    (tmp_path / "bringup.json").write_text(json.dumps(
+        {"runs": [{"meshes": 4, "nodes": 20, "backend": "local", "up_s": [3.4, 3.3, 3.5]}]}))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    four = next(line for line in capsys.readouterr().out.splitlines() if "bring-up, 4 meshes x 5 nodes" in line)
+    assert "3.40 s" in four and "(context)" in four
