@@ -111,14 +111,15 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
         return None
     protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
-    from . import otlp_encoder  # protobuf: loaded only by a node that exports
+    from . import otlp_encoder, otlp_transport  # protobuf: loaded only by a node that exports
 
     own_encoder = otlp_encoder.encoder_from_env(environ) == "own"
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         if own_encoder:
             otlp_encoder.adopt_in_http_exporter()
-        return OTLPSpanExporter()
+        transport = otlp_transport.http_transport(environ)  # urllib3 for a loopback collector, else None
+        return OTLPSpanExporter() if transport is None else OTLPSpanExporter(_transport=transport)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
         if own_encoder:

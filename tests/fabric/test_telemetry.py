@@ -263,9 +263,13 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield rx
 
 
-@pytest.mark.parametrize("protocol, exporter_class", [("http/protobuf", HttpExporter), ("grpc", GrpcExporter)])
-def test_spans_reach_a_real_otlp_receiver(receiver, clean_env, made, protocol, exporter_class):
-    env = receiver.env(protocol)
+@pytest.mark.parametrize("protocol, exporter_class, transport", [
+    ("http/protobuf", HttpExporter, "auto"),  # the SDK's urllib3 transport: a loopback collector
+    ("http/protobuf", HttpExporter, "requests"),  # the SDK's default transport
+    ("grpc", GrpcExporter, "auto"),
+])
+def test_spans_reach_a_real_otlp_receiver(receiver, clean_env, made, protocol, exporter_class, transport):
+    env = {**receiver.env(protocol), "MESHFABRIC_OTLP_TRANSPORT": transport}
     for key, value in env.items():  # the SDK exporters read os.environ for the endpoint
         clean_env.setenv(key, value)
     exporter = exporter_from_env(env)
@@ -273,7 +277,7 @@ def test_spans_reach_a_real_otlp_receiver(receiver, clean_env, made, protocol, e
     t = Telemetry(LABELS, exporter)
     made.append(t)
     assert t.exporting
-    span_name = f"exported over {protocol}"
+    span_name = f"exported over {protocol} ({transport} transport)"
     with t.tracer.start_as_current_span(span_name) as parent:
         with t.tracer.start_as_current_span(f"{span_name} child"):
             pass
