@@ -48,12 +48,17 @@ def is_loopback_http(url: str) -> bool:
         return False
 
 
-def http_transport(environ: Mapping[str, str]) -> Any | None:
-    """The urllib3 transport for the SDK's HTTP span exporter, or ``None`` to keep its default."""
+def choice_from_env(environ: Mapping[str, str]) -> str:
+    """``MESHFABRIC_OTLP_TRANSPORT``: ``auto`` (the default) or ``requests``; else ``ConfigError``."""
     choice = environ.get(TRANSPORT_ENV, "auto").strip() or "auto"
     if choice not in CHOICES:
         raise ConfigError(f"{TRANSPORT_ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
-    if choice == "requests" or not is_loopback_http(traces_endpoint(environ)):
+    return choice
+
+
+def http_transport(environ: Mapping[str, str]) -> Any | None:
+    """The urllib3 transport for the SDK's HTTP span exporter, or ``None`` to keep its default."""
+    if choice_from_env(environ) == "requests" or not is_loopback_http(traces_endpoint(environ)):
         return None
     if any(environ.get(v) for v in (*PROXY_VARS, *CREDENTIAL_VARS)):
         return None

@@ -114,6 +114,7 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     from . import otlp_encoder, otlp_transport  # protobuf: loaded only by a node that exports
 
     own_encoder = otlp_encoder.encoder_from_env(environ) == "own"
+    otlp_transport.choice_from_env(environ)  # a bad value is an error whatever the protocol
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         if own_encoder:

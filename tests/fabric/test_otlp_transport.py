@@ -12,6 +12,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 
 from fabric import ConfigError
 from fabric.otlp_transport import http_transport, is_loopback_http
+from fabric.telemetry import exporter_from_env
 
 LOOPBACK = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 
@@ -75,3 +76,9 @@ def test_a_node_exporting_to_a_loopback_collector_does_not_import_requests():
     with_requests = subprocess.run([sys.executable, "-c", code], env={**env, "MESHFABRIC_OTLP_TRANSPORT": "requests"},
                                    capture_output=True, text=True, timeout=60, check=False)
     assert with_requests.stdout.split() == ["True", "True"], with_requests.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_bad_choice_fails_the_exporter_whatever_the_protocol(protocol):
+    with pytest.raises(ConfigError, match="MESHFABRIC_OTLP_TRANSPORT"):
+        exporter_from_env({**LOOPBACK, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "MESHFABRIC_OTLP_TRANSPORT": "curl"})

@@ -85,11 +85,12 @@ def test_a_bad_event_loop_choice_stops_the_node_before_it_boots(tmp_path):
         node.stop()
 
 
-def test_a_bad_otlp_encoder_choice_stops_an_exporting_node_before_it_is_ready(tmp_path):
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "MESHFABRIC_OTLP_ENCODER": "fastest"}
+@pytest.mark.parametrize("variable", ["MESHFABRIC_OTLP_ENCODER", "MESHFABRIC_OTLP_TRANSPORT"])
+def test_a_bad_otlp_choice_stops_an_exporting_node_before_it_is_ready(tmp_path, variable):
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", variable: "fastest"}
     node = NodeProcess("mesh1", "registry", tmp_path / "bad", env=env)
     try:
-        with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_OTLP_ENCODER='fastest'"):
+        with pytest.raises(NodeStartError, match=rf"exited with 2 before ready(.|\n)*{variable}='fastest'"):
             node.start().wait_ready(timeout=20)
     finally:
         node.stop()
