@@ -47,10 +47,12 @@ def kill_until_removed(cluster: Cluster, nemesis: Nemesis, victim_name: str) -> 
     return time.perf_counter() - start
 
 
-def directory_spans(cluster: Cluster, kind: str, since_ns: int) -> list[str]:
-    """``peer.name`` of every ``directory.<kind>`` span the nodes started since ``since_ns``."""
-    return [s.attributes.get("peer.name", "?") for s in cluster.store.all()
-            if s.name == f"directory.{kind}" and s.start_ns >= since_ns]
+def directory_changes(cluster: Cluster, since_ns: int) -> list[tuple[str, int, str]]:
+    """``(kind, start_ns, peer.name)`` of every ``directory.suspect`` / ``directory.removed`` span
+    the nodes started since ``since_ns``."""
+    return [(s.name.removeprefix("directory."), s.start_ns, s.attributes.get("peer.name", "?"))
+            for s in cluster.store.all()
+            if s.name in ("directory.suspect", "directory.removed") and s.start_ns >= since_ns]
 
 
 def one_round(cluster: Cluster, nemesis: Nemesis, loss: float, hold_s: float) -> dict[str, Any]:
@@ -62,15 +64,17 @@ def one_round(cluster: Cluster, nemesis: Nemesis, loss: float, hold_s: float) ->
         nemesis.loss((a, b), loss)
     try:
         time.sleep(hold_s)  # the fault's duration is what is measured here, not a wait for an event
-        removed_during_hold = directory_spans(cluster, "removed", lossy_since)
-        suspected = directory_spans(cluster, "suspect", lossy_since)
+        killed_ns = time.time_ns()
         lossy_s = kill_until_removed(cluster, nemesis, victim)
-        wrongly = [name for name in directory_spans(cluster, "removed", lossy_since) if name != victim]
+        changes = directory_changes(cluster, lossy_since)
     finally:
         nemesis.heal()
     cluster.heal()
+    # Wrong: any node suspected or removed while every node was alive, any other node removed after the kill.
+    suspected = [name for kind, at, name in changes if kind == "suspect" and at < killed_ns]
+    wrongly = {name for kind, at, name in changes if kind == "removed" and (at < killed_ns or name != victim)}
     return {"clean_removed_s": clean_s, "lossy_removed_s": lossy_s, "live_suspected": len(suspected),
-            "live_removed": sorted(set(wrongly) | set(removed_during_hold))}
+            "live_removed": sorted(wrongly)}
 
 
 def main(args: argparse.Namespace) -> None:
