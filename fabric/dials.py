@@ -35,7 +35,7 @@ class Dials(Generic[T]):
 
     def __init__(self, stale_after: float = STALE_AFTER) -> None:
         self.stale_after = stale_after
-        self.started = 0  # dials started, for the transport's counters
+        self.started = 0  # dials started so far
         self._newest: dict[Hashable, _Dial[T]] = {}
 
     def in_flight(self, key: Hashable) -> bool:

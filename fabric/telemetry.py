@@ -114,14 +114,14 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     from . import otlp_encoder, otlp_transport  # protobuf: loaded only by a node that exports
 
     own_encoder = otlp_encoder.encoder_from_env(environ) == "own"
-    otlp_transport.choice_from_env(environ)  # a bad value is an error whatever the protocol
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        transport = otlp_transport.http_transport(environ)  # urllib3 for a loopback collector, else None
         if own_encoder:
             otlp_encoder.adopt_in_http_exporter()
-        transport = otlp_transport.http_transport(environ)  # urllib3 for a loopback collector, else None
         return OTLPSpanExporter() if transport is None else OTLPSpanExporter(_transport=transport)
     if protocol == "grpc":
+        otlp_transport.choice_from_env(environ)  # only HTTP has a transport to choose; a bad value is an error still
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
         if own_encoder:
             otlp_encoder.adopt_in_grpc_exporter()

@@ -52,6 +52,14 @@ class _ClosedEndpoint:
 _CLOSED: iroh.Endpoint = _ClosedEndpoint()  # type: ignore[assignment]
 
 
+def _close(conn: iroh.Connection) -> None:
+    """Close a connection we no longer use; one the peer closed already may refuse, which is fine."""
+    try:
+        conn.close(0, b"")
+    except iroh.IrohError:
+        pass
+
+
 class Transport:
     """One iroh endpoint with ALPN routing, cached connections and multiplexed channels."""
 
@@ -198,10 +206,7 @@ class Transport:
         conn = await self.endpoint.connect(peer, alpn)
         if (first := self._connections.get(key)) is not None:
             self.stats["dials_superseded"] += 1
-            try:
-                conn.close(0, b"")
-            except iroh.IrohError:
-                pass
+            _close(conn)
             return first
         self._connections[key] = conn
         self._dialled[key] = frozenset(addrs)
@@ -240,10 +245,7 @@ class Transport:
         self._dialled.pop((node_id, alpn), None)
         conn = self._connections.pop((node_id, alpn), None)
         if conn is not None:
-            try:
-                conn.close(0, b"")
-            except iroh.IrohError:
-                pass
+            _close(conn)
 
     def forget_peer(self, node_id: str) -> None:
         """Drop every cached connection and channel to ``node_id`` (it restarted)."""
