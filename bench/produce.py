@@ -5,7 +5,10 @@ two processes like every produce here; the same with both ends in one process fo
 an ``fsync`` of a small append, and raw stream throughput. The target's floor is the sum of
 the first two, each measured alone; beside it, the same round trip with the echo server
 appending 100 B to a file and fsyncing it before each echo (the composite: what a produce with
-no code of ours between the transport and the disk would take, wake-ups included). Run:
+no code of ours between the transport and the disk would take, wake-ups included); and the
+same round trip with each side busy for ``PACE_US`` before it sends (less the server's part):
+a produce does Python work between the transport's events, during which iroh's runtime threads
+fall asleep and must be woken, which a back-to-back echo never pays. Run:
 ``python -m bench.produce``.
 
 Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
@@ -71,24 +74,34 @@ def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 WARMUP = 20  # round trips (and produces) before any is timed
+PACE_US = 100  # the paced echo: work each side does before it sends (~a produce's Python a side)
 
 
-async def echo_server(fsync_to: str | None = None) -> None:
+def busy(seconds: float) -> None:
+    """Work for ``seconds``: spin, so the thread stays on the CPU as a handler's would."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def echo_server(fsync_to: str | None = None, pace_s: float = 0.0) -> None:
     """The raw side of the baseline, in a process of its own (``--echo-server``): print the
     endpoint's address, echo everything on the first bi stream, exit when it finishes; with
-    ``fsync_to``, append 100 B to that file and fsync it before each echo."""
+    ``fsync_to``, append 100 B to that file and fsync it before each echo; with ``pace_s``,
+    work that long before each echo."""
     a = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0"))
     a.set_alpns([b"bench/echo"])
     print(json.dumps({"id": str(a.id()), "addrs": list(a.addr().direct_addresses())}), flush=True)
     fd = os.open(fsync_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if fsync_to else None
-    await echo(a, fd)
+    await echo(a, fd, pace_s)
     await asyncio.sleep(0.2)
     await a.close()
 
 
-async def echo(endpoint: iroh.Endpoint, fsync_fd: int | None = None) -> None:
+async def echo(endpoint: iroh.Endpoint, fsync_fd: int | None = None, pace_s: float = 0.0) -> None:
     """Echo everything on the first bi stream of the first connection, until it finishes
-    (each read appended to ``fsync_fd`` and fsynced first, if given)."""
+    (each read appended to ``fsync_fd`` and fsynced first, if given; ``pace_s`` of work before
+    each echo)."""
     conn = await (await (await endpoint.accept_next()).accept()).connect()
     bi = await conn.accept_bi()
     recv, send = bi.recv(), bi.send()
@@ -96,6 +109,8 @@ async def echo(endpoint: iroh.Endpoint, fsync_fd: int | None = None) -> None:
         if fsync_fd is not None:
             os.write(fsync_fd, b"r" * 100)
             os.fsync(fsync_fd)
+        if pace_s:
+            busy(pace_s)
         await send.write_all(data)
     await send.finish()
 
@@ -103,13 +118,17 @@ async def echo(endpoint: iroh.Endpoint, fsync_fd: int | None = None) -> None:
 class RawEcho:
     """One open iroh stream to an echo server in another process: the transport's floor
     between two processes, as a produce from the gateway to the broker crosses (with
-    ``fsync_to``, the server fsyncs an append to that file before each echo)."""
+    ``fsync_to``, the server fsyncs an append to that file before each echo; with ``pace_s``,
+    each side works that long before it sends, and round trips are reported less the server's
+    part)."""
 
-    def __init__(self, fsync_to: Path | None = None) -> None:
+    def __init__(self, fsync_to: Path | None = None, pace_s: float = 0.0) -> None:
         self.fsync_to = fsync_to
+        self.pace_s = pace_s
 
     async def __aenter__(self) -> "RawEcho":
         extra = ["--fsync-to", str(self.fsync_to)] if self.fsync_to else []
+        extra += ["--pace-us", str(self.pace_s * 1e6)] if self.pace_s else []
         self.server = subprocess.Popen([sys.executable, "-m", "bench.produce", "--echo-server", *extra],
                                        stdout=subprocess.PIPE, env={**os.environ, SAME_NETWORK: "1"})
         peer = json.loads(self.server.stdout.readline())  # type: ignore[union-attr]
@@ -119,12 +138,12 @@ class RawEcho:
             iroh.EndpointAddr(iroh.EndpointId.from_string(peer["id"]), None, peer["addrs"]), b"bench/echo")
         bi = await conn.open_bi()
         self.send, self.recv = bi.send(), bi.recv()
-        await echo_round_trips(self.send, self.recv, WARMUP)
+        await echo_round_trips(self.send, self.recv, WARMUP, self.pace_s)
         return self
 
     async def round_trips(self, n: int) -> list[float]:
         """``n`` 64-byte echoes, one at a time."""
-        return await echo_round_trips(self.send, self.recv, n)
+        return await echo_round_trips(self.send, self.recv, n, self.pace_s)
 
     async def throughput(self, n: int, batch: int) -> float:
         """Messages per second: ``batch`` 100-byte messages per write, echoed, ``n`` in all."""
@@ -145,27 +164,32 @@ class RawEcho:
                 self.server.kill()
 
 
-async def echo_round_trips(send: iroh.SendStream, recv: iroh.RecvStream, n: int) -> list[float]:
+async def echo_round_trips(send: iroh.SendStream, recv: iroh.RecvStream, n: int,
+                           pace_s: float = 0.0) -> list[float]:
+    """``n`` round trips of 64 B; with ``pace_s``, work that long before each (untimed) and
+    take the server's ``pace_s`` off each sample."""
     samples = []
     for _ in range(n):
+        if pace_s:
+            busy(pace_s)
         start = time.perf_counter()
         await send.write_all(b"x" * 64)
         await recv.read_exact(64)
-        samples.append(time.perf_counter() - start)
+        samples.append(time.perf_counter() - start - pace_s)
     return samples
 
 
-async def in_process_round_trips(n: int) -> list[float]:
+async def in_process_round_trips(n: int, pace_s: float = 0.0) -> list[float]:
     """The same echoes with both endpoints in this process (one loop): for reference."""
     opts = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
     a, b = await iroh.Endpoint.bind(opts()), await iroh.Endpoint.bind(opts())
     a.set_alpns([b"bench/echo"])
-    server = asyncio.create_task(echo(a))
+    server = asyncio.create_task(echo(a, pace_s=pace_s))
     conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"bench/echo")
     bi = await conn.open_bi()
     send, recv = bi.send(), bi.recv()
-    await echo_round_trips(send, recv, WARMUP)
-    samples = await echo_round_trips(send, recv, n)
+    await echo_round_trips(send, recv, WARMUP, pace_s)
+    samples = await echo_round_trips(send, recv, n, pace_s)
     await send.finish()
     await asyncio.wait_for(server, 5)
     await b.close()
@@ -291,6 +315,7 @@ async def main(args: argparse.Namespace) -> None:
         clusters: dict[str, dict[str, NodeProcess]] = {}
         rtts: list[float] = []
         composite: list[float] = []
+        paced: list[float] = []
         fsync_samples: list[float] = []
         raw: list[float] = []
         modes = tracing_modes(sink.endpoint)
@@ -306,11 +331,13 @@ async def main(args: argparse.Namespace) -> None:
                     with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
                         results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
                 writer_run(clusters[tracing], WARMUP, args.concurrency)  # warm up the writer's path
-            async with RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync:
+            async with (RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync,
+                        RawEcho(pace_s=PACE_US / 1e6) as echo_paced):
                 for i in range(args.rounds):
                     rtts += await echo.round_trips(args.records)
                     fsync_samples += fsyncs(root, args.records)
                     composite += await echo_fsync.round_trips(args.records)
+                    paced += await echo_paced.round_trips(args.records)
                     order = names[i % len(names):] + names[:i % len(names)]  # each goes first in turn
                     for tracing in order:
                         rounds[tracing].append(writer_run(clusters[tracing], args.records, args.concurrency))
@@ -333,6 +360,7 @@ async def main(args: argparse.Namespace) -> None:
     results["breakdown"] = {"traces": traced, "segments_us": dict(segments)}
     results["baseline"] = {"raw_rtt": rtt, "raw_rtt_in_process": summary_ms(local_samples), "fsync": fs,
                            "floor_p50_ms": floor_ms, "raw_rtt_with_fsync": both,
+                           "raw_rtt_paced": summary_ms(paced), "pace_us": PACE_US,
                            "raw_throughput_mps": raw_rps, "rounds": args.rounds}
     for tracing, done in rounds.items():
         runs = results["runs"][tracing]
@@ -352,7 +380,10 @@ async def main(args: argparse.Namespace) -> None:
             ["  the same, both ends in one process (reference)", "-", local["p50_ms"], local["p99_ms"], "-", "-", "-"],
             ["fsync of a 100 B append", "-", fs["p50_ms"], fs["p99_ms"], "-", "-", "-"],
             ["raw round trip, server fsyncs a 100 B append first (composite)", "-", both["p50_ms"],
-             both["p99_ms"], both["p50_ms"] / floor_ms, "-", "-"]]
+             both["p99_ms"], both["p50_ms"] / floor_ms, "-", "-"],
+            [f"raw round trip, each side busy {PACE_US} µs before it sends (less the server's)", "-",
+             results["baseline"]["raw_rtt_paced"]["p50_ms"], results["baseline"]["raw_rtt_paced"]["p99_ms"],
+             "-", "-", "-"]]
     for tracing, runs in results["runs"].items():
         for label, r in runs.items():
             rows.append([label, tracing, r["p50_ms"], r["p99_ms"], r["p50_ms"] / floor_ms,
@@ -364,7 +395,8 @@ async def main(args: argparse.Namespace) -> None:
     print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s", "/ raw stream"], rows))
     if segments:
         print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over "
-              f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs, "
+              f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs "
+              f"(~ {results['baseline']['raw_rtt_paced']['p50_ms'] / 2 * 1e3:.0f} µs paced), "
               f"fsync {fs['p50_ms'] * 1e3:.0f} µs)\n")
         print(table(["segment", "p50 µs"], segments))
     print(f"\nexported to the OTLP sink: {exported['spans']} spans in {exported['requests']} requests "
@@ -382,5 +414,6 @@ if __name__ == "__main__":
                              "rounds' paired ratios)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fsync-to", help=argparse.SUPPRESS)
+    parser.add_argument("--pace-us", type=float, default=0.0, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
-    event_loop.run(echo_server(parsed.fsync_to) if parsed.echo_server else main(parsed))
+    event_loop.run(echo_server(parsed.fsync_to, parsed.pace_us / 1e6) if parsed.echo_server else main(parsed))
