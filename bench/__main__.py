@@ -76,9 +76,7 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
             measured += f", CI {interval[mode][0]:.2f} to {interval[mode][1]:.2f}"
         rows.append([f"{label} (gateway writer throughput vs SDK off)", measured, cost, target])
     rows += bringup_rows(bringup)
-    removed = cluster["kill_removed"]["p50_ms"] / 1e3
-    rows.append(["failure detection: kill -> removed from every directory", f"{removed:.2f} s",
-                 removed / 3.0, "< 3 s"])
+    rows += cluster_rows(cluster)
     loss = load("loss", results) if (results / "loss.json").exists() else {}
     if "rounds" in loss:  # not when it was skipped (no network namespaces)
         rows.append(loss_row(loss))
@@ -87,6 +85,22 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
     if (results / "chaos.json").exists():
         rows += chaos_rows(load("chaos", results))
     return rows, produce["machine"]
+
+
+def cluster_rows(cluster: dict) -> list[list]:
+    """Failure detection after a kill (and a pause, when measured) against the 3 s target; a
+    join's convergence against the gossip's tick, the interval rumors spread in (context)."""
+    removed = cluster["kill_removed"]["p50_ms"] / 1e3
+    rows = [["failure detection: kill -> removed from every directory", f"{removed:.2f} s", removed / 3.0, "< 3 s"]]
+    if "pause_suspect" in cluster:
+        paused = cluster["pause_suspect"]["p50_ms"] / 1e3
+        rows.append(["failure detection: pause (SIGSTOP) -> suspected by every node", f"{paused:.2f} s",
+                     paused / 3.0, "< 3 s"])
+    if "join" in cluster and "config" in cluster:
+        join, tick = cluster["join"]["p50_ms"], cluster["config"]["tick_interval"] * 1e3
+        rows.append(["directory convergence: a join -> listed by every node / gossip tick",
+                     f"{join:.0f} / {tick:.0f} ms", join / tick, "(context)"])
+    return rows
 
 
 def loss_row(loss: dict) -> list:

@@ -27,7 +27,8 @@ def write_results(where: Path) -> None:
                              "exported, SDK encoder": writer(0.95, 3000), "off, second cluster": writer(0.85, 7100)},
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK encoder": 0.57},
                     "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]}},
-        "cluster": {"kill_removed": {"p50_ms": 2600}, "rss_mb": {"max": 56.7}},
+        "cluster": {"kill_removed": {"p50_ms": 2600}, "pause_suspect": {"p50_ms": 1620}, "join": {"p50_ms": 224},
+                    "config": {"tick_interval": 0.2}, "rss_mb": {"max": 56.7}},
         "bringup": {"runs": [{"meshes": 2, "nodes": 10, "backend": "local", "up_s": [1.6, 1.7, 1.65]},
                              {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [1.9, 1.8, 2.0]},
                              {"meshes": 4, "nodes": 20, "backend": "local", "up_s": [3.4, 3.3, 3.5]}]},
@@ -56,6 +57,10 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     four = next(line for line in out.splitlines() if "4 meshes x 5 nodes" in line)
     assert "3.40 / 1.65 s" in four and "2.06" in four
     assert "1 mesh x" not in out  # a mesh count not measured is left out
+    paused = next(line for line in out.splitlines() if "pause (SIGSTOP) -> suspected" in line)
+    assert "1.62 s" in paused and "0.54" in paused  # against the 3 s target
+    joined = next(line for line in out.splitlines() if "a join -> listed by every node" in line)
+    assert "224 / 200 ms" in joined and "1.12" in joined and "(context)" in joined
     lossy = next(line for line in out.splitlines() if "10% of packets lost" in line)
     assert "2.70 s; 0 of 3 (20 s)" in lossy and "0.9 " in lossy
 
@@ -65,6 +70,14 @@ def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):
     (tmp_path / "loss.json").write_text(json.dumps({"skipped": "not root"}))
     assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
     assert "packets lost" not in capsys.readouterr().out
+
+
+def test_render_without_the_pause_and_join_figures_leaves_their_rows_out(tmp_path, capsys):
+    write_results(tmp_path)
+    (tmp_path / "cluster.json").write_text(json.dumps({"kill_removed": {"p50_ms": 2600}, "rss_mb": {"max": 56.7}}))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "kill -> removed" in out and "pause" not in out and "a join" not in out
 
 
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
