@@ -8,7 +8,9 @@ Wire layout (big-endian)::
     +---------+---------+-----------+----------------+------------------------+
 
 The tag is picked by the sender of a request and copied into its reply, so many requests can
-share one long-lived stream and their replies can come back in any order.
+share one long-lived stream and their replies can come back in any order. A request with tag
+``ONE_WAY`` (0, which no request waiting for a reply ever carries) expects no reply: one-way
+messages (gossip pushes) share the same stream.
 
 The length is checked against the limit *before* the body is read, so a peer cannot make a
 node buffer an arbitrary amount. Decoding is incremental (``FrameDecoder.feed``) and I/O-free;
@@ -28,6 +30,7 @@ from .errors import FrameError, FrameTooLarge
 
 VERSION = 2
 HEADER = struct.Struct(">BBII")
+ONE_WAY = 0  # the tag of a request that wants no reply
 DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 
 

@@ -6,10 +6,12 @@ stream per request and writing frame by frame wastes most of a round trip. Here:
 * an ``Outbox`` gathers every frame queued while the previous write was in flight and sends
   them in one ``write_all`` (write batching);
 * a ``Channel`` is the caller's side: it tags each request, writes it through its outbox and
-  matches replies to waiting callers by tag, in whatever order they come back;
+  matches replies to waiting callers by tag, in whatever order they come back; one-way
+  messages (tag ``frames.ONE_WAY``) go on the same stream and wait for nothing;
 * ``serve_stream`` is the server's side: it keeps reading (a receiver that stops reading gets
   its connection killed), runs a handler per request concurrently and writes the replies,
-  tagged, through an outbox.
+  tagged, through an outbox (to a one-way message only if it failed: an ERROR, tag 0, which
+  the caller's channel, waiting for nothing, drops).
 """
 
 from __future__ import annotations
@@ -58,12 +60,16 @@ class Outbox:
 
     ``write_alone`` is for a caller with nothing else in flight: it writes from its own task
     (one loop turn less than a hand-off to the outbox's task); under load everything goes
-    through the queue, so concurrent frames still share one write into the bindings.
+    through the queue, so concurrent frames still share one write into the bindings. ``write``
+    returns only once its bytes are written (alone or in the batch they joined): for a caller
+    that waits for no reply, so a stream that stopped moving holds it, and its timeout, instead
+    of piling bytes up behind it.
     """
 
     def __init__(self, send: iroh.SendStream) -> None:
         self._send = send
         self._queue: list[bytes] = []
+        self._written: list[asyncio.Future[None]] = []  # ``write`` callers whose bytes are queued
         self._wake = asyncio.Event()
         self._closing = False
         self._busy = False  # a write_all is in flight (the task's or a caller's)
@@ -97,6 +103,15 @@ class Outbox:
         else:
             self.put(data)
 
+    async def write(self, data: bytes) -> None:
+        """Write ``data``; return once it is written (see the class docstring)."""
+        if not (self._busy or self._queue or self._closing or self.error is not None):
+            return await self.write_alone(data)
+        written = asyncio.get_running_loop().create_future()
+        self.put(data)
+        self._written.append(written)
+        await written
+
     def put(self, data: bytes) -> None:
         if self.error is not None:
             raise TransportError(f"stream write failed earlier: {describe(self.error)}")
@@ -111,6 +126,11 @@ class Outbox:
 
     def abort(self) -> None:
         self._task.cancel()
+        self._settle_queued(TransportError("the stream was closed"))
+
+    def _settle_queued(self, error: BaseException | None) -> None:
+        _settle(self._written, error)
+        self._written = []
 
     async def _run(self) -> None:
         try:
@@ -121,17 +141,35 @@ class Outbox:
                     continue  # a caller is writing; it wakes us when it is done
                 while self._queue and self.error is None:
                     batch, self._queue = b"".join(self._queue), []
+                    written, self._written = self._written, []
                     self._busy = True
                     try:
                         await self._send.write_all(batch)
+                    except BaseException as exc:
+                        _settle(written, TransportError(f"stream write failed: {describe(exc)}"))
+                        raise
                     finally:
                         self._busy = False
+                    _settle(written, None)
+                if self.error is not None:  # a caller's write failed: what is queued never will be
+                    self._settle_queued(TransportError(f"stream write failed earlier: {describe(self.error)}"))
                 if self._closing:
                     if self.error is None:
                         await self._send.finish()
                     return
         except iroh.IrohError as exc:
             self.error = exc
+            self._settle_queued(TransportError(f"stream write failed: {describe(exc)}"))
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Tell ``Outbox.write`` callers their bytes are written (``error`` None) or never will be."""
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 class Channel:
@@ -156,7 +194,7 @@ class Channel:
         ``timeout=None``: the caller bounds it (a second timer per request costs a few µs)."""
         if self.closed:
             raise TransportError("channel is closed")
-        tag = next(self._tags) & 0xFFFFFFFF or next(self._tags)
+        tag = next(self._tags) & 0xFFFFFFFF or next(self._tags)  # never ONE_WAY (0)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiting[tag] = future
         tagged = frames.retag(data, tag)
@@ -168,6 +206,18 @@ class Channel:
             raise PeerTimeout(f"no reply within {timeout:g}s") from None
         finally:
             self._waiting.pop(tag, None)
+            if self._outbox.error is not None and not self.closed:
+                self.close()  # a write failed (maybe half-way): the stream is out of sync
+
+    async def send_encoded(self, data: bytes) -> None:
+        """Send a frame encoded already, one-way (tagged ``ONE_WAY``: the server answers
+        nothing), alone or in a batch with whatever else is being written; it returns once the
+        bytes are with the stream (not when the peer has them), like a write."""
+        if self.closed:
+            raise TransportError("channel is closed")
+        try:
+            await self._outbox.write(frames.retag(data, frames.ONE_WAY))
+        finally:
             if self._outbox.error is not None and not self.closed:
                 self.close()  # a write failed (maybe half-way): the stream is out of sync
 
@@ -209,7 +259,8 @@ async def serve_stream(recv: iroh.RecvStream, send: iroh.SendStream | None, resp
 
     async def answer(frame: Frame) -> None:
         reply = await respond(frame)
-        if outbox is not None:
+        # A one-way message is answered only if it failed: an error is still said out loud.
+        if outbox is not None and (frame.tag != frames.ONE_WAY or (reply is not None and reply.kind is Kind.ERROR)):
             reply = reply or Frame(Kind.RESPONSE)
             data = frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame)
             await outbox.send(data, alone=len(running) == 1)

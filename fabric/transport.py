@@ -8,7 +8,9 @@ Two ways to call a peer:
 
 * ``request``: a tagged frame on the long-lived, multiplexed bi stream kept per peer and
   ALPN (see ``streams.py``); the reply carries the same tag.
-* ``send``: one frame, one-way, on a fresh uni stream (gossip pushes).
+* ``send``: one frame, one-way (gossip pushes), on the same stream, tagged ``ONE_WAY`` so the
+  peer answers nothing: no stream opened and finished per message. Frames arriving on uni
+  streams (how ``send`` used to travel, and how older nodes still send) are served too.
 
 A bad frame or a failing handler is counted and answered with an ERROR frame where a reply
 is expected; it never takes the node down.
@@ -157,6 +159,7 @@ class Transport:
             except iroh.IrohError:
                 return  # connection closed
             recv, send = (stream.recv(), stream.send()) if bi else (stream, None)
+            self.stats["streams_in"] += 1
             self._spawn(serve_stream(recv, send, respond, self.max_frame, self.stats))
 
     def _responder(self, handler: Handler, remote: str) -> Callable[[Frame], Awaitable[Frame | None]]:
@@ -273,14 +276,13 @@ class Transport:
 
     async def send(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                    frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
-        """Send one frame one-way on a fresh uni stream."""
+        """Send one frame one-way, on the peer's long-lived stream for ``alpn``; returns once
+        it is written (or queued behind a write in flight), not when the peer has it."""
         data = frames.encode(frame, self.max_frame)
 
         async def go() -> None:
-            conn = await self.connect(node_id, addrs, alpn, timeout)
-            stream = await conn.open_uni()
-            await stream.write_all(data)
-            await stream.finish()
+            channel = await self._channel(node_id, addrs, alpn, timeout)
+            await channel.send_encoded(data)
 
         await self._bounded(go(), node_id, alpn, timeout, "send")
         self.stats["frames_out"] += 1

@@ -7,9 +7,11 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-from fabric.errors import PeerTimeout, TransportError
-from fabric.frames import Frame, Kind
+from fabric import frames
+from fabric.errors import FrameError, PeerTimeout, TransportError
+from fabric.frames import Frame, FrameDecoder, Kind
 from fabric.identity import Identity
+from fabric.streams import Outbox
 from fabric.transport import Transport
 
 ALPN = b"test/mux/1"
@@ -100,3 +102,110 @@ async def test_a_handler_bug_is_an_error_reply_not_a_dead_stream(pair):
     good = await client.request(server.node_id, server.addrs, ALPN, Frame(Kind.REQUEST, {}))
     assert good.body == {"ok": True}
     assert server.stats["handler_errors"] == 1
+
+
+@pytest.mark.asyncio
+async def test_one_way_sends_share_the_request_stream_in_order(pair):
+    server, client = pair
+    pushed: list[int] = []
+
+    async def handler(remote, frame):
+        if frame.kind is Kind.GOSSIP_PUSH:
+            pushed.append(frame.body["n"])
+            return None
+        return Frame(Kind.RESPONSE, {"pushed": list(pushed)})
+
+    serve(server, handler)
+    for n in range(20):
+        await client.send(server.node_id, server.addrs, ALPN, Frame(Kind.GOSSIP_PUSH, {"n": n}))
+    reply = await client.request(server.node_id, server.addrs, ALPN, Frame(Kind.REQUEST, {}))
+    assert reply.body["pushed"] == list(range(20))  # all there, in order, before the request behind them
+    assert server.stats["streams_in"] == 1  # one stream for all 21 frames, none opened per send
+    assert client.stats["frames_out"] == 21
+
+
+@pytest.mark.asyncio
+async def test_the_server_answers_nothing_to_a_one_way_frame(pair):
+    server, client = pair
+
+    async def handler(remote, frame):
+        return Frame(Kind.RESPONSE, {"n": frame.body["n"]})  # would answer anything it is asked to
+
+    serve(server, handler)
+    conn = await client.connect(server.node_id, server.addrs, ALPN)
+    bi = await conn.open_bi()
+    send, recv = bi.send(), bi.recv()
+    await send.write_all(frames.encode(Frame(Kind.REQUEST, {"n": 1}, frames.ONE_WAY))
+                         + frames.encode(Frame(Kind.REQUEST, {"n": 2}, 7)))
+    decoder = FrameDecoder(frames.DEFAULT_MAX_FRAME)
+    got: list[Frame] = []
+    while not got:
+        got += decoder.feed(await asyncio.wait_for(recv.read(65536), 5))
+    assert [(f.tag, f.body) for f in got] == [(7, {"n": 2})]  # the one-way frame's answer was never written
+
+
+@pytest.mark.asyncio
+async def test_a_one_way_frame_that_fails_is_still_answered_with_its_error(pair):
+    server, client = pair
+
+    async def handler(remote, frame):
+        if frame.body.get("bad"):
+            raise FrameError("no such thing")
+
+    serve(server, handler)
+    conn = await client.connect(server.node_id, server.addrs, ALPN)
+    bi = await conn.open_bi()
+    await bi.send().write_all(frames.encode(Frame(Kind.GOSSIP_PUSH, {"bad": False}, frames.ONE_WAY))
+                              + frames.encode(Frame(Kind.GOSSIP_PUSH, {"bad": True}, frames.ONE_WAY)))
+    decoder = FrameDecoder(frames.DEFAULT_MAX_FRAME)
+    got: list[Frame] = []
+    while not got:
+        got += decoder.feed(await asyncio.wait_for(bi.recv().read(65536), 5))
+    assert len(got) == 1 and got[0].kind is Kind.ERROR and "no such thing" in got[0].body["message"]
+    # The caller's own channel drops such an answer (nothing waits on tag 0) and keeps working.
+    await client.send(server.node_id, server.addrs, ALPN, Frame(Kind.GOSSIP_PUSH, {"bad": True}))
+    assert (await client.request(server.node_id, server.addrs, ALPN, Frame(Kind.GOSSIP_PUSH, {}))).kind is Kind.RESPONSE
+    assert server.stats["bad_frames"] == 2
+
+
+class StuckSendStream:
+    """A send stream whose writes finish only when the test says so (a peer that stopped reading)."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.release = asyncio.Event()
+
+    async def write_all(self, data: bytes) -> None:
+        await self.release.wait()
+        self.written.append(data)
+
+    async def finish(self) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_write_returns_only_once_its_bytes_are_written():
+    stream = StuckSendStream()
+    outbox = Outbox(stream)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(outbox.write(b"a"))
+    await asyncio.sleep(0)  # the first is in write_all, stuck
+    later = [asyncio.ensure_future(outbox.write(data)) for data in (b"b", b"c")]
+    with pytest.raises(TimeoutError):  # a stuck stream holds its writers (and their timeouts)
+        await asyncio.wait_for(asyncio.shield(later[0]), 0.05)
+    assert not first.done() and not any(w.done() for w in later)
+    stream.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *later), 5)
+    assert stream.written == [b"a", b"bc"]  # the two queued behind it went in one write
+
+
+@pytest.mark.asyncio
+async def test_queued_writers_hear_of_an_abort():
+    outbox = Outbox(StuckSendStream())  # type: ignore[arg-type]
+    first = asyncio.ensure_future(outbox.write(b"a"))
+    await asyncio.sleep(0)
+    queued = asyncio.ensure_future(outbox.write(b"b"))
+    await asyncio.sleep(0)
+    outbox.abort()
+    with pytest.raises(TransportError, match="closed"):
+        await asyncio.wait_for(queued, 5)
+    first.cancel()
