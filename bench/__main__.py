@@ -82,6 +82,9 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
         rows.append(loss_row(loss))
     rss = cluster["rss_mb"]["max"]
     rows.append(["memory per idle node (max RSS)", f"{rss:.1f} MB", rss / 60, "< 60 MB"])
+    if "idle_cpu_pct" in cluster:  # context: what an idle node costs a core (gossip only)
+        cpu = cluster["idle_cpu_pct"]["mean"]
+        rows.append(["  CPU per idle node (mean of a 5-node mesh) / one core", f"{cpu:.2f}%", cpu / 100, "(context)"])
     if (results / "chaos.json").exists():
         rows += chaos_rows(load("chaos", results))
     return rows, produce["machine"]

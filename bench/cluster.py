@@ -1,4 +1,5 @@
-"""Directory convergence after a join, failure detection after a kill or a pause, memory per node.
+"""Directory convergence after a join, failure detection after a kill or a pause; memory and CPU
+per idle node (gossip's heartbeats, pushes and pulls are all an idle node does).
 
 Real node processes with the default gossip timings, in a loopback-only namespace. Baseline:
 the configured heartbeat interval and thresholds, from the same run's config. Run:
@@ -8,6 +9,7 @@ the configured heartbeat interval and thresholds, from the same run's config. Ru
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from fabric.gossip.proto import GossipConfig
 from fabric.launcher import NodeProcess
 
 TYPES = ("broker", "gateway", "registry", "compute", "console")
+IDLE_S = 10.0  # the window idle CPU is measured over (the clock ticks at 10 ms)
 
 
 def names_seen(node: NodeProcess) -> dict[str, str]:
@@ -34,6 +37,12 @@ def time_until(check: Callable[[], bool], timeout: float = 20.0) -> float:
             raise TimeoutError("condition not reached")
         time.sleep(0.01)
     return time.monotonic() - start
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -59,6 +68,9 @@ def main(rounds: int) -> None:
         time_until(lambda: all(set(names_seen(n)) == everyone for n in nodes))
         time.sleep(2.0)  # idle, for the memory reading
         memory = [rss_mb(n.pid) for n in nodes]
+        before, start = [cpu_s(n.pid) for n in nodes], time.monotonic()
+        time.sleep(IDLE_S)  # a measurement window, not a wait for anything
+        idle_cpu = [100 * (cpu_s(n.pid) - b) / (time.monotonic() - start) for n, b in zip(nodes, before, strict=True)]
         try:
             for r in range(rounds):
                 joiner = NodeProcess("m1", "compute", root / f"j{r}", [seed.address]).start()
@@ -86,7 +98,8 @@ def main(rounds: int) -> None:
                 node.stop()
     results = {"config": config.__dict__, "join": summary_ms(joins), "kill_suspect": summary_ms(suspects),
                "kill_removed": summary_ms(removals), "pause_suspect": summary_ms(pauses),
-               "rss_mb": {"max": max(memory), "mean": sum(memory) / len(memory)}}
+               "rss_mb": {"max": max(memory), "mean": sum(memory) / len(memory)},
+               "idle_cpu_pct": {"max": max(idle_cpu), "mean": sum(idle_cpu) / len(idle_cpu), "window_s": IDLE_S}}
     rows = [
         ["join visible in every directory", results["join"]["p50_ms"], results["join"]["p99_ms"], "-"],
         ["kill -> suspect everywhere", results["kill_suspect"]["p50_ms"], results["kill_suspect"]["p99_ms"],
@@ -100,6 +113,8 @@ def main(rounds: int) -> None:
           f"{rounds} rounds each\n")
     print(table(["what", "p50 ms", "p99 ms", "configured ms"], rows))
     print(f"\nmemory per idle node: max {max(memory):.1f} MB RSS, mean {sum(memory) / len(memory):.1f} MB")
+    print(f"CPU per idle node over {IDLE_S:g} s: mean {results['idle_cpu_pct']['mean']:.2f}% of a core, "
+          f"max {results['idle_cpu_pct']['max']:.2f}%")
     print(f"\nresults: {save('cluster', results)}")
 
 

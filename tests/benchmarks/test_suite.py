@@ -28,7 +28,8 @@ def write_results(where: Path) -> None:
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK encoder": 0.57},
                     "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "pause_suspect": {"p50_ms": 1620}, "join": {"p50_ms": 224},
-                    "config": {"tick_interval": 0.2}, "rss_mb": {"max": 56.7}},
+                    "config": {"tick_interval": 0.2}, "rss_mb": {"max": 56.7},
+                    "idle_cpu_pct": {"mean": 1.3, "max": 1.4, "window_s": 10.0}},
         "bringup": {"runs": [{"meshes": 2, "nodes": 10, "backend": "local", "up_s": [1.6, 1.7, 1.65]},
                              {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [1.9, 1.8, 2.0]},
                              {"meshes": 4, "nodes": 20, "backend": "local", "up_s": [3.4, 3.3, 3.5]}]},
@@ -52,6 +53,8 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "the same with the SDK's OTLP encoder" in out
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
+    idle = next(line for line in out.splitlines() if "CPU per idle node" in line)
+    assert "1.30%" in idle and "0.013" in idle and "(context)" in idle
     two = next(line for line in out.splitlines() if "bring-up, 2 meshes x 5 nodes" in line)
     assert "(local)" in two and "1.65 s" in two  # the faster backend's median
     four = next(line for line in out.splitlines() if "4 meshes x 5 nodes" in line)
@@ -77,7 +80,7 @@ def test_render_without_the_pause_and_join_figures_leaves_their_rows_out(tmp_pat
     (tmp_path / "cluster.json").write_text(json.dumps({"kill_removed": {"p50_ms": 2600}, "rss_mb": {"max": 56.7}}))
     assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "kill -> removed" in out and "pause" not in out and "a join" not in out
+    assert "kill -> removed" in out and "pause" not in out and "a join" not in out and "CPU per idle" not in out
 
 
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
