@@ -259,11 +259,12 @@ async def serve_stream(recv: iroh.RecvStream, send: iroh.SendStream | None, resp
 
     async def answer(frame: Frame) -> None:
         reply = await respond(frame)
-        # A one-way message is answered only if it failed: an error is still said out loud.
-        if outbox is not None and (frame.tag != frames.ONE_WAY or (reply is not None and reply.kind is Kind.ERROR)):
-            reply = reply or Frame(Kind.RESPONSE)
-            data = frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame)
-            await outbox.send(data, alone=len(running) == 1)
+        failed = reply is not None and reply.kind is Kind.ERROR
+        if outbox is None or (frame.tag == frames.ONE_WAY and not failed):
+            return  # nowhere to answer, or a one-way message that went fine (a failure is still said)
+        reply = reply or Frame(Kind.RESPONSE)
+        data = frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame)
+        await outbox.send(data, alone=len(running) == 1)
 
     try:
         while chunk := await recv.read(READ_CHUNK):

@@ -3,8 +3,9 @@
 Pushes go one-way (``Transport.send``: on the peer's long-lived stream, no reply); pulls are
 requests whose reply is the full state. A send to a peer that is still busy with the previous
 one of its kind (one-way or request) is skipped (counted), so a dead or paused peer never piles
-up work: the protocol's own retries (the next tick) cover it. A core may bring its own message format (``core.wire``: the backbone does);
-mesh cores use ``MESH_WIRE``. Frames and bytes in and out are counted in each core's ``stats``.
+up work: the protocol's own retries (the next tick) cover it. A core may bring its own message
+format (``core.wire``: the backbone does); mesh cores use ``MESH_WIRE``. Frames and bytes in
+and out are counted in each core's ``stats``.
 """
 
 from __future__ import annotations
