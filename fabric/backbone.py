@@ -32,7 +32,7 @@ from .errors import FabricError, ResolveError
 from .gossip import digest as digests
 from .gossip.backbone import BackboneConfig, BackboneCore
 from .gossip.digest import Verifier
-from .gossip.members import Member
+from .gossip.members import Member, MemberChange
 from .gossip.proto import Peer
 from .gossip.summary import SummaryPublisher, entries_hash
 
@@ -64,6 +64,7 @@ class Backbone:
         self._cache: dict[str, _Cached] = {}
         self._fetching: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Future] = set()
+        self._incarnations: dict[str, int] = {}  # member id -> the incarnation last seen
 
     @classmethod
     def create(cls, node: "Node", verify: Verifier, rng: random.Random | None = None) -> "Backbone":
@@ -84,6 +85,7 @@ class Backbone:
             self.publisher = SummaryPublisher(node.directory, cfg.mesh, core.changed,  # type: ignore[arg-type]
                                               lambda: (m.summary.get("sv", 0) for m in self.gateways_of(cfg.mesh)))
         node.directory.subscribe(self._discover)  # type: ignore[union-attr]
+        core.table.subscribe(self._forget_stale_connection)
         return self
 
     # -- the view --------------------------------------------------------------
@@ -228,6 +230,18 @@ class Backbone:
         if entries_hash(members.entries()) != answer.get("hash"):
             raise ResolveError(f"members of {mesh} do not match the hash their gateway sent")
         return _Cached(answer["hash"], int(answer.get("sv", 0)), members, now)
+
+    def _forget_stale_connection(self, change: MemberChange) -> None:
+        """A member that restarted (a new incarnation) or went silent: drop the cached connection
+        to it, as a node does for its own mesh's peers (``Node._on_change``). A process restarted
+        at the same address does not reset the old QUIC connection, so a probe sent on it would
+        go unanswered and make the member suspect again right after it came back."""
+        member = change.member
+        known = self._incarnations.get(member.node_id)
+        self._incarnations[member.node_id] = member.digest.incarnation
+        restarted = known is not None and known != member.digest.incarnation
+        if (restarted or change.kind is ChangeKind.SUSPECT) and self.node.transport is not None:
+            self.node.transport.forget_peer(member.node_id)
 
     def _discover(self, change: Change) -> None:
         """Members of our mesh on the backbone are bootstrap peers of our seat."""
