@@ -110,6 +110,11 @@ class PortForward:
                 await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
             finally:
                 upstream_writer.close()
+        except asyncio.CancelledError:
+            # ``close`` ends open connections (a browser's keep-alive, the console's event stream).
+            # A handler that ends cancelled makes asyncio (3.11) print "Exception in callback"
+            # with a traceback on every Ctrl-C of ``meshfabric up``: end it normally instead.
+            pass
         finally:
             client_writer.close()
             self._connections.discard(task)  # type: ignore[arg-type]

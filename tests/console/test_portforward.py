@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -78,3 +79,14 @@ def test_a_missing_socket_closes_the_client_connection_and_close_stops_listening
         forward.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", forward.port), timeout=2).close()
+
+
+def test_closing_with_a_connection_open_ends_it_without_a_traceback(echo_socket, caplog):
+    forward = PortForward(echo_socket).start()
+    with socket.create_connection(("127.0.0.1", forward.port), timeout=5) as conn:
+        conn.sendall(b"still here")  # no half-close: the connection stays open, as a browser's does
+        assert conn.recv(100) == b"STILL HERE"
+        with caplog.at_level(logging.ERROR):
+            forward.close()
+        assert conn.recv(100) == b"", "the forward closes the connections it was carrying"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
