@@ -64,7 +64,6 @@ class Backbone:
         self._cache: dict[str, _Cached] = {}
         self._fetching: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Future] = set()
-        self._incarnations: dict[str, int] = {}  # member id -> the incarnation last seen
 
     @classmethod
     def create(cls, node: "Node", verify: Verifier, rng: random.Random | None = None) -> "Backbone":
@@ -232,16 +231,12 @@ class Backbone:
         return _Cached(answer["hash"], int(answer.get("sv", 0)), members, now)
 
     def _forget_stale_connection(self, change: MemberChange) -> None:
-        """A member that restarted (a new incarnation) or went silent: drop the cached connection
-        to it, as a node does for its own mesh's peers (``Node._on_change``). A process restarted
-        at the same address does not reset the old QUIC connection, so a probe sent on it would
-        go unanswered and make the member suspect again right after it came back."""
-        member = change.member
-        known = self._incarnations.get(member.node_id)
-        self._incarnations[member.node_id] = member.digest.incarnation
-        restarted = known is not None and known != member.digest.incarnation
-        if (restarted or change.kind is ChangeKind.SUSPECT) and self.node.transport is not None:
-            self.node.transport.forget_peer(member.node_id)
+        """Tell the transport what the backbone heard of a member, as a node does of its own
+        mesh's peers (``Node._on_change``): kept, a restarted member's old connection would take
+        the next probe, unanswered, and make the member suspect again right after it came back."""
+        if self.node.transport is not None:
+            self.node.transport.peer_heard(change.member.node_id, change.member.digest.incarnation,
+                                           change.kind is ChangeKind.SUSPECT)
 
     def _discover(self, change: Change) -> None:
         """Members of our mesh on the backbone are bootstrap peers of our seat."""

@@ -178,7 +178,6 @@ class Node:
         self.incarnation = time.time_ns() // 1_000_000
         self.started_at: float | None = None
         self.clock = time.monotonic
-        self._incarnations: dict[str, int] = {}
 
     # -- identity --------------------------------------------------------------
 
@@ -346,13 +345,8 @@ class Node:
         entry = change.entry
         if self.telemetry is None or change.kind is ChangeKind.HEARTBEAT or entry.node_id == self.node_id:
             return
-        known = self._incarnations.get(entry.node_id)
-        restarted = known is not None and known != entry.digest.incarnation
-        if (restarted or change.kind is ChangeKind.SUSPECT) and self.transport is not None:
-            # A silent peer, or a new process behind the same id: QUIC would keep writing into
-            # a dead connection until its 30 s idle timeout, so the next send dials afresh.
-            self.transport.forget_peer(entry.node_id)
-        self._incarnations[entry.node_id] = entry.digest.incarnation
+        if self.transport is not None:  # a restarted or silent peer's connection is dropped
+            self.transport.peer_heard(entry.node_id, entry.digest.incarnation, change.kind is ChangeKind.SUSPECT)
         with self.telemetry.tracer.start_as_current_span(
             f"directory.{change.kind.value}",
             attributes={"peer.name": entry.name, "peer.mesh": entry.mesh, "peer.id": entry.node_id},

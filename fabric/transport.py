@@ -75,6 +75,7 @@ class Transport:
         self._connections: dict[tuple[str, bytes], iroh.Connection] = {}
         self._channels: dict[tuple[str, bytes], Channel] = {}
         self._dialled: dict[tuple[str, bytes], frozenset[str]] = {}
+        self._incarnations: dict[str, int] = {}  # peer id -> the incarnation gossip last reported
         self._locks: dict[tuple[str, bytes], asyncio.Lock] = {}  # one channel opened per peer and ALPN
         self._dials: Dials[iroh.Connection] = Dials()
         self._tasks: set[asyncio.Task] = set()
@@ -255,6 +256,17 @@ class Transport:
         for key in {k for k in (*self._connections, *self._channels) if k[0] == node_id}:
             self.forget(*key)
 
+    def peer_heard(self, node_id: str, incarnation: int, suspect: bool = False) -> None:
+        """What gossip (a mesh's directory, the backbone's member table) says of a peer. A new
+        incarnation (a new process behind the same id) or a suspicion drops the cached
+        connection to it: a process restarted at the same address does not reset the old QUIC
+        connection, which would swallow writes until its 30 s idle timeout, so the next call
+        dials afresh."""
+        known = self._incarnations.get(node_id)
+        self._incarnations[node_id] = incarnation
+        if suspect or (known is not None and known != incarnation):
+            self.forget_peer(node_id)
+
     async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                       frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:
         """Send one request and return the peer's reply, within ``timeout`` overall.
@@ -277,7 +289,8 @@ class Transport:
     async def send(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                    frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         """Send one frame one-way, on the peer's long-lived stream for ``alpn``; returns once
-        it is written (or queued behind a write in flight), not when the peer has it."""
+        it is written (alone, or in the batch it joined behind a write in flight), not when
+        the peer has it."""
         data = frames.encode(frame, self.max_frame)
 
         async def go() -> None:

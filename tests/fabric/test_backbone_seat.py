@@ -9,12 +9,16 @@ from fabric.backbone import Backbone
 from fabric.gossip import digest as digests
 from fabric.gossip.backbone import BackboneConfig, BackboneCore
 from fabric.gossip.sim import FakeKeys
+from fabric.transport import Transport
 
 KEYS = FakeKeys()
 
 
-class RecordingTransport:
+class RecordingTransport(Transport):
+    """The real transport's bookkeeping, with no endpoint: records the peers it forgets."""
+
     def __init__(self) -> None:
+        super().__init__(None, node_id="self")  # type: ignore[arg-type]  # never dials here
         self.forgotten: list[str] = []
 
     def forget_peer(self, node_id: str) -> None:
