@@ -104,6 +104,15 @@ async def test_a_handler_bug_is_an_error_reply_not_a_dead_stream(pair):
     assert server.stats["handler_errors"] == 1
 
 
+async def first_frames(recv) -> list[Frame]:
+    """The whole frames of the first read(s) that yield any, each read bounded by 5 s."""
+    decoder = FrameDecoder(frames.DEFAULT_MAX_FRAME)
+    got: list[Frame] = []
+    while not got:
+        got += decoder.feed(await asyncio.wait_for(recv.read(65536), 5))
+    return got
+
+
 @pytest.mark.asyncio
 async def test_one_way_sends_share_the_request_stream_in_order(pair):
     server, client = pair
@@ -137,10 +146,7 @@ async def test_the_server_answers_nothing_to_a_one_way_frame(pair):
     send, recv = bi.send(), bi.recv()
     await send.write_all(frames.encode(Frame(Kind.REQUEST, {"n": 1}, frames.ONE_WAY))
                          + frames.encode(Frame(Kind.REQUEST, {"n": 2}, 7)))
-    decoder = FrameDecoder(frames.DEFAULT_MAX_FRAME)
-    got: list[Frame] = []
-    while not got:
-        got += decoder.feed(await asyncio.wait_for(recv.read(65536), 5))
+    got = await first_frames(recv)
     assert [(f.tag, f.body) for f in got] == [(7, {"n": 2})]  # the one-way frame's answer was never written
 
 
@@ -157,10 +163,7 @@ async def test_a_one_way_frame_that_fails_is_still_answered_with_its_error(pair)
     bi = await conn.open_bi()
     await bi.send().write_all(frames.encode(Frame(Kind.GOSSIP_PUSH, {"bad": False}, frames.ONE_WAY))
                               + frames.encode(Frame(Kind.GOSSIP_PUSH, {"bad": True}, frames.ONE_WAY)))
-    decoder = FrameDecoder(frames.DEFAULT_MAX_FRAME)
-    got: list[Frame] = []
-    while not got:
-        got += decoder.feed(await asyncio.wait_for(bi.recv().read(65536), 5))
+    got = await first_frames(bi.recv())
     assert len(got) == 1 and got[0].kind is Kind.ERROR and "no such thing" in got[0].body["message"]
     # The caller's own channel drops such an answer (nothing waits on tag 0) and keeps working.
     await client.send(server.node_id, server.addrs, ALPN, Frame(Kind.GOSSIP_PUSH, {"bad": True}))
