@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
+import threading
 
 import iroh
 import pytest
@@ -75,39 +77,40 @@ async def test_a_bulk_transfer_arrives_byte_for_byte():
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
 
 
+async def _echo(alpn: bytes, payloads: list[bytes]) -> None:
+    """Two endpoints in this process: each payload sent on one bi stream and read back whole."""
+    options = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
+    a, b = await iroh.Endpoint.bind(options()), await iroh.Endpoint.bind(options())
+    a.set_alpns([alpn])
+
+    async def serve() -> None:
+        conn = await (await (await a.accept_next()).accept()).connect()
+        bi = await conn.accept_bi()
+        recv, send = bi.recv(), bi.send()
+        while data := await recv.read(65536):
+            await send.write_all(data)
+        await send.finish()
+
+    server = asyncio.create_task(serve())
+    try:
+        conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), alpn)
+        bi = await conn.open_bi()
+        send, recv = bi.send(), bi.recv()
+        for payload in payloads:
+            await send.write_all(payload)
+            assert await recv.read_exact(len(payload)) == payload
+        await send.finish()
+        await asyncio.wait_for(server, 5)
+    finally:
+        await b.close()
+        await a.close()
+
+
 def test_the_continuation_is_patched_and_echoes_still_work():
     """A ready future resolves inside the poll; wake-ups still come back through the loop."""
     assert iroh_patch.apply() is True
     assert iroh_ffi._uniffi_continuation_callback is iroh_patch.continuation is not None
-
-    async def echo_many() -> None:
-        options = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
-        a, b = await iroh.Endpoint.bind(options()), await iroh.Endpoint.bind(options())
-        a.set_alpns([b"test/echo"])
-
-        async def serve() -> None:
-            conn = await (await (await a.accept_next()).accept()).connect()
-            bi = await conn.accept_bi()
-            recv, send = bi.recv(), bi.send()
-            while data := await recv.read(65536):
-                await send.write_all(data)
-            await send.finish()
-
-        server = asyncio.create_task(serve())
-        try:
-            conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"test/echo")
-            bi = await conn.open_bi()
-            send, recv = bi.send(), bi.recv()
-            for i in range(200):
-                await send.write_all(i.to_bytes(4, "big") * 16)
-                assert await recv.read_exact(64) == i.to_bytes(4, "big") * 16
-            await send.finish()
-            await asyncio.wait_for(server, 5)
-        finally:
-            await b.close()
-            await a.close()
-
-    asyncio.run(asyncio.wait_for(echo_many(), 30))
+    asyncio.run(asyncio.wait_for(_echo(b"test/echo", [i.to_bytes(4, "big") * 16 for i in range(200)]), 30))
 
 
 def _original_lower(converter, value):
@@ -172,3 +175,48 @@ def test_a_lower_that_fails_discards_its_buffer(monkeypatch):
     with pytest.raises(TypeError):
         iroh_ffi._UniffiFfiConverterBytes.lower("not bytes")
     assert discarded == [1]
+
+
+def test_the_runtime_threads_python_state_is_kept_across_callbacks(monkeypatch):
+    """Each wake-up from iroh's runtime thread used to make and delete a Python thread state
+    (a new state id each time); kept, every callback from that thread runs in the same one."""
+    assert iroh_patch.apply() is True
+    state_get = ctypes.pythonapi.PyThreadState_Get
+    state_get.restype = ctypes.c_void_p
+    state_id = ctypes.pythonapi.PyThreadState_GetID
+    state_id.argtypes, state_id.restype = [ctypes.c_void_p], ctypes.c_uint64
+    seen: list[tuple[int, int]] = []  # (thread ident, thread state id) of each runtime-thread callback
+    keep = iroh_patch._keep_thread_state
+
+    def recording_keep() -> None:
+        keep()
+        seen.append((threading.get_ident(), state_id(state_get())))
+
+    monkeypatch.setattr(iroh_patch, "_keep_thread_state", recording_keep)
+
+    asyncio.run(asyncio.wait_for(_echo(b"test/state", [b"x" * 8] * 50), 30))
+    main = threading.get_ident()
+    runtime = [(ident, state) for ident, state in seen if ident != main]
+    assert len(runtime) >= 20, f"expected wake-ups from iroh's runtime thread, saw {len(runtime)}"
+    states_per_thread = {ident: {state for i, state in runtime if i == ident} for ident, _ in runtime}
+    assert all(len(states) == 1 for states in states_per_thread.values()), states_per_thread
+
+
+def test_thread_states_are_kept_once_per_thread_and_only_up_to_the_limit(monkeypatch):
+    """Each thread's state is kept once however often it calls back, and no more than
+    ``MAX_KEPT_STATES`` are: a kept state outlives its thread (run here on Python threads, with
+    a counting stand-in for ``PyGILState_Ensure``)."""
+    ensured: list[str] = []
+    monkeypatch.setattr(iroh_patch, "_gil_state_ensure", lambda: ensured.append(threading.current_thread().name))
+    monkeypatch.setattr(iroh_patch, "kept_states", iroh_patch.MAX_KEPT_STATES - 2)
+
+    def calls_back_three_times() -> None:
+        for _ in range(3):
+            iroh_patch._keep_thread_state()
+
+    for i in range(4):  # one after another: a thread's id is reused by the next, its state is not
+        thread = threading.Thread(target=calls_back_three_times, name=f"t{i}")
+        thread.start()
+        thread.join()
+    assert ensured == ["t0", "t1"]
+    assert iroh_patch.kept_states == iroh_patch.MAX_KEPT_STATES
