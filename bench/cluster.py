@@ -9,12 +9,12 @@ the configured heartbeat interval and thresholds, from the same run's config. Ru
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+from bench.cpu import process_seconds
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
 from fabric import control
@@ -37,12 +37,6 @@ def time_until(check: Callable[[], bool], timeout: float = 20.0) -> float:
             raise TimeoutError("condition not reached")
         time.sleep(0.01)
     return time.monotonic() - start
-
-
-def cpu_s(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -68,9 +62,9 @@ def main(rounds: int) -> None:
         time_until(lambda: all(set(names_seen(n)) == everyone for n in nodes))
         time.sleep(2.0)  # idle, for the memory reading
         memory = [rss_mb(n.pid) for n in nodes]
-        before, start = [cpu_s(n.pid) for n in nodes], time.monotonic()
+        before, start = [process_seconds(n.pid) for n in nodes], time.monotonic()
         time.sleep(IDLE_S)  # a measurement window, not a wait for anything
-        idle_cpu = [100 * (cpu_s(n.pid) - b) / (time.monotonic() - start) for n, b in zip(nodes, before, strict=True)]
+        idle_cpu = [100 * (process_seconds(n.pid) - b) / (time.monotonic() - start) for n, b in zip(nodes, before, strict=True)]
         try:
             for r in range(rounds):
                 joiner = NodeProcess("m1", "compute", root / f"j{r}", [seed.address]).start()

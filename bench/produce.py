@@ -35,6 +35,7 @@ from unittest import mock
 
 import iroh
 
+from bench import cpu
 from bench.breakdown import breakdown
 from bench.isolation import _MARK as SAME_NETWORK
 from bench.isolation import ensure_isolated
@@ -273,6 +274,16 @@ def traced_breakdown(nodes: dict[str, NodeProcess], records: int) -> tuple[list[
     return breakdown(spans, "bench")
 
 
+def produce_cpu(nodes: dict[str, NodeProcess], records: int) -> dict[str, dict[str, float]]:
+    """CPU per produce of the gateway and the broker, by thread (``bench/cpu.py``), over
+    ``records`` produced one at a time by the gateway's writer."""
+    pids = {"gateway (writer)": nodes["gw"].pid, "broker": nodes["b2"].pid}
+    before = cpu.reading(pids)
+    control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
+                         topic="bench", count=records, size=100, concurrency=1, latencies=False)
+    return cpu.per_op(before, cpu.reading(pids), records)
+
+
 def paired_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
     """Each round's cost of each tracing mode: 1 - its writer throughput / the SDK off's in
     that round (every round runs the modes back to back, so a machine getting faster or
@@ -345,6 +356,11 @@ async def main(args: argparse.Namespace) -> None:
                     for tracing in order:  # the heavy batched runs last, not just before a latency run
                         rounds[tracing][-1]["batched_rps"] = writer_run(
                             clusters[tracing], args.records, args.concurrency, batched=True)["throughput_rps"]
+                echo_pids = {"raw echo: client": os.getpid(), "raw echo: server": echo.server.pid}
+                before = cpu.reading(echo_pids)
+                await echo.round_trips(args.records)
+                cpu_per_op = cpu.per_op(before, cpu.reading(echo_pids), args.records)
+            cpu_per_op |= produce_cpu(clusters["on"], args.records)
             segments, traced = traced_breakdown(clusters["on"], args.records)
         finally:
             for nodes in clusters.values():
@@ -358,6 +374,7 @@ async def main(args: argparse.Namespace) -> None:
     both = summary_ms(composite)
     floor_ms = rtt["p50_ms"] + fs["p50_ms"]
     results["breakdown"] = {"traces": traced, "segments_us": dict(segments)}
+    results["cpu_per_op_us"] = cpu_per_op
     results["baseline"] = {"raw_rtt": rtt, "raw_rtt_in_process": summary_ms(local_samples), "fsync": fs,
                            "floor_p50_ms": floor_ms, "raw_rtt_with_fsync": both,
                            "raw_rtt_paced": summary_ms(paced), "pace_us": PACE_US,
@@ -399,6 +416,10 @@ async def main(args: argparse.Namespace) -> None:
               f"(~ {results['baseline']['raw_rtt_paced']['p50_ms'] / 2 * 1e3:.0f} µs paced), "
               f"fsync {fs['p50_ms'] * 1e3:.0f} µs)\n")
         print(table(["segment", "p50 µs"], segments))
+    print(f"\nCPU per sequential round trip or produce (tracing on), by thread, µs ({args.records} each; "
+          "/proc schedstat)\n")
+    print(table(["process", *cpu.GROUPS, "total"],
+                [[label, *(round(spent[g], 1) for g in (*cpu.GROUPS, "total"))] for label, spent in cpu_per_op.items()]))
     print(f"\nexported to the OTLP sink: {exported['spans']} spans in {exported['requests']} requests "
           f"({exported['rejected']} rejected)")
     print(f"\nresults: {save('produce', results)}")
