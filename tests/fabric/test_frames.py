@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -90,6 +92,20 @@ def test_several_frames_in_one_chunk_and_a_partial_tail():
     assert got == frames
     assert decoder.pending == 4
     assert decoder.feed(extra[4:]) == [Frame(Kind.RESPONSE, {"tail": True})]
+    assert decoder.pending == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(st.dictionaries(st.text(max_size=5), st.binary(max_size=40), max_size=3), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_frames_cut_into_any_chunks_decode_the_same(bodies, cuts):
+    frames = [Frame(Kind.REQUEST, body, tag) for tag, body in enumerate(bodies, 1)]
+    stream = b"".join(encode(f) for f in frames)
+    edges = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    decoder, got = FrameDecoder(), []
+    for a, b in itertools.pairwise(edges):
+        got += decoder.feed(stream[a:b])
+    assert got == frames
     assert decoder.pending == 0
 
 
