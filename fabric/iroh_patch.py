@@ -1,4 +1,5 @@
-"""A faster byte copy for the generated Python layer of the iroh 1.2.0 bindings.
+"""Faster glue in the generated Python layer of the iroh 1.2.0 bindings: byte copies,
+wake-ups, the runtime thread's Python state, buffer conversions.
 
 The uniffi-generated ``_UniffiRustBufferBuilder.write`` copies outgoing bytes into the Rust
 buffer one at a time in a Python loop: bulk writes crawl at ~3-4 MiB/s, CPU-bound. This
@@ -11,7 +12,8 @@ goes through ``call_soon_threadsafe`` (a self-pipe write, a wake-up and two loop
 the awaiting task resumes). ``_continuation`` resolves the future directly in that case (it
 is not awaited yet, so the ``await`` that follows returns without yielding); a "poll again"
 on the loop's thread is scheduled with ``call_soon`` (no self-pipe); from the runtime's
-thread it still goes through ``call_soon_threadsafe``. In-process echo round trip ~0.36 -> ~0.33 ms.
+thread it still goes through ``call_soon_threadsafe``. In-process echo round trip ~0.36 ->
+~0.33 ms.
 
 The runtime thread that completes those futures is not a Python thread: each callback from it
 made a Python thread state (``PyGILState_Ensure``) and destroyed it on return, which in 3.11
@@ -103,7 +105,7 @@ def _make_continuation(ffi):  # type: ignore[no-untyped-def]
     @ffi._UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK
     def _continuation(future_ptr, poll_code):  # type: ignore[no-untyped-def]
         loop, future = handles.remove(future_ptr)
-        if events._get_running_loop() is not loop:  # iroh's runtime thread
+        if events._get_running_loop() is not loop:  # not the loop's thread: iroh's runtime's
             _keep_thread_state()
             loop.call_soon_threadsafe(set_result, future, poll_code)
         elif poll_code == ready:
