@@ -27,6 +27,7 @@ def process_seconds(pid: int) -> float:
 
 
 def group_of(pid: int, tid: int, name: str) -> str:
+    """The group of thread ``tid`` (named ``name``) of process ``pid``: one of ``GROUPS``."""
     if tid == pid:
         return "event loop"
     return "iroh runtime" if name.startswith(_RUNTIME_THREADS) else "other threads"

@@ -16,6 +16,10 @@ Tracing modes, each a cluster of its own, measured in interleaved rounds: every 
 (every span or 1% of traces; every span with the SDK's encoder too, for comparison), and the
 SDK off: the baseline of tracing's cost. A second cluster with the SDK off is measured the same
 way: its difference from the first is the measurement's own noise in that run.
+
+Last, the CPU of each thread (``bench/cpu.py``) per raw round trip, on both sides of the echo,
+and per sequential produce, on the gateway and the broker: where the time over the floor is
+spent, and by which thread (the event loop, iroh's runtime).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ counted as transport time."""
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import pytest
@@ -22,5 +23,7 @@ async def test_a_paced_round_trip_leaves_out_the_servers_work():
     samples = await in_process_round_trips(20, pace_s=pace)
     assert len(samples) == 20
     # Both ends share one loop here: the echo's 5 ms of work happens inside every round trip,
-    # and only the transport's part may remain.
-    assert all(0 < s < pace for s in samples), samples
+    # and only the transport's part may remain: counted, every sample would be over 5 ms. (The
+    # median, not every sample: on a loaded machine one round trip alone can take 5 ms.)
+    assert all(s > 0 for s in samples), samples
+    assert statistics.median(samples) < pace, samples
