@@ -1,8 +1,8 @@
 """Produce latency and throughput, same-mesh and cross-mesh, tracing on and off.
 
-Baselines measured in the same run: a raw iroh round trip (64 B on an open stream, between
-two processes like every produce here; the same with both ends in one process for reference),
-an ``fsync`` of a small append, and raw stream throughput. The target's floor is the sum of
+Baselines measured in the same run (``bench/raw_echo.py``): a raw iroh round trip (64 B on an
+open stream, between two processes like every produce here; the same with both ends in one
+process for reference), an ``fsync`` of a small append, and raw stream throughput. The target's floor is the sum of
 the first two, each measured alone; beside it, the same round trip with the echo server
 appending 100 B to a file and fsyncing it before each echo (the composite: what a produce with
 no code of ours between the transport and the disk would take, wake-ups included); and the
@@ -26,24 +26,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import iroh
-
 from bench import cpu
 from bench.breakdown import breakdown
-from bench.isolation import _MARK as SAME_NETWORK
 from bench.isolation import ensure_isolated
 from bench.otlp_sink import OtlpSink
+from bench.raw_echo import PACE_US, WARMUP, RawEcho, fsyncs, in_process_round_trips
 from bench.report import save, summary_ms, table
 from fabric import control, event_loop
 from fabric.client import FabricClient
@@ -78,140 +73,6 @@ def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
 
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
-WARMUP = 20  # round trips (and produces) before any is timed
-PACE_US = 100  # the paced echo: work each side does before it sends (~a produce's Python a side)
-
-
-def busy(seconds: float) -> None:
-    """Work for ``seconds``: spin, so the thread stays on the CPU as a handler's would."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-async def echo_server(fsync_to: str | None = None, pace_s: float = 0.0) -> None:
-    """The raw side of the baseline, in a process of its own (``--echo-server``): print the
-    endpoint's address, echo everything on the first bi stream, exit when it finishes; with
-    ``fsync_to``, append 100 B to that file and fsync it before each echo; with ``pace_s``,
-    work that long before each echo."""
-    a = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0"))
-    a.set_alpns([b"bench/echo"])
-    print(json.dumps({"id": str(a.id()), "addrs": list(a.addr().direct_addresses())}), flush=True)
-    fd = os.open(fsync_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if fsync_to else None
-    await echo(a, fd, pace_s)
-    await asyncio.sleep(0.2)
-    await a.close()
-
-
-async def echo(endpoint: iroh.Endpoint, fsync_fd: int | None = None, pace_s: float = 0.0) -> None:
-    """Echo everything on the first bi stream of the first connection, until it finishes
-    (each read appended to ``fsync_fd`` and fsynced first, if given; ``pace_s`` of work before
-    each echo)."""
-    conn = await (await (await endpoint.accept_next()).accept()).connect()
-    bi = await conn.accept_bi()
-    recv, send = bi.recv(), bi.send()
-    while data := await recv.read(65536):
-        if fsync_fd is not None:
-            os.write(fsync_fd, b"r" * 100)
-            os.fsync(fsync_fd)
-        if pace_s:
-            busy(pace_s)
-        await send.write_all(data)
-    await send.finish()
-
-
-class RawEcho:
-    """One open iroh stream to an echo server in another process: the transport's floor
-    between two processes, as a produce from the gateway to the broker crosses (with
-    ``fsync_to``, the server fsyncs an append to that file before each echo; with ``pace_s``,
-    each side works that long before it sends, and round trips are reported less the server's
-    part)."""
-
-    def __init__(self, fsync_to: Path | None = None, pace_s: float = 0.0) -> None:
-        self.fsync_to = fsync_to
-        self.pace_s = pace_s
-
-    async def __aenter__(self) -> "RawEcho":
-        extra = ["--fsync-to", str(self.fsync_to)] if self.fsync_to else []
-        extra += ["--pace-us", str(self.pace_s * 1e6)] if self.pace_s else []
-        self.server = subprocess.Popen([sys.executable, "-m", "bench.produce", "--echo-server", *extra],
-                                       stdout=subprocess.PIPE, env={**os.environ, SAME_NETWORK: "1"})
-        peer = json.loads(self.server.stdout.readline())  # type: ignore[union-attr]
-        self.endpoint = await iroh.Endpoint.bind(iroh.EndpointOptions(preset=iroh.preset_minimal(),
-                                                                      bind_addr="127.0.0.1:0"))
-        conn = await self.endpoint.connect(
-            iroh.EndpointAddr(iroh.EndpointId.from_string(peer["id"]), None, peer["addrs"]), b"bench/echo")
-        bi = await conn.open_bi()
-        self.send, self.recv = bi.send(), bi.recv()
-        await echo_round_trips(self.send, self.recv, WARMUP, self.pace_s)
-        return self
-
-    async def round_trips(self, n: int) -> list[float]:
-        """``n`` 64-byte echoes, one at a time."""
-        return await echo_round_trips(self.send, self.recv, n, self.pace_s)
-
-    async def throughput(self, n: int, batch: int) -> float:
-        """Messages per second: ``batch`` 100-byte messages per write, echoed, ``n`` in all."""
-        chunk = b"m" * 100 * batch
-        start = time.perf_counter()
-        for _ in range(max(1, n // batch)):
-            await self.send.write_all(chunk)
-            await self.recv.read_exact(len(chunk))
-        return max(1, n // batch) * batch / (time.perf_counter() - start)
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self.send.finish()
-            await asyncio.to_thread(self.server.wait, 10)
-            await self.endpoint.close()
-        finally:
-            if self.server.poll() is None:
-                self.server.kill()
-
-
-async def echo_round_trips(send: iroh.SendStream, recv: iroh.RecvStream, n: int,
-                           pace_s: float = 0.0) -> list[float]:
-    """``n`` round trips of 64 B; with ``pace_s``, work that long before each (untimed) and
-    take the server's ``pace_s`` off each sample."""
-    samples = []
-    for _ in range(n):
-        if pace_s:
-            busy(pace_s)
-        start = time.perf_counter()
-        await send.write_all(b"x" * 64)
-        await recv.read_exact(64)
-        samples.append(time.perf_counter() - start - pace_s)
-    return samples
-
-
-async def in_process_round_trips(n: int, pace_s: float = 0.0) -> list[float]:
-    """The same echoes with both endpoints in this process (one loop): for reference."""
-    opts = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
-    a, b = await iroh.Endpoint.bind(opts()), await iroh.Endpoint.bind(opts())
-    a.set_alpns([b"bench/echo"])
-    server = asyncio.create_task(echo(a, pace_s=pace_s))
-    conn = await b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"bench/echo")
-    bi = await conn.open_bi()
-    send, recv = bi.send(), bi.recv()
-    await echo_round_trips(send, recv, WARMUP, pace_s)
-    samples = await echo_round_trips(send, recv, n, pace_s)
-    await send.finish()
-    await asyncio.wait_for(server, 5)
-    await b.close()
-    await a.close()
-    return samples
-
-
-def fsyncs(directory: Path, n: int) -> list[float]:
-    fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        os.write(fd, b"r" * 100)
-        os.fsync(fd)
-        samples.append(time.perf_counter() - start)
-    os.close(fd)
-    return samples
 
 
 def start_cluster(root: Path, env: dict[str, str]) -> dict[str, NodeProcess]:
@@ -437,8 +298,4 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=12,
                         help="interleaved rounds of baselines and writer runs (tracing's cost: the median of the "
                              "rounds' paired ratios)")
-    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--fsync-to", help=argparse.SUPPRESS)
-    parser.add_argument("--pace-us", type=float, default=0.0, help=argparse.SUPPRESS)
-    parsed = parser.parse_args()
-    event_loop.run(echo_server(parsed.fsync_to, parsed.pace_us / 1e6) if parsed.echo_server else main(parsed))
+    event_loop.run(main(parser.parse_args()))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.produce import busy, in_process_round_trips
+from bench.raw_echo import busy, in_process_round_trips
 
 
 def test_busy_works_at_least_as_long_as_asked():
