@@ -76,10 +76,15 @@ class Outbox:
         self.error: BaseException | None = None
         self._task = _detached(self._run())
 
+    @property
+    def _idle(self) -> bool:
+        """Nothing in flight or queued, not closing, not failed: a write may go out now."""
+        return not (self._busy or self._queue or self._closing or self.error is not None)
+
     async def write_alone(self, data: bytes) -> None:
         """Write ``data`` now if the stream is idle, else queue it. A write cancelled half-way
         may leave part of a frame on the stream: the outbox is failed (``error``) then."""
-        if self._busy or self._queue or self._closing or self.error is not None:
+        if not self._idle:
             return self.put(data)
         self._busy = True
         try:
@@ -105,7 +110,7 @@ class Outbox:
 
     async def write(self, data: bytes) -> None:
         """Write ``data``; return once it is written (see the class docstring)."""
-        if not (self._busy or self._queue or self._closing or self.error is not None):
+        if self._idle:
             return await self.write_alone(data)
         written = asyncio.get_running_loop().create_future()
         self.put(data)
@@ -206,8 +211,7 @@ class Channel:
             raise PeerTimeout(f"no reply within {timeout:g}s") from None
         finally:
             self._waiting.pop(tag, None)
-            if self._outbox.error is not None and not self.closed:
-                self.close()  # a write failed (maybe half-way): the stream is out of sync
+            self._close_if_broken()
 
     async def send_encoded(self, data: bytes) -> None:
         """Send a frame encoded already, one-way (tagged ``ONE_WAY``: the server answers
@@ -218,8 +222,11 @@ class Channel:
         try:
             await self._outbox.write(frames.retag(data, frames.ONE_WAY))
         finally:
-            if self._outbox.error is not None and not self.closed:
-                self.close()  # a write failed (maybe half-way): the stream is out of sync
+            self._close_if_broken()
+
+    def _close_if_broken(self) -> None:
+        if self._outbox.error is not None and not self.closed:
+            self.close()  # a write failed (maybe half-way): the stream is out of sync
 
     def close(self) -> None:
         self._fail(TransportError("channel closed"))
