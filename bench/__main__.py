@@ -63,7 +63,7 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
     for mode, label, target in (("on", "cost of tracing, every span recorded", "< 0.10"),
                                 ("sampled 1%", "cost of tracing, 1% of traces sampled", "< 0.10"),
                                 ("exported", "cost of tracing, every span exported over OTLP/HTTP", "< 0.10"),
-                                ("exported, SDK encoder", "  the same with the SDK's OTLP encoder", "(context)"),
+                                ("exported, SDK thread", "  the same through the SDK's export thread", "(context)"),
                                 ("exported, 1% sampled", "cost of tracing, 1% of traces exported", "< 0.10"),
                                 ("off, second cluster", "  noise: a second cluster with the SDK off", "(context)")):
         runs = produce["runs"].get(mode)

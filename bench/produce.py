@@ -13,7 +13,7 @@ fall asleep and must be woken, which a back-to-back echo never pays. Run:
 
 Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
 (kept in the nodes' rings only), 1% of traces sampled, spans exported over OTLP/HTTP to a sink
-(every span or 1% of traces; every span with the SDK's encoder too, for comparison), and the
+(every span or 1% of traces; every span through the SDK's export thread too, for comparison), and the
 SDK off: the baseline of tracing's cost. A second cluster with the SDK off is measured the same
 way: its difference from the first is the measurement's own noise in that run.
 
@@ -52,11 +52,12 @@ TRACING = {
     "off": {"OTEL_SDK_DISABLED": "true"},
 }
 # Spans exported over OTLP/HTTP (to a sink: ``bench/otlp_sink.py``): every span, 1% of traces,
-# and every span with the SDK's own encoder instead of the nodes' (``fabric/otlp_encoder.py``).
+# and every span through the SDK's batch processor and its thread instead of the node's loop
+# (``fabric/otlp_loop.py``).
 EXPORTED = {
     "exported": {},
     "exported, 1% sampled": TRACING["sampled 1%"],
-    "exported, SDK encoder": {"MESHFABRIC_OTLP_ENCODER": "sdk"},
+    "exported, SDK thread": {"MESHFABRIC_OTLP_EXPORT": "thread"},
 }
 
 

@@ -23,6 +23,7 @@ A step that fails ends its span with error status, the root too, and the error p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -220,6 +221,7 @@ class Node:
         except BaseException:
             await self.transport.close()
             raise
+        self.telemetry.attach(asyncio.get_running_loop())
         tracer = self.telemetry.tracer
         root = tracer.start_span("mesh.node.ready", start_time=boot_start)
         with trace.use_span(root, end_on_exit=True):
@@ -367,6 +369,7 @@ class Node:
             "gossip": {core.mesh: dict(core.stats) for core in cores},
             "transport": dict(self.transport.stats) if self.transport else {},
             "exporting": bool(self.telemetry and self.telemetry.exporting),
+            "export": self.telemetry.export_status() if self.telemetry else None,
             "event_loop": event_loop.current(),
             "gc": {"thresholds": list(gc.get_threshold()),
                    "collections": [generation["collections"] for generation in gc.get_stats()]},
@@ -401,5 +404,6 @@ class Node:
         for service in self.services:
             service.close()
         if self.telemetry is not None:
+            await self.telemetry.drain()
             self.telemetry.flush()
             self.telemetry.shutdown()

@@ -6,16 +6,21 @@ the SDK's OTLP exporter, configured only by the standard variables
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` / ``..._TRACES_PROTOCOL`` = ``http/protobuf`` or ``grpc``), so
 any collector or Jaeger receives them unchanged. With none set, nothing is exported and
 nothing is printed: spans stay in the node's ring of recent spans (``Telemetry.recent``).
+To a collector on loopback over plain HTTP, a node posts its batches from its own event loop
+(``fabric/otlp_loop.py``: no export thread); elsewhere the SDK's batch processor does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import os
 import random
+import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping, Sequence
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as context_api
@@ -35,6 +40,7 @@ from .errors import ConfigError
 from .spans import OWN_SPANS, LeanTracer
 
 TRACER_NAME = "meshfabric"
+log = logging.getLogger(__name__)
 _DEFAULT_SCHEDULE_DELAY_MS = 200  # the SDK's 5 s default hides a boot trace for too long
 
 
@@ -131,6 +137,24 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     )
 
 
+def export_processor(exporter: SpanExporter, environ: Mapping[str, str] = os.environ) -> SpanProcessor:
+    """What sends a node's spans to ``exporter``: a processor on the node's own loop where it
+    sends what the SDK's would (its OTLP/HTTP exporter to a plain loopback collector:
+    ``otlp_loop.choose``), else the SDK's ``BatchSpanProcessor`` and its thread."""
+    from . import otlp_loop  # h11: loaded only by a node that exports
+
+    delay = None if "OTEL_BSP_SCHEDULE_DELAY" in environ else _DEFAULT_SCHEDULE_DELAY_MS
+    http = sys.modules.get("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    url = getattr(exporter, "_endpoint", None)  # the URL the SDK's exporter resolved from the variables
+    if http is not None and isinstance(exporter, http.OTLPSpanExporter) and isinstance(url, str) \
+            and otlp_loop.choose(url, environ):
+        def encode(spans: Sequence[ReadableSpan]) -> bytes:
+            return http.encode_spans(spans).SerializePartialToString()  # ours, once adopted (otlp_encoder)
+
+        return otlp_loop.LoopBatchSpanProcessor(url, exporter, encode, environ, schedule_delay_ms=delay)
+    return BatchSpanProcessor(exporter, schedule_delay_millis=delay)
+
+
 def recent_capacity_from_env(environ: Mapping[str, str] = os.environ) -> int:
     """How many recent spans a node keeps for its control socket: ``MESHFABRIC_RECENT_SPANS``
     (an integer >= 1), else 256."""
@@ -175,15 +199,50 @@ class Telemetry:
         self.recent = RecentSpans(recent_capacity)
         self.provider.add_span_processor(self.recent)
         self.exporting = exporter is not None and self.enabled
+        self.exporter: SpanProcessor | None = None  # what hands spans to the exporter
+        self.loop_exporter: Any = None  # the same, if it posts from the node's loop (otlp_loop)
         if self.exporting:
-            delay = None if "OTEL_BSP_SCHEDULE_DELAY" in os.environ else _DEFAULT_SCHEDULE_DELAY_MS
-            self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
+            from .otlp_loop import LoopBatchSpanProcessor  # h11: loaded only by a node that exports
+
+            self.exporter = export_processor(exporter)  # type: ignore[arg-type]
+            self.provider.add_span_processor(self.exporter)
+            if isinstance(self.exporter, LoopBatchSpanProcessor):
+                self.loop_exporter = self.exporter
         self.tracer: trace.Tracer = (LeanTracer(self.provider, TRACER_NAME, labels.attributes())
                                      if self.enabled else trace.NoOpTracer())
 
     @classmethod
     def from_env(cls, labels: NodeLabels) -> "Telemetry":
         return cls(labels, exporter_from_env(), recent_capacity_from_env())
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Export from ``loop`` (the node's) where the exporter does (``fabric/otlp_loop.py``);
+        call it on the loop's thread."""
+        if self.loop_exporter is not None:
+            self.loop_exporter.attach(loop)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """On the loop: post every span ended so far (waiting out a post in flight), for at
+        most ``timeout_s``; a no-op where the SDK's thread exports (``flush`` serves it)."""
+        if self.loop_exporter is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.loop_exporter.flush()
+        except TimeoutError:
+            log.warning("spans not exported within %gs of stopping: the collector at %s does not answer",
+                        timeout_s, self.loop_exporter.url)
+
+    def export_status(self) -> dict[str, Any] | None:
+        """How this node's spans leave it (``None``: they do not): from its event loop, with
+        the batches posted and the spans lost so far, or through the SDK's thread."""
+        if self.exporter is None:
+            return None
+        if self.loop_exporter is None:
+            return {"via": "SDK thread"}
+        loop = self.loop_exporter
+        return {"via": "event loop", "url": loop.url, "posts": loop.posts, "dropped": loop.dropped,
+                "failed": loop.failed}
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))

@@ -85,7 +85,7 @@ def test_a_bad_event_loop_choice_stops_the_node_before_it_boots(tmp_path):
         node.stop()
 
 
-@pytest.mark.parametrize("variable", ["MESHFABRIC_OTLP_ENCODER", "MESHFABRIC_OTLP_TRANSPORT"])
+@pytest.mark.parametrize("variable", ["MESHFABRIC_OTLP_ENCODER", "MESHFABRIC_OTLP_TRANSPORT", "MESHFABRIC_OTLP_EXPORT"])
 def test_a_bad_otlp_choice_stops_an_exporting_node_before_it_is_ready(tmp_path, variable):
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", variable: "fastest"}
     node = NodeProcess("mesh1", "registry", tmp_path / "bad", env=env)
@@ -94,3 +94,20 @@ def test_a_bad_otlp_choice_stops_an_exporting_node_before_it_is_ready(tmp_path, 
             node.start().wait_ready(timeout=20)
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("export, via", [("auto", "event loop"), ("thread", "SDK thread")])
+def test_a_stopping_node_exports_what_it_still_holds(tmp_path, receiver, export, via):
+    """With a schedule too long to send anything, only the stop's drain and flush can: the spans
+    of the boot and of the stop itself must arrive, from the loop or through the SDK's thread."""
+    env = {**receiver.env("http/protobuf", bsp_schedule_delay_ms=600_000), "MESHFABRIC_OTLP_EXPORT": export}
+    node = NodeProcess("mesh1", "registry", tmp_path / "n", env=env)
+    try:
+        node.start().wait_ready(timeout=20)
+        assert control.request_sync(node.control_path, "status")["export"]["via"] == via
+        assert not receiver.store.find(service=node.name)  # all still held by the node
+        assert node.stop() == 0
+    finally:
+        node.stop()
+    for name in ("mesh.node.ready", "mesh.node.stop"):
+        receiver.store.wait_for_span(name=name, service=node.name, timeout=10)
