@@ -141,9 +141,8 @@ class LoopBatchSpanProcessor(SpanProcessor):
     def __init__(self, url: str, fallback: SpanExporter, encode: Callable[[Sequence[ReadableSpan]], bytes],
                  environ: Mapping[str, str] = os.environ, schedule_delay_ms: float | None = None) -> None:
         self.url, self.fallback, self.encode = url, fallback, encode
-        delay_ms = (schedule_delay_ms if schedule_delay_ms is not None and "OTEL_BSP_SCHEDULE_DELAY" not in environ
-                    else _number(environ, ["OTEL_BSP_SCHEDULE_DELAY"], 5000))
-        self.delay_s = delay_ms / 1000
+        self.delay_s = _number(environ, ["OTEL_BSP_SCHEDULE_DELAY"],  # the variable wins, as in the SDK
+                               5000 if schedule_delay_ms is None else schedule_delay_ms) / 1000
         self.max_queue = int(_number(environ, ["OTEL_BSP_MAX_QUEUE_SIZE"], 2048))
         self.batch_size = min(int(_number(environ, ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], 512)), self.max_queue)
         self.timeout_s = _number(environ, ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"], 10)
@@ -181,7 +180,7 @@ class LoopBatchSpanProcessor(SpanProcessor):
                 logger.warning("the OTLP export queue is full (%d spans): dropping spans", self.max_queue)
             return
         queue.append(span)
-        if len(queue) == self.batch_size and self._wake is not None:
+        if len(queue) >= self.batch_size and self._wake is not None and not self._wake.is_set():
             if threading.get_ident() == self._loop_thread:
                 self._wake.set()
             else:

@@ -153,6 +153,17 @@ def test_the_sdk_processor_when_asked_has_its_thread(receiver, made):
     receiver.store.wait_for_span(name="threaded", timeout=10)
 
 
+def test_the_schedule_is_the_nodes_unless_the_variable_says():
+    exporter = HttpExporter(endpoint=LOOPBACK)
+    try:
+        assert LoopBatchSpanProcessor(LOOPBACK, exporter, bytes, {}).delay_s == 5.0  # the SDK's default
+        assert LoopBatchSpanProcessor(LOOPBACK, exporter, bytes, {}, schedule_delay_ms=200).delay_s == 0.2
+        told = {"OTEL_BSP_SCHEDULE_DELAY": "50"}
+        assert LoopBatchSpanProcessor(LOOPBACK, exporter, bytes, told, schedule_delay_ms=200).delay_s == 0.05
+    finally:
+        exporter.shutdown()
+
+
 def test_a_bad_batching_variable_is_a_config_error():
     exporter = HttpExporter(endpoint=LOOPBACK)
     try:
