@@ -339,3 +339,41 @@ def test_the_encoder_is_the_http_exporters_own(receiver, made, monkeypatch):
     asyncio.run(run())
     assert calls == [1]
     receiver.store.wait_for_span(name="encoded", timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_error_does_not_end_the_export(receiver, made, monkeypatch, caplog):
+    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+    await attached(telemetry)
+    exporter = telemetry.exporter
+    post = exporter._poster.post
+    failures = iter([RuntimeError("a bug in the post")])
+
+    async def post_once_broken(body: bytes) -> int:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return await post(body)
+
+    monkeypatch.setattr(exporter._poster, "post", post_once_broken)
+    with caplog.at_level(logging.ERROR, logger="fabric.otlp_loop"):
+        end_spans(telemetry, ["hit by the bug"])
+        await until(lambda: "exporting spans failed" in caplog.text)
+    end_spans(telemetry, ["after the bug"])  # the export task is still there to send it
+    await spans_named(receiver, ["after the bug"])
+
+
+def test_a_batch_that_cannot_be_encoded_is_dropped_alone(receiver, made, caplog):
+    async def run() -> None:
+        telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+        encode = telemetry.exporter.encode
+        telemetry.exporter.encode = lambda spans: encode(spans) if spans[0].name != "unencodable" else 1 / 0
+        await attached(telemetry)
+        end_spans(telemetry, ["unencodable", "fine"])
+        await telemetry.drain()
+        assert telemetry.exporter.failed == 1
+
+    with caplog.at_level(logging.ERROR, logger="fabric.otlp_loop"):
+        asyncio.run(run())
+    assert "encoding 1 spans for OTLP failed" in caplog.text
+    receiver.store.wait_for_span(name="fine", timeout=10)
