@@ -12,9 +12,10 @@ record in each of the gateway and the broker.
 
 It batches like the SDK's processor and reads the same variables (``OTEL_BSP_SCHEDULE_DELAY``,
 ``..._MAX_QUEUE_SIZE``, ``..._MAX_EXPORT_BATCH_SIZE``; ``OTEL_EXPORTER_OTLP_TIMEOUT`` and
-``..._TRACES_TIMEOUT`` bound each post). A post that cannot connect, times out or gets 429,
-502, 503 or 504 is tried twice more, then its spans are dropped and logged; spans over a full
-queue are dropped and logged; neither ever raises into the node. A node uses it only where it
+``..._TRACES_TIMEOUT`` bound each batch's posts) and retries as its HTTP exporter does: a
+refused or broken connection and 429, 502, 503 or 504 are tried again after 1, 2, 4... s, up to
+six times within the timeout, then the batch is dropped and logged; spans over a full queue are
+dropped and logged; neither ever raises into the node. A node uses it only where it
 sends what the SDK's exporter would (``choose``): OTLP/HTTP to a plain-``http`` loopback
 collector with no compression, headers, certificates, credential provider or proxy set; anything
 else keeps the SDK's processor, and so does ``MESHFABRIC_OTLP_EXPORT=thread``. Before the
@@ -28,6 +29,7 @@ import asyncio
 import collections
 import logging
 import os
+import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -49,9 +51,10 @@ CHOICES = ("auto", "thread")
 NOT_PLAIN = (*(f"OTEL_EXPORTER_OTLP_{signal}{what}" for what in ("COMPRESSION", "HEADERS", "CERTIFICATE",
                                                                  "CLIENT_KEY", "CLIENT_CERTIFICATE")
                for signal in ("", "TRACES_")), *CREDENTIAL_VARS, *PROXY_VARS)
-ATTEMPTS = 3
+# Retries as the SDK's OTLP/HTTP exporter makes them (opentelemetry-exporter-otlp-common).
+ATTEMPTS = 6
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-FIRST_BACKOFF_S = 0.1
+BACKOFF_JITTER = 0.2
 
 
 def choose(url: str, environ: Mapping[str, str] = os.environ) -> bool:
@@ -79,6 +82,14 @@ def _number(environ: Mapping[str, str], names: Sequence[str], default: float) ->
     return default
 
 
+def _retry_after(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
+    """A ``Retry-After`` of delay-seconds, as the SDK reads it (an HTTP date: ignored)."""
+    for name, value in headers:
+        if name == b"retry-after" and value.strip().isdigit():
+            return float(value.strip())
+    return None
+
+
 class HttpPoster:
     """POSTs protobuf bodies to one URL over a kept-alive HTTP/1.1 connection."""
 
@@ -91,12 +102,27 @@ class HttpPoster:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._conn = h11.Connection(h11.CLIENT)
 
-    async def post(self, body: bytes) -> int:
-        """One POST of ``body``; the response's status. A broken connection raises ``OSError``."""
-        if self._streams is None or self._conn.our_state is not h11.IDLE or self._streams[0].at_eof():
+    async def post(self, body: bytes) -> tuple[int, float | None]:
+        """One POST of ``body``: the response's status and its ``Retry-After`` in seconds, if
+        any. A refused or broken connection raises ``OSError``."""
+        reused = self._streams is not None and self._conn.our_state is h11.IDLE and not self._streams[0].at_eof()
+        if not reused:
             self.close()  # none yet, out of step, or closed by the collector while idle
             self._streams = await asyncio.open_connection(self.host, self.port)
             self._conn = h11.Connection(h11.CLIENT)
+        try:
+            return await self._exchange(body)
+        except ConnectionError:
+            if not reused:
+                raise
+        # A kept connection can die unnoticed between two posts: once more on a new one at
+        # once, as the SDK's exporter does for its pooled connections.
+        self._streams = await asyncio.open_connection(self.host, self.port)
+        self._conn = h11.Connection(h11.CLIENT)
+        return await self._exchange(body)
+
+    async def _exchange(self, body: bytes) -> tuple[int, float | None]:
+        assert self._streams is not None
         reader, writer = self._streams
         conn = self._conn
         try:
@@ -104,20 +130,21 @@ class HttpPoster:
                                   headers=[*self._headers, ("Content-Length", str(len(body)))])
             writer.writelines([conn.send(request), *conn.send_with_data_passthrough(h11.Data(data=body)),
                                conn.send(h11.EndOfMessage())])  # the body as it is, not copied
-            status = 0
+            status, retry_after = 0, None
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))  # b"" at the peer's close: ConnectionClosed
+                    data = await reader.read(65536)
+                    if not data:
+                        raise ConnectionError("the collector closed the connection before answering")
+                    conn.receive_data(data)
                 elif isinstance(event, h11.Response):
-                    status = event.status_code
+                    status, retry_after = event.status_code, _retry_after(event.headers)
                 elif isinstance(event, h11.EndOfMessage):
                     break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise ConnectionError("the collector closed the connection before answering")
             if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                 conn.start_next_cycle()  # keep the connection for the next post
-            return status
+            return status, retry_after
         except h11.ProtocolError as exc:
             self.close()
             raise OSError(f"a bad HTTP answer from the collector: {exc}") from exc
@@ -226,25 +253,31 @@ class LoopBatchSpanProcessor(SpanProcessor):
                 await self._post(body, len(batch))
 
     async def _post(self, body: bytes, count: int) -> None:
-        backoff = FIRST_BACKOFF_S
-        for attempt in range(1, ATTEMPTS + 1):
+        """Post one batch, retrying as the SDK's HTTP exporter does: a refused or broken
+        connection and 429/502/503/504 are tried again after 1, 2, 4... s (a fifth either
+        way, or the collector's ``Retry-After``), up to six attempts within ``timeout_s`` in all;
+        a collector that starts a moment after the node still gets the node's first spans."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        for attempt in range(ATTEMPTS):
+            backoff = 2 ** attempt * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    status = await self._poster.post(body)
-                if 200 <= status < 300:
+                async with asyncio.timeout_at(deadline):
+                    status, retry_after = await self._poster.post(body)
+                if 200 <= status < 400:
                     self.posts += 1
                     return
-                problem = f"HTTP {status}"
-                if status not in RETRY_STATUSES:
-                    break
+                problem, retryable = f"HTTP {status}", status in RETRY_STATUSES
+                backoff = retry_after if retryable and retry_after is not None else backoff
             except TimeoutError:
-                problem = f"no answer within {self.timeout_s:g}s"
+                problem, retryable = f"no answer within {self.timeout_s:g}s", False
                 self._poster.close()
             except OSError as exc:
-                problem = str(exc) or type(exc).__name__
-            if attempt < ATTEMPTS:
-                await asyncio.sleep(backoff)  # a pause before the next attempt, as the SDK's exporter does
-                backoff *= 2
+                problem, retryable = str(exc) or type(exc).__name__, True
+            if not retryable or attempt + 1 == ATTEMPTS or backoff > deadline - loop.time():
+                break
+            logger.debug("exporting %d spans to %s: %s; trying again in %.2fs", count, self.url, problem, backoff)
+            await asyncio.sleep(backoff)
         self.failed += count
         logger.warning("exporting %d spans to %s failed: %s; they are dropped", count, self.url, problem)
 

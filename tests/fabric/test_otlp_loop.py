@@ -226,12 +226,12 @@ async def test_spans_ended_on_another_thread_are_exported(receiver, made):
 async def test_a_collector_that_is_down_loses_that_batch_only(made, caplog):
     port = free_port()
     telemetry = made(f"http://127.0.0.1:{port}/v1/traces", OTEL_BSP_SCHEDULE_DELAY="60000",
-                     OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2")
+                     OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2", OTEL_EXPORTER_OTLP_TIMEOUT="0.5")
     await attached(telemetry)
     exporter = telemetry.exporter
     with caplog.at_level(logging.WARNING, logger="fabric.otlp_loop"):
         end_spans(telemetry, ["lost1", "lost2"])
-        await until(lambda: exporter.failed == 2)  # three attempts, then dropped and logged
+        await until(lambda: exporter.failed == 2)  # no time for the next attempt: dropped and logged
     assert "exporting 2 spans" in caplog.text and "dropped" in caplog.text
     with OtlpReceiver(http_port=port) as receiver:  # the collector comes (back) up
         end_spans(telemetry, ["kept1", "kept2"])
@@ -252,7 +252,8 @@ class StandIn:
     async def handle(self, request: web.Request) -> web.Response:
         self.connections.add(id(request.transport))
         self.bodies.append(await request.read())
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status, headers={"Retry-After": "0"} if status >= 400 else {})
 
     async def __aenter__(self) -> Self:
         app = web.Application()
@@ -269,19 +270,35 @@ class StandIn:
 
 
 @pytest.mark.asyncio
+async def test_a_collector_that_starts_a_moment_later_gets_the_first_spans(made, caplog):
+    port = free_port()
+    telemetry = made(f"http://127.0.0.1:{port}/v1/traces", OTEL_BSP_SCHEDULE_DELAY="60000",
+                     OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+    await attached(telemetry)
+    with caplog.at_level(logging.DEBUG, logger="fabric.otlp_loop"):
+        end_spans(telemetry, ["early"])
+        await until(lambda: "trying again" in caplog.text)  # refused once, backing off
+    with OtlpReceiver(http_port=port) as receiver:  # as the demo's console starts after its brokers
+        await spans_named(receiver, ["early"])
+    assert telemetry.exporter.failed == 0
+
+
+@pytest.mark.asyncio
 async def test_a_busy_collector_is_tried_again_and_a_refusal_is_not(made):
-    async with StandIn([503, 429]) as stand_in:
+    async with StandIn([503, 429]) as stand_in:  # each with Retry-After: 0, so no waiting here
         telemetry = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
         telemetry.attach(asyncio.get_running_loop())
         end_spans(telemetry, ["busy"])
         await telemetry.drain()
         assert telemetry.exporter.posts == 1 and telemetry.exporter.failed == 0
+        assert len(stand_in.bodies) == 3
     async with StandIn([400]) as stand_in:
         refused = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
         refused.attach(asyncio.get_running_loop())
         end_spans(refused, ["refused"])
         await refused.drain()
         assert refused.exporter.failed == 1 and refused.exporter.posts == 0
+        assert len(stand_in.bodies) == 1
 
 
 @pytest.mark.asyncio
@@ -296,17 +313,25 @@ async def test_posts_share_one_connection(made):
 
 
 @pytest.mark.asyncio
-async def test_a_connection_the_collector_closed_while_idle_is_not_a_failure(made):
+@pytest.mark.parametrize("noticed", [True, False])
+async def test_a_connection_the_collector_closed_while_idle_is_not_a_failure(made, noticed, caplog):
+    """Noticed (the loop read the close) or not (the next post finds out): a new connection, at
+    once, not a failed attempt and a backoff."""
+    caplog.set_level(logging.DEBUG, logger="fabric.otlp_loop")
     async with StandIn([], keepalive_s=0.05) as stand_in:
         telemetry = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
         telemetry.attach(asyncio.get_running_loop())
         end_spans(telemetry, ["before"])
         await telemetry.drain()
-        await until(lambda: telemetry.exporter._poster._streams[0].at_eof())  # the collector hung up
+        reader = telemetry.exporter._poster._streams[0]
+        await until(reader.at_eof)  # the collector hung up
+        if not noticed:
+            reader.at_eof = lambda: False  # as if the close arrived while the post was on its way
         end_spans(telemetry, ["after"])
         await telemetry.drain()
         assert (telemetry.exporter.posts, telemetry.exporter.failed) == (2, 0)
     assert len(stand_in.connections) == 2
+    assert "trying again" not in caplog.text
 
 
 def test_without_a_loop_a_full_queue_drops_and_shutdown_sends_the_rest(receiver, made, caplog):
