@@ -40,17 +40,17 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .errors import ConfigError
-from .otlp_transport import CREDENTIAL_VARS, PROXY_VARS, is_loopback_http
+from .otlp_transport import is_plain_loopback
 
 logger = logging.getLogger(__name__)
 
 EXPORT_ENV = "MESHFABRIC_OTLP_EXPORT"
 CHOICES = ("auto", "thread")
-# What would make the SDK's exporter send more than a plain POST of the bytes, or send it
-# elsewhere (a proxy, as ``requests`` honours).
-NOT_PLAIN = (*(f"OTEL_EXPORTER_OTLP_{signal}{what}" for what in ("COMPRESSION", "HEADERS", "CERTIFICATE",
-                                                                 "CLIENT_KEY", "CLIENT_CERTIFICATE")
-               for signal in ("", "TRACES_")), *CREDENTIAL_VARS, *PROXY_VARS)
+# What would make the SDK's exporter send more than a plain POST of the bytes (proxies and
+# credential providers: ``otlp_transport.is_plain_loopback``).
+NOT_PLAIN = tuple(f"OTEL_EXPORTER_OTLP_{signal}{what}" for what in ("COMPRESSION", "HEADERS", "CERTIFICATE",
+                                                                    "CLIENT_KEY", "CLIENT_CERTIFICATE")
+                  for signal in ("", "TRACES_"))
 # Retries as the SDK's OTLP/HTTP exporter makes them (opentelemetry-exporter-otlp-common).
 ATTEMPTS = 6
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -64,7 +64,7 @@ def choose(url: str, environ: Mapping[str, str] = os.environ) -> bool:
     choice = environ.get(EXPORT_ENV, "auto").strip() or "auto"
     if choice not in CHOICES:
         raise ConfigError(f"{EXPORT_ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
-    return choice == "auto" and is_loopback_http(url) and not any(environ.get(v) for v in NOT_PLAIN)
+    return choice == "auto" and is_plain_loopback(url, environ) and not any(environ.get(v) for v in NOT_PLAIN)
 
 
 def _number(environ: Mapping[str, str], names: Sequence[str], default: float) -> float:
@@ -107,9 +107,7 @@ class HttpPoster:
         any. A refused or broken connection raises ``OSError``."""
         reused = self._streams is not None and self._conn.our_state is h11.IDLE and not self._streams[0].at_eof()
         if not reused:
-            self.close()  # none yet, out of step, or closed by the collector while idle
-            self._streams = await asyncio.open_connection(self.host, self.port)
-            self._conn = h11.Connection(h11.CLIENT)
+            await self._connect()  # none yet, out of step, or closed by the collector while idle
         try:
             return await self._exchange(body)
         except ConnectionError:
@@ -117,9 +115,13 @@ class HttpPoster:
                 raise
         # A kept connection can die unnoticed between two posts: once more on a new one at
         # once, as the SDK's exporter does for its pooled connections.
+        await self._connect()
+        return await self._exchange(body)
+
+    async def _connect(self) -> None:
+        self.close()
         self._streams = await asyncio.open_connection(self.host, self.port)
         self._conn = h11.Connection(h11.CLIENT)
-        return await self._exchange(body)
 
     async def _exchange(self, body: bytes) -> tuple[int, float | None]:
         assert self._streams is not None

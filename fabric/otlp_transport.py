@@ -48,6 +48,12 @@ def is_loopback_http(url: str) -> bool:
         return False
 
 
+def is_plain_loopback(url: str, environ: Mapping[str, str]) -> bool:
+    """``http://`` to loopback, with no proxy variable and no credential provider set: where the
+    SDK's ``requests`` session would add nothing to a post."""
+    return is_loopback_http(url) and not any(environ.get(v) for v in (*PROXY_VARS, *CREDENTIAL_VARS))
+
+
 def choice_from_env(environ: Mapping[str, str]) -> str:
     """``MESHFABRIC_OTLP_TRANSPORT``: ``auto`` (the default) or ``requests``; else ``ConfigError``."""
     choice = environ.get(TRANSPORT_ENV, "auto").strip() or "auto"
@@ -58,9 +64,7 @@ def choice_from_env(environ: Mapping[str, str]) -> str:
 
 def http_transport(environ: Mapping[str, str]) -> Any | None:
     """The urllib3 transport for the SDK's HTTP span exporter, or ``None`` to keep its default."""
-    if choice_from_env(environ) == "requests" or not is_loopback_http(traces_endpoint(environ)):
-        return None
-    if any(environ.get(v) for v in (*PROXY_VARS, *CREDENTIAL_VARS)):
+    if choice_from_env(environ) == "requests" or not is_plain_loopback(traces_endpoint(environ), environ):
         return None
     try:
         from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport

@@ -284,21 +284,18 @@ async def test_a_collector_that_starts_a_moment_later_gets_the_first_spans(made,
 
 
 @pytest.mark.asyncio
-async def test_a_busy_collector_is_tried_again_and_a_refusal_is_not(made):
-    async with StandIn([503, 429]) as stand_in:  # each with Retry-After: 0, so no waiting here
+@pytest.mark.parametrize("statuses, posts, failed, requests", [
+    ([503, 429], 1, 0, 3),  # busy: tried again (each answer has Retry-After: 0, so no waiting here)
+    ([400], 0, 1, 1),  # refused: not tried again
+])
+async def test_a_busy_collector_is_tried_again_and_a_refusal_is_not(made, statuses, posts, failed, requests):
+    async with StandIn(statuses) as stand_in:
         telemetry = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
         telemetry.attach(asyncio.get_running_loop())
-        end_spans(telemetry, ["busy"])
+        end_spans(telemetry, ["one"])
         await telemetry.drain()
-        assert telemetry.exporter.posts == 1 and telemetry.exporter.failed == 0
-        assert len(stand_in.bodies) == 3
-    async with StandIn([400]) as stand_in:
-        refused = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
-        refused.attach(asyncio.get_running_loop())
-        end_spans(refused, ["refused"])
-        await refused.drain()
-        assert refused.exporter.failed == 1 and refused.exporter.posts == 0
-        assert len(stand_in.bodies) == 1
+        assert (telemetry.exporter.posts, telemetry.exporter.failed) == (posts, failed)
+        assert len(stand_in.bodies) == requests
 
 
 @pytest.mark.asyncio
