@@ -64,6 +64,7 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
                                 ("sampled 1%", "cost of tracing, 1% of traces sampled", "< 0.10"),
                                 ("exported", "cost of tracing, every span exported over OTLP/HTTP", "< 0.10"),
                                 ("exported, SDK thread", "  the same through the SDK's export thread", "(context)"),
+                                ("exported, Python encoder", "  the same with the encoder in Python only", "(context)"),
                                 ("exported, 1% sampled", "cost of tracing, 1% of traces exported", "< 0.10"),
                                 ("off, second cluster", "  noise: a second cluster with the SDK off", "(context)")):
         runs = produce["runs"].get(mode)

@@ -52,12 +52,14 @@ TRACING = {
     "off": {"OTEL_SDK_DISABLED": "true"},
 }
 # Spans exported over OTLP/HTTP (to a sink: ``bench/otlp_sink.py``): every span, 1% of traces,
-# and every span through the SDK's batch processor and its thread instead of the node's loop
-# (``fabric/otlp_loop.py``).
+# every span through the SDK's batch processor and its thread instead of the node's loop
+# (``fabric/otlp_loop.py``), and every span encoded without the encoder's C part
+# (``fabric/_span_wire.c``).
 EXPORTED = {
     "exported": {},
     "exported, 1% sampled": TRACING["sampled 1%"],
     "exported, SDK thread": {"MESHFABRIC_OTLP_EXPORT": "thread"},
+    "exported, Python encoder": {"MESHFABRIC_OTLP_ENCODER": "python"},
 }
 
 

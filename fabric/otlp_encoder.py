@@ -5,21 +5,27 @@ attribute and value (``encode_spans``), and group spans by resource through
 ``Resource.__hash__``, a JSON dump of the resource per span. Measured in a node under load
 with every span exported, that encoding was most of the export thread's time (~30 µs a span;
 a gateway spent ~130 µs more CPU a record than with spans kept in its ring only), on cores the
-node's own work needs. This encoder: ~3.9 µs a span on the same spans.
+node's own work needs. This encoder: ~3.9 µs a span on the same spans in Python, ~0.7 µs with
+its C part.
 
 ``encode_request(spans)`` writes the same ``ExportTraceServiceRequest`` (the same fields and
 values, the same grouping by resource and instrumentation scope, the same handling of
 attributes the SDK cannot encode: dropped and logged) directly in the protobuf wire format,
 with the parts that repeat across spans (a node's resource, its scope, attribute keys and
-string values) encoded once. ``tests/fabric/test_otlp_encoder.py`` compares it with the SDK's
-encoder, message by message.
+string values) encoded once. A span as a node's tracer makes it (a ``LeanSpan``: no trace
+state, events or links, status unset, attributes of str, bool, int and float) is written by
+``fabric/_span_wire.c`` where the install built it (an optional extension: without a compiler
+the install goes on, and this module writes the same bytes in Python); any other span, or one
+with an attribute the C part leaves to Python, is written here. ``tests/fabric/test_otlp_encoder.py``
+compares it with the SDK's encoder, message by message, and the C part with the Python one,
+byte by byte.
 
 The exporters themselves (HTTP transport, retries, compression, gRPC channel, metrics) stay
 the SDK's. Each of the SDK's span exporter modules calls its module-level ``encode_spans`` to
 encode a batch (the HTTP one serializes the result, the gRPC one hands the message to its
 stub); ``adopt_in_http_exporter`` and ``adopt_in_grpc_exporter`` point that name here, for the
 whole process. ``fabric.telemetry.exporter_from_env`` does so unless ``MESHFABRIC_OTLP_ENCODER``
-is ``sdk`` (``own``, the default, uses this module).
+is ``sdk`` (``own``, the default, uses this module with its C part; ``python``, without it).
 """
 
 from __future__ import annotations
@@ -35,9 +41,15 @@ from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.status import Status
 
 from .errors import ConfigError
-from .spans import UNSET_STATUS, LeanSpan
+from .spans import CONTEXT_IS_TUPLE, UNSET_STATUS, LeanSpan
 
 log = logging.getLogger(__name__)
+
+try:  # the common case of a span, in C (fabric/_span_wire.c), where the install could build it
+    from ._span_wire import span_field as _built_span_field
+except ImportError:
+    _built_span_field = None
+_native_span_field = _built_span_field if CONTEXT_IS_TUPLE else None  # it reads span contexts as tuples
 
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
@@ -184,13 +196,23 @@ class _Encoder:
             + (_field(_SCOPE_VERSION, s.version.encode()) if s.version else b"")
             + self.attributes(_SCOPE_ATTRIBUTE, s.attributes)))
 
-    def span(self, span: ReadableSpan) -> bytes:
+    def span_field(self, span: ReadableSpan) -> bytes:
+        """``span`` as a ``ScopeSpans.spans`` field."""
         if type(span) is LeanSpan:  # our own spans: their fields directly, never anything dropped
-            return self._span(span._context, span._parent, span._name, span._kind, span._start_time,
-                              span._end_time, span._attributes, span._events, span._links, span._status, 0, 0, 0)
-        return self._span(span.get_span_context(), span.parent, span.name, span.kind, span.start_time,
-                          span.end_time, span.attributes, span.events, span.links, span.status,
-                          span.dropped_attributes, span.dropped_events, span.dropped_links)
+            ctx = span._context
+            if (_native_span_field is not None and not span._events and not span._links
+                    and span._status is UNSET_STATUS and not ctx.trace_state):
+                field = _native_span_field(ctx, span._parent, span._name, span._kind._value_, span._start_time or 0,
+                                           span._end_time or 0, span._attributes)
+                if field is not None:
+                    return field
+            return _field(_SS_SPAN, self._span(
+                ctx, span._parent, span._name, span._kind, span._start_time, span._end_time, span._attributes,
+                span._events, span._links, span._status, 0, 0, 0))
+        return _field(_SS_SPAN, self._span(
+            span.get_span_context(), span.parent, span.name, span.kind, span.start_time, span.end_time,
+            span.attributes, span.events, span.links, span.status, span.dropped_attributes, span.dropped_events,
+            span.dropped_links))
 
     def _span(self, ctx: SpanContext, parent: SpanContext | None, name: str, kind: SpanKind, start: int | None,
               end: int | None, attributes: Mapping[str, Any] | None, events: Sequence[Any] | None,
@@ -244,20 +266,27 @@ class _Encoder:
         """The ``ExportTraceServiceRequest`` for ``spans``: one ``ResourceSpans`` per distinct
         resource, one ``ScopeSpans`` per distinct scope in it, in order of first appearance."""
         groups: list[tuple[Any, list[tuple[Any, list[bytes]]]]] = []
-        by_object: dict[tuple[int, int], list[bytes]] = {}  # id(resource), id(scope) -> the spans' bytes
+        by_object: dict[tuple[int, int], list[bytes]] = {}  # id(resource), id(scope) -> the spans' fields
+        last: tuple[Any, Any] = (None, None)
+        encoded: list[bytes] = []
         for span in spans:
-            resource, scope = span.resource, span.instrumentation_scope or None
-            encoded = by_object.get((id(resource), id(scope)))
-            if encoded is None:
-                encoded = by_object[(id(resource), id(scope))] = _group(groups, resource, scope)
-            encoded.append(self.span(span))
+            if type(span) is LeanSpan:
+                resource, scope = span._resource, span._instrumentation_scope
+            else:
+                resource, scope = span.resource, span.instrumentation_scope or None
+            if resource is not last[0] or scope is not last[1] or not groups:  # most batches: one node's spans
+                last = (resource, scope)
+                encoded = by_object.get((id(resource), id(scope)))  # type: ignore[assignment]
+                if encoded is None:
+                    encoded = by_object[(id(resource), id(scope))] = _group(groups, resource, scope)
+            encoded.append(self.span_field(span))
         out = []
         for resource, scopes in groups:
             body = [_field(_RS_RESOURCE, self.resource(resource))]
             for scope, encoded in scopes:
                 schema = scope.schema_url if scope is not None else None
                 body.append(_field(_RS_SCOPE_SPANS, b"".join([
-                    _field(_SS_SCOPE, self.scope(scope)), *[_field(_SS_SPAN, s) for s in encoded],
+                    _field(_SS_SCOPE, self.scope(scope)), *encoded,
                     _field(_SS_SCHEMA, schema.encode()) if schema else b""])))
             if resource.schema_url:
                 body.append(_field(_RS_SCHEMA, resource.schema_url.encode()))
@@ -318,15 +347,37 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
 
 
 ENCODER_ENV = "MESHFABRIC_OTLP_ENCODER"
-ENCODERS = ("own", "sdk")
+ENCODERS = ("own", "python", "sdk")
 
 
 def encoder_from_env(environ: Mapping[str, str]) -> str:
-    """Which encoder a node's OTLP exporter uses: ``own`` (this module, the default) or ``sdk``."""
+    """Which encoder a node's OTLP exporter uses: ``own`` (this module, the default, with its C
+    part where it was built), ``python`` (this module without it) or ``sdk``."""
     chosen = environ.get(ENCODER_ENV, "").strip() or "own"
     if chosen not in ENCODERS:
-        raise ConfigError(f"{ENCODER_ENV}={chosen!r}: use 'own' (the default) or 'sdk'")
+        raise ConfigError(f"{ENCODER_ENV}={chosen!r}: use 'own' (the default), 'python' or 'sdk'")
     return chosen
+
+
+def native_built() -> bool:
+    """Whether the install built the C part (``fabric._span_wire``)."""
+    return _built_span_field is not None
+
+
+def in_use(module: ModuleType) -> str:
+    """Which encoder an SDK span exporter ``module`` uses: ``C`` (this module, the common case
+    of a span in C), ``Python`` (this module in Python) or ``SDK``."""
+    if getattr(module, "encode_spans", None) not in (EncodedRequest, _request_message):
+        return "SDK"
+    return "C" if _native_span_field is not None else "Python"
+
+
+def use_native(enabled: bool) -> bool:
+    """Encode the common case of a span in C (if built) or not, for the whole process; returns
+    whether it is now."""
+    global _native_span_field
+    _native_span_field = _built_span_field if enabled and CONTEXT_IS_TUPLE else None
+    return _native_span_field is not None
 
 
 class EncodedRequest:

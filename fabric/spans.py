@@ -66,13 +66,13 @@ def _tuple_layout() -> bool:
         SpanContext, (1, 2, True, flags, state, True)) == made and made.is_valid and made.is_remote
 
 
-_TUPLE_LAYOUT = _tuple_layout()
+CONTEXT_IS_TUPLE = _tuple_layout()
 
 
 def _span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any) -> SpanContext:
     """``SpanContext(...)`` for ids known to be valid, without its range checks when the layout
     allows (else the constructor)."""
-    if _TUPLE_LAYOUT:
+    if CONTEXT_IS_TUPLE:
         return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
     return SpanContext(trace_id, span_id, False, flags, state)
 
@@ -288,7 +288,7 @@ class LeanTracer(trace.Tracer):
             parent = trace.get_current_span(context).get_span_context()
         # a SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
         # as one, not through six properties (the layout is checked at import: _tuple_layout)
-        trace_id, _, _, parent_flags, parent_state, valid = parent if _TUPLE_LAYOUT else (
+        trace_id, _, _, parent_flags, parent_state, valid = parent if CONTEXT_IS_TUPLE else (
             parent.trace_id, 0, False, parent.trace_flags, parent.trace_state, parent.is_valid)
         if valid:
             random_flag = parent_flags & TraceFlags.RANDOM_TRACE_ID

@@ -119,7 +119,9 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
                 or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
     from . import otlp_encoder, otlp_transport  # protobuf: loaded only by a node that exports
 
-    own_encoder = otlp_encoder.encoder_from_env(environ) == "own"
+    encoder = otlp_encoder.encoder_from_env(environ)
+    own_encoder = encoder != "sdk"
+    otlp_encoder.use_native(encoder == "own")
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         transport = otlp_transport.http_transport(environ)  # urllib3 for a loopback collector, else None
@@ -199,6 +201,7 @@ class Telemetry:
         self.recent = RecentSpans(recent_capacity)
         self.provider.add_span_processor(self.recent)
         self.exporting = exporter is not None and self.enabled
+        self.span_exporter = exporter
         self.exporter: SpanProcessor | None = None  # what hands spans to the exporter
         self.loop_exporter: Any = None  # the same, if it posts from the node's loop (otlp_loop)
         if self.exporting:
@@ -235,14 +238,18 @@ class Telemetry:
 
     def export_status(self) -> dict[str, Any] | None:
         """How this node's spans leave it (``None``: they do not): from its event loop, with
-        the batches posted and the spans lost so far, or through the SDK's thread."""
+        the batches posted and the spans lost so far, or through the SDK's thread; and which
+        encoder writes them (``otlp_encoder.in_use``)."""
         if self.exporter is None:
             return None
+        from . import otlp_encoder
+
+        encoder = otlp_encoder.in_use(sys.modules[type(self.span_exporter).__module__])
         if self.loop_exporter is None:
-            return {"via": "SDK thread"}
+            return {"via": "SDK thread", "encoder": encoder}
         loop = self.loop_exporter
-        return {"via": "event loop", "url": loop.url, "posts": loop.posts, "dropped": loop.dropped,
-                "failed": loop.failed}
+        return {"via": "event loop", "encoder": encoder, "url": loop.url, "posts": loop.posts,
+                "dropped": loop.dropped, "failed": loop.failed}
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))

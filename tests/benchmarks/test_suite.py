@@ -24,7 +24,8 @@ def write_results(where: Path) -> None:
         "produce": {"machine": MACHINE,
                     "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000},
                     "runs": {"on": writer(0.9, 6700), "off": writer(0.85, 7000), "exported": writer(0.9, 4900),
-                             "exported, SDK thread": writer(0.95, 3000), "off, second cluster": writer(0.85, 7100)},
+                             "exported, SDK thread": writer(0.95, 3000), "exported, Python encoder": writer(0.9, 3500),
+                             "off, second cluster": writer(0.85, 7100)},
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK thread": 0.57},
                     "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "pause_suspect": {"p50_ms": 1620}, "join": {"p50_ms": 224},
@@ -51,6 +52,8 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     noise = next(line for line in out.splitlines() if "a second cluster with the SDK off" in line)
     assert "7100 vs 7000 rec/s" in noise and "CI" not in noise  # no interval recorded for it
     assert "the same through the SDK's export thread" in out
+    python = next(line for line in out.splitlines() if "encoder in Python only" in line)
+    assert "3500 vs 7000 rec/s" in python and "0.5 " in python  # no paired cost recorded: 1 - 3500/7000
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
     idle = next(line for line in out.splitlines() if "CPU per idle node" in line)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -199,11 +202,12 @@ def test_spans_of_the_sdks_own_tracer_encode_as_the_sdk_does():
 
 
 @pytest.fixture
-def sdk_encoders(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """Both exporter modules' ``encode_spans`` put back as they were after the test."""
+def sdk_encoders(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Both exporter modules' ``encode_spans`` (and the C part's use) put back as they were after the test."""
     for module in (http_trace_exporter, grpc_trace_exporter):
         monkeypatch.setattr(module, "encode_spans", encode_spans)
-    return monkeypatch
+    yield monkeypatch
+    otlp_encoder.use_native(True)
 
 
 @pytest.mark.parametrize("protocol, module", [("http/protobuf", http_trace_exporter), ("grpc", grpc_trace_exporter)])
@@ -228,7 +232,20 @@ def test_the_sdk_encoder_when_asked(sdk_encoders, protocol):
     assert grpc_trace_exporter.encode_spans is encode_spans
 
 
-@pytest.mark.parametrize("value", ["fast", "SDK", "protobuf"])
+@pytest.mark.parametrize("choice, in_use", [("", "C"), ("own", "C"), ("python", "Python"), ("sdk", "SDK")])
+def test_which_encoder_is_in_use(sdk_encoders, choice, in_use):
+    if in_use == "C" and not otlp_encoder.native_built():
+        in_use = "Python"  # an install that could not build it: the same bytes, from Python
+    exporter = telemetry.exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                                            "MESHFABRIC_OTLP_ENCODER": choice})
+    exporter.shutdown()
+    assert otlp_encoder.in_use(http_trace_exporter) == in_use
+    span = ReadableSpan("s", SpanContext(1, 2, False), resource=RESOURCES[0], attributes={"a": 1})
+    assert ExportTraceServiceRequest.FromString(
+        http_trace_exporter.encode_spans([span]).SerializePartialToString()) == encode_spans([span])
+
+
+@pytest.mark.parametrize("value", ["fast", "SDK", "protobuf", "c"])
 def test_an_unknown_encoder_is_a_config_error(value):
     with pytest.raises(ConfigError, match="MESHFABRIC_OTLP_ENCODER") as info:
         telemetry.exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
@@ -265,3 +282,113 @@ encodable_spans = spans(encodable_attributes, RESOURCES[:1], SCOPES[1:2])
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_a_receiver_decodes_what_it_encodes_into_the_spans_themselves(batch):
     assert decode_body(encode_request(batch), "application/x-protobuf") == [from_sdk(s) for s in batch]
+
+
+# -- the common case in C (fabric/_span_wire.c) -----------------------------------
+
+needs_native = pytest.mark.skipif(
+    not otlp_encoder.native_built() and os.environ.get("MESHFABRIC_REQUIRE_NATIVE") != "1",
+    reason="the install did not build fabric._span_wire (no C compiler or Python headers)")
+
+
+def test_the_c_part_is_built_where_it_must_be():
+    """CI builds it (``MESHFABRIC_REQUIRE_NATIVE=1``): spans must not fall back to Python unnoticed."""
+    if os.environ.get("MESHFABRIC_REQUIRE_NATIVE") != "1":
+        pytest.skip("MESHFABRIC_REQUIRE_NATIVE is not set")
+    assert otlp_encoder.native_built(), "fabric._span_wire was not built: install gcc and Python's headers, reinstall"
+
+
+@pytest.fixture
+def both_encoders() -> Iterator[Callable[[list[ReadableSpan]], tuple[bytes, bytes]]]:
+    """``encode(batch)``: the batch's bytes with the C part, then without it."""
+    def encode(batch: list[ReadableSpan]) -> tuple[bytes, bytes]:
+        try:
+            assert otlp_encoder.use_native(True)
+            with_c = encode_request(batch)
+            assert not otlp_encoder.use_native(False)
+            return with_c, encode_request(batch)
+        finally:
+            otlp_encoder.use_native(True)
+
+    yield encode
+    otlp_encoder.use_native(True)
+
+
+@pytest.fixture(scope="module")
+def lean_tracer() -> Iterator[Any]:
+    t = Telemetry(LABELS, recent_capacity=1)
+    yield t.tracer
+    t.shutdown()
+
+
+lean_scalars = st.one_of(texts, not_utf8, st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
+                         st.binary(max_size=4), st.tuples(st.integers(), st.integers()))
+lean_keys = st.sampled_from(["", "a", "mesh.id", "ü", "\ud800"]) | texts
+local_or_remote = st.builds(lambda ctx, remote: SpanContext(ctx.trace_id, ctx.span_id, remote, ctx.trace_flags),
+                            span_contexts(), st.booleans())
+
+
+@st.composite
+def lean_spans(draw: st.DrawFn, tracer: Any) -> LeanSpan:
+    """A lean span as a node's tracer makes it, with any name, ids, parent, kind, times and
+    attributes, and now and then what only the Python encoder writes (a trace state, an event,
+    a link, a status)."""
+    context = draw(span_contexts() if draw(st.integers(0, 9)) == 0 else
+                   st.builds(lambda c: SpanContext(c.trace_id, c.span_id, False, c.trace_flags), span_contexts()))
+    span = LeanSpan(tracer, draw(texts), context, draw(st.none() | local_or_remote), draw(st.sampled_from(SpanKind)),
+                    draw(st.dictionaries(lean_keys, lean_scalars, max_size=6)), draw(st.integers(0, 2**64 - 1)),
+                    True, True)
+    extra = draw(st.sampled_from(["none"] * 6 + ["event", "link", "status"]))
+    if extra == "event":
+        span.add_event("e", {"n": 1})
+    elif extra == "link":
+        span.add_link(SpanContext(3, 4, True))
+    elif extra == "status":
+        span.set_status(Status(StatusCode.ERROR, "broke"))
+    span._end_time = draw(st.none() | st.integers(0, 2**64 - 1))
+    return span
+
+
+@needs_native
+@given(data=st.data())
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+def test_the_c_part_writes_the_bytes_python_does(both_encoders, lean_tracer, data):
+    batch = data.draw(st.lists(lean_spans(lean_tracer), max_size=5))
+    with_c, without = both_encoders(batch)
+    assert with_c == without
+    if not any(type(v) is float and math.isnan(v) for s in batch for v in s._attributes.values()):  # NaN != NaN
+        assert_same_as_the_sdk(batch)
+
+
+@needs_native
+def test_spans_the_c_part_leaves_to_python_are_encoded_and_logged_as_before(both_encoders, lean_tracer, caplog):
+    root = SpanContext(1, 2, False)
+    cases = {"too.big": 2**64, "a.tuple": (1, 2), "bytes": b"\x00", "not.utf8": "\udfff", "\ud800": "key"}
+    batch = [LeanSpan(lean_tracer, "s", root, None, SpanKind.INTERNAL, {"kept": 1, key: value}, 5, True, True)
+             for key, value in cases.items()]
+    with caplog.at_level(logging.ERROR, logger="fabric.otlp_encoder"):
+        with_c, without = both_encoders(batch)
+    assert with_c == without
+    assert caplog.text.count("Failed to encode key") == 2 * 3  # too.big, not.utf8, the key: twice each
+    assert_same_as_the_sdk(batch)
+
+
+@needs_native
+def test_a_name_that_is_not_utf8_fails_the_batch_in_c_too(lean_tracer):
+    span = LeanSpan(lean_tracer, "\ud800", SpanContext(1, 2, False), None, SpanKind.INTERNAL, {}, 5, True, True)
+    assert otlp_encoder.use_native(True)
+    with pytest.raises(UnicodeEncodeError):
+        encode_request([span])
+
+
+@needs_native
+def test_a_nodes_spans_are_written_in_c(monkeypatch, node_spans):
+    t, snapshot = node_spans
+    with (t.tracer.start_as_current_span("produce", attributes={"meshfabric.offset": 7}),
+          t.tracer.start_as_current_span("send t", kind=SpanKind.PRODUCER)):
+        pass
+    calls = []
+    real = otlp_encoder._native_span_field
+    monkeypatch.setattr(otlp_encoder, "_native_span_field", lambda *args: calls.append(args) or real(*args))
+    assert_same_as_the_sdk(snapshot())
+    assert len(calls) == 2  # neither fell back to Python

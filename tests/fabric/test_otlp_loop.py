@@ -41,6 +41,9 @@ def own_encoder() -> None:
     otlp_encoder.adopt_in_http_exporter()  # as a node's exporter_from_env does
 
 
+OWN = "C" if otlp_encoder.native_built() else "Python"  # the encoder a node's status names
+
+
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
     with OtlpReceiver() as rx:
@@ -147,7 +150,7 @@ def test_the_sdk_processor_when_asked_has_its_thread(receiver, made):
     telemetry = made(traces_url(receiver), **{EXPORT_ENV: "thread"})
     assert isinstance(telemetry.exporter, BatchSpanProcessor) and telemetry.loop_exporter is None
     assert sdk_export_threads()  # what the loop's exporter does without
-    assert telemetry.export_status() == {"via": "SDK thread"}
+    assert telemetry.export_status() == {"via": "SDK thread", "encoder": OWN}
     end_spans(telemetry, ["threaded"])
     assert telemetry.flush(10)
     receiver.store.wait_for_span(name="threaded", timeout=10)
@@ -189,8 +192,8 @@ async def test_spans_reach_the_collector_from_the_loop_with_no_thread(receiver, 
     assert got["parent"].trace_id == format(parent.get_span_context().trace_id, "032x")
     assert got["parent"].service_name == LABELS.name
     assert set(sdk_export_threads()) <= before  # no export thread of its own
-    assert telemetry.export_status() == {"via": "event loop", "url": traces_url(receiver), "posts": 1,
-                                         "dropped": 0, "failed": 0}
+    assert telemetry.export_status() == {"via": "event loop", "encoder": OWN, "url": traces_url(receiver),
+                                         "posts": 1, "dropped": 0, "failed": 0}
 
 
 @pytest.mark.asyncio
