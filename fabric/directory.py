@@ -33,6 +33,9 @@ class ChangeKind(str, Enum):
     HEARTBEAT = "heartbeat"  # only the heartbeat moved: news for gossip, not told to listeners
 
 
+GONE = frozenset((ChangeKind.REMOVED, ChangeKind.LEFT))  # changes after which a peer is no longer listed
+
+
 @dataclass
 class Entry:
     """One known node."""

@@ -267,6 +267,12 @@ class Transport:
         if suspect or (known is not None and known != incarnation):
             self.forget_peer(node_id)
 
+    def peer_gone(self, node_id: str) -> None:
+        """Gossip gave up on a peer (removed, or it left): drop what was kept for it, the
+        incarnation last heard included (a long-lived node sees many peers come and go)."""
+        self._incarnations.pop(node_id, None)
+        self.forget_peer(node_id)
+
     async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                       frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:
         """Send one request and return the peer's reply, within ``timeout`` overall.
