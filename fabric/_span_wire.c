@@ -14,7 +14,7 @@
  * encoder does (and logs what it drops).
  *
  * Why: with every span exported, encoding was the largest part of what exporting costs a node:
- * ~3.8 µs a span in Python against ~0.7 µs with this (docs/performance.md, eleventh round).
+ * ~3.8 µs a span in Python against ~0.7 µs with this (docs/performance-rounds.md, eleventh round).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

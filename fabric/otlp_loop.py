@@ -6,7 +6,7 @@ turn costs the loop. ``LoopBatchSpanProcessor`` keeps ended spans in a list inst
 on the loop encodes each full batch (with the HTTP exporter module's ``encode_spans``: ours,
 ``fabric/otlp_encoder.py``, unless ``MESHFABRIC_OTLP_ENCODER=sdk``) and posts it over one
 kept-alive HTTP/1.1 connection (``h11`` on asyncio's streams), so the loop never waits on the
-network. Measured against the SDK's processor, interleaved (``docs/performance.md``, tenth
+network. Measured against the SDK's processor, interleaved (``docs/performance-rounds.md``, tenth
 round): 2-13% more records a second with every span exported (four runs), ~5-10 µs less CPU a
 record in each of the gateway and the broker.
 
