@@ -392,3 +392,22 @@ def test_a_nodes_spans_are_written_in_c(monkeypatch, node_spans):
     monkeypatch.setattr(otlp_encoder, "_native_span_field", lambda *args: calls.append(args) or real(*args))
     assert_same_as_the_sdk(snapshot())
     assert len(calls) == 2  # neither fell back to Python
+
+
+anything = st.one_of(st.none(), st.booleans(), st.integers(-(2**130), 2**130), st.floats(), texts, not_utf8,
+                     st.binary(max_size=4), st.tuples(), st.tuples(st.integers(), st.integers()),
+                     st.tuples(st.integers(), st.integers(), st.booleans()), st.builds(dict), st.just(object()))
+
+
+@needs_native
+@given(st.tuples(anything | span_contexts(), anything | span_contexts(), anything, anything, anything, anything,
+                 anything | st.dictionaries(lean_keys, anything, max_size=3)))
+@settings(max_examples=500)
+def test_the_c_part_takes_any_arguments_without_crashing(args):
+    """Called only with a lean span's fields, but C must not crash on anything else: it answers
+    bytes, None (left to Python) or a Python exception."""
+    try:
+        field = otlp_encoder._built_span_field(*args)
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
+        return
+    assert field is None or type(field) is bytes
