@@ -364,10 +364,14 @@ def native_built() -> bool:
     return _built_span_field is not None
 
 
-def in_use(module: ModuleType) -> str:
-    """Which encoder an SDK span exporter ``module`` uses: ``C`` (this module, the common case
-    of a span in C), ``Python`` (this module in Python) or ``SDK``."""
-    if getattr(module, "encode_spans", None) not in (EncodedRequest, _request_message):
+def in_use(module: ModuleType) -> str | None:
+    """Which encoder the span exporter ``module`` uses: ``C`` (this module, the common case of
+    a span in C), ``Python`` (this module in Python), ``SDK`` (the SDK's own), or ``None`` for
+    an exporter that does not encode through ``encode_spans`` (not one of the SDK's OTLP ones)."""
+    current = getattr(module, "encode_spans", None)
+    if current is None:
+        return None
+    if current not in (EncodedRequest, _request_message):
         return "SDK"
     return "C" if _native_span_field is not None else "Python"
 

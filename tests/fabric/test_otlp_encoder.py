@@ -245,6 +245,14 @@ def test_which_encoder_is_in_use(sdk_encoders, choice, in_use):
         http_trace_exporter.encode_spans([span]).SerializePartialToString()) == encode_spans([span])
 
 
+def test_an_exporter_that_is_not_otlp_has_no_encoder_in_the_status():
+    t = Telemetry(LABELS, InMemorySpanExporter())
+    try:
+        assert t.export_status() == {"via": "SDK thread", "encoder": None}
+    finally:
+        t.shutdown()
+
+
 @pytest.mark.parametrize("value", ["fast", "SDK", "protobuf", "c"])
 def test_an_unknown_encoder_is_a_config_error(value):
     with pytest.raises(ConfigError, match="MESHFABRIC_OTLP_ENCODER") as info:
