@@ -204,7 +204,7 @@ static PyObject *context_item(PyObject *context, Py_ssize_t index) {
     return PyTuple_GET_ITEM(context, index);
 }
 
-#define HEADER_ROOM 6 /* the field's tag and a length up to 2**35 */
+#define HEADER_ROOM 11 /* the field's tag and its length: a varint of up to 10 bytes */
 
 static PyObject *span_field(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7) {
