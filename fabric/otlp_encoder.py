@@ -49,7 +49,9 @@ try:  # the common case of a span, in C (fabric/_span_wire.c), where the install
     from ._span_wire import span_field as _built_span_field
 except ImportError:
     _built_span_field = None
-_native_span_field = _built_span_field if CONTEXT_IS_TUPLE else None  # it reads span contexts as tuples
+_usable_span_field = _built_span_field if CONTEXT_IS_TUPLE else None  # it reads span contexts as tuples
+_native_span_field = _usable_span_field  # None while the C part is not used (``use_native``)
+_UNSEEN = object()
 
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
@@ -267,18 +269,19 @@ class _Encoder:
         resource, one ``ScopeSpans`` per distinct scope in it, in order of first appearance."""
         groups: list[tuple[Any, list[tuple[Any, list[bytes]]]]] = []
         by_object: dict[tuple[int, int], list[bytes]] = {}  # id(resource), id(scope) -> the spans' fields
-        last: tuple[Any, Any] = (None, None)
+        last_resource = last_scope = _UNSEEN
         encoded: list[bytes] = []
         for span in spans:
             if type(span) is LeanSpan:
                 resource, scope = span._resource, span._instrumentation_scope
             else:
                 resource, scope = span.resource, span.instrumentation_scope or None
-            if resource is not last[0] or scope is not last[1] or not groups:  # most batches: one node's spans
-                last = (resource, scope)
-                encoded = by_object.get((id(resource), id(scope)))  # type: ignore[assignment]
-                if encoded is None:
-                    encoded = by_object[(id(resource), id(scope))] = _group(groups, resource, scope)
+            if resource is not last_resource or scope is not last_scope:  # most batches: one node's spans
+                last_resource, last_scope = resource, scope
+                key = (id(resource), id(scope))
+                if key not in by_object:
+                    by_object[key] = _group(groups, resource, scope)
+                encoded = by_object[key]
             encoded.append(self.span_field(span))
         out = []
         for resource, scopes in groups:
@@ -380,7 +383,7 @@ def use_native(enabled: bool) -> bool:
     """Encode the common case of a span in C (if built) or not, for the whole process; returns
     whether it is now."""
     global _native_span_field
-    _native_span_field = _built_span_field if enabled and CONTEXT_IS_TUPLE else None
+    _native_span_field = _usable_span_field if enabled else None
     return _native_span_field is not None
 
 

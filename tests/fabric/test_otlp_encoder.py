@@ -307,8 +307,9 @@ def test_the_c_part_is_built_where_it_must_be():
 
 
 @pytest.fixture
-def both_encoders() -> Iterator[Callable[[list[ReadableSpan]], tuple[bytes, bytes]]]:
-    """``encode(batch)``: the batch's bytes with the C part, then without it."""
+def both_encoders() -> Callable[[list[ReadableSpan]], tuple[bytes, bytes]]:
+    """``encode(batch)``: the batch's bytes with the C part, then without it (and the C part
+    in use again after)."""
     def encode(batch: list[ReadableSpan]) -> tuple[bytes, bytes]:
         try:
             assert otlp_encoder.use_native(True)
@@ -318,8 +319,7 @@ def both_encoders() -> Iterator[Callable[[list[ReadableSpan]], tuple[bytes, byte
         finally:
             otlp_encoder.use_native(True)
 
-    yield encode
-    otlp_encoder.use_native(True)
+    return encode
 
 
 @pytest.fixture(scope="module")
