@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind
 from opentelemetry.trace.status import Status
 
 from .errors import ConfigError
@@ -202,8 +202,10 @@ class _Encoder:
         """``span`` as a ``ScopeSpans.spans`` field."""
         if type(span) is LeanSpan:  # our own spans: their fields directly, never anything dropped
             ctx = span._context
+            # where the C part is used a span context is a tuple: item 4, its trace state, is the
+            # shared default for nearly every span (``not`` on a TraceState calls its ``__len__``)
             if (_native_span_field is not None and not span._events and not span._links
-                    and span._status is UNSET_STATUS and not ctx.trace_state):
+                    and span._status is UNSET_STATUS and (ctx[4] is DEFAULT_TRACE_STATE or not ctx[4])):
                 field = _native_span_field(ctx, span._parent, span._name, span._kind._value_, span._start_time or 0,
                                            span._end_time or 0, span._attributes)
                 if field is not None:

@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .errors import ConfigError
 from .otlp_transport import is_plain_loopback
+from .spans import LeanSpan
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ class LoopBatchSpanProcessor(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._closed or not span.context.trace_flags.sampled:
+        # a LeanSpan is always sampled: the tracer gives record-only spans to the SDK's tracer
+        if self._closed or (type(span) is not LeanSpan and not span.context.trace_flags.sampled):
             return
         queue = self._queue
         if len(queue) >= self.max_queue:

@@ -21,7 +21,9 @@ from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_trace_
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpExporter,
 )
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from fabric import otlp_encoder
 from fabric.errors import ConfigError
@@ -343,6 +345,16 @@ def test_without_a_loop_a_full_queue_drops_and_shutdown_sends_the_rest(receiver,
     telemetry.shutdown()  # through the SDK's exporter, on this thread
     names = {s.name for s in receiver.store.wait_for(lambda spans: len(spans) >= 4 and spans, timeout=10)}
     assert names == {"q1", "q2", "q3", "q4"}
+
+
+def test_only_sampled_spans_are_queued(receiver, made):
+    telemetry = made(traces_url(receiver))
+    recorded_only = ReadableSpan("recorded, not sampled", context=SpanContext(1, 2, False, TraceFlags(0)))
+    telemetry.exporter.on_end(recorded_only)
+    end_spans(telemetry, ["sampled"])  # a node's own span: sampled, taken without reading its flags
+    telemetry.shutdown()
+    names = {s.name for s in receiver.store.wait_for(lambda spans: spans, timeout=10)}
+    assert names == {"sampled"}
 
 
 def test_the_encoder_is_the_http_exporters_own(receiver, made, monkeypatch):

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from fabric import spans
@@ -98,3 +99,25 @@ def test_a_span_exited_in_another_task_logs_instead_of_raising(tracer, caplog):
     with caplog.at_level(logging.ERROR):
         asyncio.run(main())
     assert "Failed to detach context" in caplog.text
+
+
+class _RecordOnly(sampling.Sampler):
+    """Records every span without sampling it (the decision the lean tracer leaves to the SDK)."""
+
+    def should_sample(self, *args: object, **kwargs: object) -> sampling.SamplingResult:
+        return sampling.SamplingResult(sampling.Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+@pytest.mark.parametrize("sampler", [sampling.ALWAYS_OFF, _RecordOnly(), sampling.ParentBased(_RecordOnly())])
+def test_a_lean_span_is_always_a_sampled_one(sampler):
+    """The OTLP export processor takes a ``LeanSpan`` as sampled without reading its flags:
+    whatever is not sampled is a non-recording span or the SDK's own."""
+    tracer = spans.LeanTracer(TracerProvider(sampler=sampler), "test", {})
+    for span in (tracer.start_span("root"), tracer.start_span("child", trace.set_span_in_context(
+            trace.NonRecordingSpan(SpanContext(1, 2, True, TraceFlags(0)))))):
+        assert not span.get_span_context().trace_flags.sampled
+        assert type(span) is not LeanSpan
+        span.end()
