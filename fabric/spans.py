@@ -54,7 +54,7 @@ def _context_var() -> Any:
 
 
 _CONTEXT = _context_var()
-_get_current = _CONTEXT.get if _CONTEXT is not None else context_api.get_current
+current_context = _CONTEXT.get if _CONTEXT is not None else context_api.get_current  # what get_current gives
 
 
 def _tuple_layout() -> bool:
@@ -69,12 +69,13 @@ def _tuple_layout() -> bool:
 CONTEXT_IS_TUPLE = _tuple_layout()
 
 
-def _span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any) -> SpanContext:
-    """``SpanContext(...)`` for ids known to be valid, without its range checks when the layout
-    allows (else the constructor)."""
+def valid_span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any,
+                       is_remote: bool = False) -> SpanContext:
+    """``SpanContext(...)`` for ids known to be valid (non-zero, in range), without its range
+    checks when the layout allows (else the constructor)."""
     if CONTEXT_IS_TUPLE:
-        return tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
-    return SpanContext(trace_id, span_id, False, flags, state)
+        return tuple.__new__(SpanContext, (trace_id, span_id, is_remote, flags, state, True))
+    return SpanContext(trace_id, span_id, is_remote, flags, state)
 
 
 def clean(value: Any) -> Any:
@@ -207,7 +208,7 @@ class _Current:
 
     def __enter__(self) -> trace.Span:
         # ``trace.set_span_in_context`` and ``context.attach``, without their calls
-        context = Context({**_get_current(), _SPAN_KEY: self._span})
+        context = Context({**current_context(), _SPAN_KEY: self._span})
         self._token = _CONTEXT.set(context) if _CONTEXT is not None else context_api.attach(context)
         return self._span
 
@@ -277,7 +278,7 @@ class LeanTracer(trace.Tracer):
                     return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                           set_status_on_exception)
                 attrs[key] = value
-        current = (context if context is not None else _get_current()).get(_SPAN_KEY)
+        current = (context if context is not None else current_context()).get(_SPAN_KEY)
         if type(current) is LeanSpan:  # what ``trace.get_current_span`` finds, without its ABC check
             parent = current._context
         elif type(current) is NonRecordingSpan:
@@ -307,7 +308,7 @@ class LeanTracer(trace.Tracer):
                 return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                       set_status_on_exception)
         flags = _FLAGS[(TraceFlags.SAMPLED if sampled else 0) | random_flag]
-        span_context = _span_context(trace_id, self.ids.generate_span_id(), flags, trace_state)
+        span_context = valid_span_context(trace_id, self.ids.generate_span_id(), flags, trace_state)
         if not recording:
             return trace.NonRecordingSpan(span_context)
         return LeanSpan(self, name, span_context, parent, kind, attrs,

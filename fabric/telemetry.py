@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping, Sequence
 
 from opentelemetry import baggage, propagate, trace
-from opentelemetry import context as context_api
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
@@ -37,7 +36,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .errors import ConfigError
-from .spans import OWN_SPANS, LeanTracer
+from .spans import CONTEXT_IS_TUPLE, OWN_SPANS, LeanTracer, current_context, valid_span_context
 
 TRACER_NAME = "meshfabric"
 log = logging.getLogger(__name__)
@@ -259,34 +258,46 @@ class Telemetry:
 
 
 def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """The current trace context as W3C headers (``traceparent``, ``tracestate``)."""
+    """The current trace context as W3C headers (``traceparent``, ``tracestate``).
+
+    Under the default propagators, the span context of one of our own spans without baggage
+    (every request here) is written as the W3C propagator writes it, read as the tuple it is
+    (~1.8 -> ~0.95 µs); anything else goes through ``propagate.inject``."""
     carrier = {} if carrier is None else carrier
     if _default_propagators():  # as the W3C propagators write it, without their passes
-        current = context_api.get_current()
+        current = current_context()
         span = current.get(_SPAN_KEY)
-        # a recorded span, or one sampled out (its context still travels, flags 00)
-        ctx = span.get_span_context() if type(span) in OWN_SPANS else None
-        if ctx is not None and ctx.is_valid and not baggage.get_all(current):
-            carrier["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-            if ctx.trace_state:
-                carrier["tracestate"] = ctx.trace_state.to_header()
-            return dict(carrier)
+        # a recorded span, or one sampled out (its context still travels, flags 00); baggage
+        # (anything under its key) goes through the propagators
+        ctx = span.get_span_context() if type(span) in OWN_SPANS and not current.get(_BAGGAGE_KEY) else None
+        if ctx is not None:
+            trace_id, span_id, _, flags, state, valid = ctx if CONTEXT_IS_TUPLE else (
+                ctx.trace_id, ctx.span_id, ctx.is_remote, ctx.trace_flags, ctx.trace_state, ctx.is_valid)
+            if valid:
+                # %-formatting: ~2/3 of the equivalent f-string's time
+                carrier["traceparent"] = "00-%032x-%016x-%02x" % (trace_id, span_id, flags)  # noqa: UP031
+                if state is not trace.DEFAULT_TRACE_STATE and state:
+                    carrier["tracestate"] = state.to_header()
+                return dict(carrier)
     propagate.inject(carrier)
     return dict(carrier)
 
 
 def _default_propagators() -> bool:
-    """True while the global propagator is the SDK's default: W3C trace context + baggage."""
+    """True while the global propagator is the SDK's default (W3C trace context + baggage) and
+    the API keeps a context's baggage under the key the fast paths look it up by."""
     textmap = propagate.get_global_textmap()
     if _checked[0] is not textmap:
         kinds = tuple(type(p) for p in getattr(textmap, "_propagators", ()))
-        _checked[:] = [textmap, type(textmap) is CompositePropagator
+        _checked[:] = [textmap, type(textmap) is CompositePropagator and _BAGGAGE_KEY is not None
                        and kinds == (TraceContextTextMapPropagator, W3CBaggagePropagator)]
     return bool(_checked[1])
 
 
 _checked: list[Any] = [None, False]
 _TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
+_TRACE_FLAGS = {f"{bits:02x}": trace.TraceFlags(bits) for bits in range(256)}  # by a traceparent's flags
+_BAGGAGE_KEY = getattr(baggage, "_BAGGAGE_KEY", None)  # where the API keeps a context's baggage
 
 
 def extract(carrier: Any) -> Any:
@@ -295,7 +306,7 @@ def extract(carrier: Any) -> Any:
     Missing or malformed headers give a context with no span in it: spans started in it are
     new roots, never children of whatever happened to be current. A lone ``traceparent``
     under the default propagators (every request here) is parsed as the W3C propagator does,
-    without its getter, composite and baggage passes (~4.9 -> ~1.5 µs).
+    without its getter, composite and baggage passes (~4.9 -> ~1.7 µs).
     """
     if type(carrier) is dict and len(carrier) == 1 and _default_propagators():
         header = carrier.get("traceparent")
@@ -306,9 +317,10 @@ def extract(carrier: Any) -> Any:
             version, trace_id, span_id, flags, rest = match.groups()
             if trace_id == "0" * 32 or span_id == "0" * 16 or version == "ff" or (version == "00" and rest):
                 return Context()
-            span = trace.NonRecordingSpan(trace.SpanContext(int(trace_id, 16), int(span_id, 16), True,
-                                                            trace.TraceFlags(int(flags, 16))))
-            return Context({_SPAN_KEY: span})
+            # ids of 32 and 16 hex digits, not all zero: valid, as the SpanContext constructor would find
+            context = valid_span_context(int(trace_id, 16), int(span_id, 16), _TRACE_FLAGS[flags],
+                                         trace.DEFAULT_TRACE_STATE, is_remote=True)
+            return Context({_SPAN_KEY: trace.NonRecordingSpan(context)})
     if not isinstance(carrier, Mapping):
         carrier = {}
     clean = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}

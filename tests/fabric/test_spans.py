@@ -33,7 +33,7 @@ def tracer(monkeypatch: pytest.MonkeyPatch) -> Iterator[spans.LeanTracer]:
 
 def test_the_shortcut_span_context_is_the_constructors():
     flags = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
-    fast = spans._span_context(0xABC, 0xDEF, flags, trace.DEFAULT_TRACE_STATE)
+    fast = spans.valid_span_context(0xABC, 0xDEF, flags, trace.DEFAULT_TRACE_STATE)
     slow = SpanContext(0xABC, 0xDEF, False, flags, trace.DEFAULT_TRACE_STATE)
     assert fast == slow and type(fast) is SpanContext
     assert (fast.trace_id, fast.span_id, fast.is_remote, fast.trace_flags, fast.is_valid) == (

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -345,6 +347,47 @@ def test_inject_fast_path_agrees_with_the_propagators(made):
             assert telemetry.inject() == theirs and "baggage" in theirs
         finally:
             context_api.detach(token)
+
+
+HEX = "0123456789abcdef"
+
+
+def _hex(digits: int) -> st.SearchStrategy[str]:
+    """Hex digits, often all zeros (an invalid id) or in upper case (not W3C's)."""
+    return st.one_of(st.text(HEX, min_size=digits, max_size=digits), st.just("0" * digits),
+                     st.text(HEX.upper(), min_size=digits, max_size=digits))
+
+
+@settings(max_examples=300, deadline=None)
+@given(version=st.sampled_from(["00", "01", "ff", "0g"]), trace_id=_hex(32), span_id=_hex(16),
+       flags=st.one_of(st.text(HEX, min_size=2, max_size=2), st.just("zz")),
+       rest=st.sampled_from(["", "-extra", " ", "-"]))
+def test_extract_fast_path_agrees_with_the_propagators_on_any_header(version, trace_id, span_id, flags, rest):
+    from opentelemetry import propagate
+
+    header = f"{version}-{trace_id}-{span_id}-{flags}{rest}"
+    ours = trace.get_current_span(telemetry.extract({"traceparent": header})).get_span_context()
+    theirs = trace.get_current_span(propagate.extract({"traceparent": header})).get_span_context()
+    assert (ours, ours.is_remote, ours.trace_flags, ours.is_valid, ours.trace_state) == (
+        theirs, theirs.is_remote, theirs.trace_flags, theirs.is_valid, theirs.trace_state)
+
+
+@settings(max_examples=300, deadline=None)
+@given(trace_id=st.integers(0, 2**128 - 1), span_id=st.integers(0, 2**64 - 1), flags=st.integers(0, 255),
+       remote=st.booleans(), state=st.sampled_from([None, [("vendor", "value")], [("a", "1"), ("b", "2")]]))
+def test_inject_fast_path_agrees_with_the_propagators_on_any_span_context(trace_id, span_id, flags, remote, state):
+    from opentelemetry import context as context_api
+    from opentelemetry import propagate
+
+    trace_state = trace.TraceState(state) if state is not None else None
+    span = trace.NonRecordingSpan(trace.SpanContext(trace_id, span_id, remote, trace.TraceFlags(flags), trace_state))
+    token = context_api.attach(trace.set_span_in_context(span))
+    try:
+        theirs: dict[str, str] = {}
+        propagate.inject(theirs)
+        assert telemetry.inject() == theirs
+    finally:
+        context_api.detach(token)
 
 
 def test_ended_lean_spans_are_the_readable_spans_the_processors_get(made):
