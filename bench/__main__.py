@@ -23,6 +23,7 @@ SUITE = {
     "loss": ["--rounds", "2", "--hold", "10"],
     "bringup": ["--repeat", "3"],
     "chaos": ["--sizes", "1x4,2x5", "--rounds", "2"],
+    "directory": [],
 }
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -88,6 +89,8 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
         rows.append(["  CPU per idle node (mean of a 5-node mesh) / one core", f"{cpu:.2f}%", cpu / 100, "(context)"])
     if (results / "chaos.json").exists():
         rows += chaos_rows(load("chaos", results))
+    if (results / "directory.json").exists():
+        rows += directory_rows(load("directory", results))
     return rows, produce["machine"]
 
 
@@ -146,6 +149,16 @@ def chaos_rows(chaos: dict) -> list[list]:
     healed = statistics.median(run["partition_heal_s"]) if run["partition_heal_s"] else float("nan")
     return [[f"chaos: {run['partition']} heal -> re-converged ({run['size']}) / its bring-up",
              f"{healed:.2f} / {bringup:.2f} s", healed / bringup, "<= 1x"]]
+
+
+def directory_rows(directory: dict) -> list[list]:
+    """A produce's lookup (a broker by name) in the largest directory measured against the
+    smallest: context for how a node's per-request work grows with the meshes it knows."""
+    small, large = (str(size) for size in (min(directory["sizes"]), max(directory["sizes"])))
+    us = directory["us_per_call"]
+    by_name = (us[large]["resolve by name"], us[small]["resolve by name"])
+    return [[f"directory: resolve a node by name, {int(large):,} entries / {small}",
+             f"{by_name[0]:.2f} / {by_name[1]:.2f} µs", by_name[0] / by_name[1], "(context)"]]
 
 
 def render(results: Path = RESULTS) -> str:

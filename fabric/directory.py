@@ -108,6 +108,9 @@ class Directory:
         # join, removal, state or name change (a heartbeat changes none of them).
         self._counts: dict[str, int] = {}
         self._sorted: dict[tuple[str | None, str | None, bool], list[Entry]] = {}
+        # name -> the node ids of that name, first known first (6 hex of an id can collide):
+        # every produce resolves its broker by name, in O(1) however large the directory
+        self._named: dict[str, list[str]] = {}
 
     # -- feeding ---------------------------------------------------------------
 
@@ -133,11 +136,15 @@ class Directory:
         if current is None:
             entry = Entry(signed, now)
             self._entries[d.node_id] = entry
+            self._named.setdefault(d.name, []).append(d.node_id)
             self._counts[d.mesh] = self._counts.get(d.mesh, 0) + 1
             self._sorted.clear()
             return self._emit(ChangeKind.JOINED, entry)
         old = current.digest
         was_suspect = current.state is State.SUSPECT
+        if (old.mesh, old.type) != (d.mesh, d.type):  # restarted as another type or in another mesh
+            self._unname(old.name, d.node_id)
+            self._named.setdefault(d.name, []).append(d.node_id)
         if was_suspect or (old.mesh, old.type) != (d.mesh, d.type):
             self._sorted.clear()
             self._counts[old.mesh] -= 1
@@ -198,6 +205,10 @@ class Directory:
     def entries(self, mesh: str | None = None, type: str | None = None,
                 alive_only: bool = False) -> list[Entry]:
         """Entries sorted by name, optionally of one mesh and/or type."""
+        return list(self._listed(mesh, type, alive_only))
+
+    def _listed(self, mesh: str | None, type: str | None, alive_only: bool) -> list[Entry]:
+        """``entries()``'s answer as kept (not to be changed: callers outside get a copy)."""
         key = (mesh, type, alive_only)
         cached = self._sorted.get(key)
         if cached is None:
@@ -205,7 +216,7 @@ class Directory:
                      if (mesh is None or e.mesh == mesh) and (type is None or e.type == type)
                      and (not alive_only or e.state is State.ALIVE)]
             cached = self._sorted[key] = sorted(found, key=lambda e: e.name)
-        return list(cached)
+        return cached
 
     def resolve(self, target: str, rng: random.Random | None = None) -> Entry:
         """Find a live node by exact name, by ``<mesh>.<type>`` (any live one), or by id prefix
@@ -213,12 +224,12 @@ class Directory:
 
         Raises ``ResolveError`` naming what is known when nothing matches.
         """
-        for entry in self._entries.values():
-            if entry.name == target:
-                return entry
+        named = self._named.get(target)
+        if named:
+            return self._entries[named[0]]
         parts = target.split(".")
         if len(parts) == 2:
-            candidates = self.entries(mesh=parts[0], type=parts[1], alive_only=True)
+            candidates = self._listed(parts[0], parts[1], alive_only=True)
             if candidates:
                 return (rng or random).choice(candidates)
         prefix, scope = parts[-1].lower(), parts[:-1]
@@ -240,10 +251,17 @@ class Directory:
 
     def _remove(self, entry: Entry, kind: ChangeKind, version: tuple[int, int], now: float) -> Change:
         del self._entries[entry.node_id]
+        self._unname(entry.name, entry.node_id)
         self._counts[entry.mesh] -= 1
         self._sorted.clear()
         self._bury(entry.node_id, version, now)
         return self._emit(kind, entry)
+
+    def _unname(self, name: str, node_id: str) -> None:
+        same_name = self._named[name]
+        same_name.remove(node_id)
+        if not same_name:
+            del self._named[name]
 
     def _bury(self, node_id: str, version: tuple[int, int], now: float) -> None:
         self._tombstones[node_id] = (version, now + self.tombstone_ttl)

@@ -35,6 +35,9 @@ def write_results(where: Path) -> None:
                              {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [1.9, 1.8, 2.0]},
                              {"meshes": 4, "nodes": 20, "backend": "local", "up_s": [3.4, 3.3, 3.5]}]},
     }
+    results["directory"] = {"sizes": [10, 1000, 10000], "us_per_call": {
+        size: {"resolve by name": us, "expire (visits every entry)": us * 100}
+        for size, us in (("10", 0.15), ("1000", 0.16), ("10000", 0.18))}}
     results["loss"] = {"loss": 0.1, "hold_s": 10.0, "nodes": 4, "lossy_removed_p50_s": 2.7, "live_removed": [],
                        "rounds": [{}, {}]}
     for name, data in results.items():
@@ -69,6 +72,8 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "224 / 200 ms" in joined and "1.12" in joined and "(context)" in joined
     lossy = next(line for line in out.splitlines() if "10% of packets lost" in line)
     assert "2.70 s; 0 of 3 (20 s)" in lossy and "0.9 " in lossy
+    directory = next(line for line in out.splitlines() if "resolve a node by name" in line)
+    assert "10,000 entries / 10" in directory and "0.18 / 0.15 µs" in directory and "1.2 " in directory
 
 
 def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):

@@ -6,6 +6,8 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fabric.directory import ChangeKind, Directory, State
 from fabric.errors import ResolveError
@@ -232,6 +234,37 @@ def test_a_restart_as_another_type_moves_the_entry(populated):
 
 def test_resolve_by_exact_name(populated):
     assert populated.resolve(f"mesh2.broker.{B[:6]}").node_id == B
+
+
+# ids that collide on their first 6 hex (one name for two nodes of a mesh and type) and ids that do not
+POOL = ["abcdef" + "1" * 58, "abcdef" + "2" * 58, "123456" + "3" * 58, "fedcba" + "4" * 58]
+OPERATION = st.tuples(st.sampled_from(["digest", "restart", "leave", "expire"]), st.sampled_from(POOL),
+                      st.sampled_from(["mesh1", "mesh2"]), st.sampled_from(["broker", "gateway"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(OPERATION, max_size=30))
+def test_resolve_by_name_agrees_with_a_scan_of_every_entry(operations):
+    """The name index follows joins, restarts as another type or mesh, leaves and removals:
+    a name resolves to an entry of that name whenever (and only when) one is listed."""
+    d = Directory(SELF, suspect_after=1.5, remove_after=3.0)
+    now, heartbeat, incarnation = 0.0, 1, {node: INC for node in POOL}
+    for kind, node, mesh, type in operations:
+        now, heartbeat = now + 0.5, heartbeat + 1
+        if kind == "expire":
+            now += 2.0
+            d.expire(now)
+        else:
+            incarnation[node] += kind == "restart"
+            d.apply(signed(node, hb=heartbeat, inc=incarnation[node], mesh=mesh, type=type,
+                           leaving=kind == "leave"), now)
+        for name in {f"{m}.{t}.{n[:6]}" for n in POOL for m in ("mesh1", "mesh2") for t in ("broker", "gateway")}:
+            listed = [e for e in d if e.name == name]
+            if listed:
+                assert d.resolve(name) in listed
+            else:
+                with pytest.raises(ResolveError):
+                    d.resolve(name)
 
 
 def test_resolve_by_mesh_and_type_picks_a_live_one(populated):
