@@ -322,3 +322,18 @@ class LeanTracer(trace.Tracer):
         span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
                                set_status_on_exception)
         return _Current(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class OffTracer(trace.NoOpTracer):
+    """The tracer with the SDK off (``OTEL_SDK_DISABLED=true``): the API's no-op tracer, whose
+    ``start_as_current_span`` nests two generator-based context managers (~3.3 µs a span, as
+    much as a recorded ``LeanSpan`` here), with its span made current as ``_Current`` does it
+    (~1.3 µs). As with the API's tracer, that span is a non-recording one with its parent's
+    context (trace context passes through a node with tracing off) and nothing is recorded."""
+
+    def start_as_current_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
+                              attributes: Any = None, links: Any = None, start_time: int | None = None,
+                              record_exception: bool = True, set_status_on_exception: bool = True,
+                              end_on_exit: bool = True) -> Any:
+        return _Current(self.start_span(name, context), False, False, False)
+

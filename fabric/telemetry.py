@@ -36,7 +36,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .errors import ConfigError
-from .spans import CONTEXT_IS_TUPLE, OWN_SPANS, LeanTracer, current_context, valid_span_context
+from .spans import CONTEXT_IS_TUPLE, OWN_SPANS, LeanTracer, OffTracer, current_context, valid_span_context
 
 TRACER_NAME = "meshfabric"
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class Telemetry:
             if isinstance(self.exporter, LoopBatchSpanProcessor):
                 self.loop_exporter = self.exporter
         self.tracer: trace.Tracer = (LeanTracer(self.provider, TRACER_NAME, labels.attributes())
-                                     if self.enabled else trace.NoOpTracer())
+                                     if self.enabled else OffTracer())
 
     @classmethod
     def from_env(cls, labels: NodeLabels) -> "Telemetry":
@@ -278,6 +278,8 @@ def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
                 carrier["traceparent"] = "00-%032x-%016x-%02x" % (trace_id, span_id, flags)  # noqa: UP031
                 if state is not trace.DEFAULT_TRACE_STATE and state:
                     carrier["tracestate"] = state.to_header()
+                return dict(carrier)
+            if ctx is trace.INVALID_SPAN_CONTEXT:  # no trace (tracing off, or outside any span): nothing to write
                 return dict(carrier)
     propagate.inject(carrier)
     return dict(carrier)

@@ -121,3 +121,47 @@ def test_a_lean_span_is_always_a_sampled_one(sampler):
         assert not span.get_span_context().trace_flags.sampled
         assert type(span) is not LeanSpan
         span.end()
+
+
+def _seen_by(tracer: trace.Tracer) -> list[object]:
+    """What code inside and after a span sees, under an upstream (remote) span made current."""
+    from fabric.telemetry import inject
+
+    remote = trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED)))
+    token = context_api.attach(trace.set_span_in_context(remote))
+    try:
+        seen: list[object] = []
+        with tracer.start_as_current_span("outer", attributes={"a": 1}) as outer:
+            with tracer.start_as_current_span("inner", kind=trace.SpanKind.CLIENT) as inner:
+                seen += [outer, inner, trace.get_current_span(), inject(), outer.is_recording()]
+            seen.append(trace.get_current_span())
+        seen.append(trace.get_current_span())
+        with pytest.raises(KeyError), tracer.start_as_current_span("failing"):
+            raise KeyError("boom")
+        seen += [trace.get_current_span(), tracer.start_span("plain")]
+        other = trace.NonRecordingSpan(SpanContext(0x123, 0x456, True, TraceFlags(0)))
+        with tracer.start_as_current_span("given a context", trace.set_span_in_context(other)) as given:
+            seen += [given, trace.get_current_span()]
+        return [(type(s), s.get_span_context()) if isinstance(s, trace.Span) else s for s in seen]
+    finally:
+        context_api.detach(token)
+
+
+def test_the_off_tracer_is_the_apis_no_op_tracer_as_code_sees_it():
+    """The same spans, current spans and headers as ``NoOpTracer`` (non-recording spans with
+    the upstream context, which passes through), exceptions not swallowed."""
+    seen = _seen_by(spans.OffTracer())
+    assert seen == _seen_by(trace.NoOpTracer())
+    assert seen[0][1].span_id == 0xDEF and seen[3]["traceparent"].endswith("-0000000000000def-01")
+
+
+def test_with_the_sdk_disabled_a_node_records_nothing(monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    made = Telemetry(LABELS, exporter=None)
+    try:
+        assert isinstance(made.tracer, spans.OffTracer) and not made.enabled
+        with made.tracer.start_as_current_span("not recorded") as span:
+            assert not span.is_recording()
+        assert made.recent.snapshot() == []
+    finally:
+        made.shutdown()
