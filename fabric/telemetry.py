@@ -193,8 +193,8 @@ class Telemetry:
                  recent_capacity: int = DEFAULT_RECENT_SPANS) -> None:
         resource = node_resource(labels)
         self.labels = labels
-        # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op: the
-        # benchmarks measure what tracing costs by comparing against it.
+        # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op (``OffTracer``,
+        # the API's, cheaper): the benchmarks measure what tracing costs by comparing against it.
         self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
         self.provider = TracerProvider(resource=resource, id_generator=PrivateRandomIdGenerator())
         self.recent = RecentSpans(recent_capacity)
