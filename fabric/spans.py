@@ -126,6 +126,9 @@ class LeanSpan(trace.Span, ReadableSpan):
     def set_attribute(self, key: str, value: Any) -> None:
         if self._end_time is not None:
             return
+        if type(value) in _SCALARS and type(key) is str and key:  # the common case, without a call
+            self._attributes[key] = value
+            return
         cleaned = clean(value)
         if cleaned is _INVALID or not isinstance(key, str) or not key:
             log.warning("invalid span attribute %r=%r dropped", key, value)
