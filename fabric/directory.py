@@ -142,10 +142,11 @@ class Directory:
             return self._emit(ChangeKind.JOINED, entry)
         old = current.digest
         was_suspect = current.state is State.SUSPECT
-        if (old.mesh, old.type) != (d.mesh, d.type):  # restarted as another type or in another mesh
+        moved = (old.mesh, old.type) != (d.mesh, d.type)  # restarted as another type or in another mesh
+        if moved:
             self._unname(old.name, d.node_id)
             self._named.setdefault(d.name, []).append(d.node_id)
-        if was_suspect or (old.mesh, old.type) != (d.mesh, d.type):
+        if was_suspect or moved:
             self._sorted.clear()
             self._counts[old.mesh] -= 1
             self._counts[d.mesh] = self._counts.get(d.mesh, 0) + 1

@@ -339,4 +339,3 @@ class OffTracer(trace.NoOpTracer):
                               record_exception: bool = True, set_status_on_exception: bool = True,
                               end_on_exit: bool = True) -> Any:
         return _Current(self.start_span(name, context), False, False, False)
-
