@@ -263,24 +263,27 @@ class LeanTracer(trace.Tracer):
         return self.sdk.start_span(name, context, kind, {**self.labels, **(attributes or {})}, links, start_time,
                                    record_exception, set_status_on_exception)
 
+    def _attributes(self, attributes: Any) -> dict[str, Any] | None:
+        """The node's labels and ``attributes`` as a span keeps them; ``None`` if one of them
+        needs the SDK's handling (a value of another type, a key that is not a string)."""
+        if not attributes:
+            return dict(self.labels)
+        if _STR.issuperset(map(type, attributes)) and _SCALARS.issuperset(map(type, attributes.values())):
+            return {**self.labels, **attributes}  # the common case, checked in C
+        attrs = dict(self.labels)
+        for key, value in attributes.items():
+            value = clean(value)
+            if value is _INVALID or not isinstance(key, str):
+                return None
+            attrs[key] = value
+        return attrs
+
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
                    attributes: Any = None, links: Any = None, start_time: int | None = None,
                    record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
         if links:
             return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception)
-        if not attributes:
-            attrs = dict(self.labels)
-        elif _STR.issuperset(map(type, attributes)) and _SCALARS.issuperset(map(type, attributes.values())):
-            attrs = {**self.labels, **attributes}  # the common case, checked in C
-        else:
-            attrs = dict(self.labels)
-            for key, value in attributes.items():
-                value = clean(value)
-                if value is _INVALID or not isinstance(key, str):
-                    return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
-                                          set_status_on_exception)
-                attrs[key] = value
         current = (context if context is not None else current_context()).get(_SPAN_KEY)
         if type(current) is LeanSpan:  # what ``trace.get_current_span`` finds, without its ABC check
             parent = current._context
@@ -298,12 +301,17 @@ class LeanTracer(trace.Tracer):
             random_flag = parent_flags & TraceFlags.RANDOM_TRACE_ID
         else:
             parent, trace_id, random_flag = None, self.ids.generate_trace_id(), self._random_ids
+        attrs = None  # built only for a span that records, or a sampler that asks for them
         if parent is not None and self._follow_parent:
             sampled = recording = bool(parent_flags & TraceFlags.SAMPLED)
             trace_state = parent_state
         elif parent is None and self._sample_roots:
             sampled, recording, trace_state = True, True, trace.DEFAULT_TRACE_STATE
         else:
+            attrs = self._attributes(attributes)
+            if attrs is None:
+                return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
+                                      set_status_on_exception)
             result = self.sampler.should_sample(context, trace_id, name, kind, attrs)
             sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
             trace_state = result.trace_state if result.trace_state is not None else trace.DEFAULT_TRACE_STATE
@@ -314,6 +322,11 @@ class LeanTracer(trace.Tracer):
         span_context = valid_span_context(trace_id, self.ids.generate_span_id(), flags, trace_state)
         if not recording:
             return trace.NonRecordingSpan(span_context)
+        if attrs is None:
+            attrs = self._attributes(attributes)
+            if attrs is None:
+                return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
+                                      set_status_on_exception)
         return LeanSpan(self, name, span_context, parent, kind, attrs,
                         start_time if start_time is not None else time.time_ns(), record_exception,
                         set_status_on_exception)

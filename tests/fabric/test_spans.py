@@ -178,6 +178,42 @@ def test_set_attribute_keeps_scalars_and_their_sequences_and_logs_what_it_drops(
     span.set_attribute("late", 1)  # ended: ignored
     kept = {k: v for k, v in span.attributes.items() if k not in LABELS.attributes()}
     assert kept == {"s": "v", "i": 7, "f": 1.5, "b": True, "list": (1, 2), "tuple": ("a",), "big": 2**70}
-    # mixed, dict, None, empty key, int key, bytes (the SDK would decode bytes: a span with bytes
-    # at its start goes to the SDK's tracer, one set later is dropped here)
+    # mixed, dict, None, empty key, int key, bytes (the SDK keeps bytes: a span given bytes at
+    # its start goes to the SDK's tracer, one set later is dropped here)
     assert caplog.text.count("invalid span attribute") == 6
+
+
+@pytest.mark.parametrize("parent_sampled", [True, False])
+def test_attributes_the_lean_span_cannot_keep_go_to_the_sdk_only_for_a_span_that_records(tracer, parent_sampled):
+    """Attributes are built only once a span is known to record (a child of an unsampled
+    parent skips them); a value the lean span cannot keep (here bytes, which the SDK keeps)
+    sends a recording span to the SDK's tracer, and the trace continues either way."""
+    parent = trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, True, TraceFlags(int(parent_sampled))))
+    span = tracer.start_span("child", trace.set_span_in_context(parent), attributes={"ok": 1, "raw": b"bytes"})
+    assert span.get_span_context().trace_id == 0xABC
+    assert span.is_recording() is parent_sampled
+    if parent_sampled:
+        assert type(span) is not LeanSpan and span.attributes["raw"] == b"bytes" and span.attributes["ok"] == 1
+        assert span.parent.span_id == 0xDEF
+    else:
+        assert type(span) is trace.NonRecordingSpan and span.get_span_context().span_id not in (0, 0xDEF)
+    span.end()
+
+
+def test_a_ratio_sampler_is_asked_with_the_spans_attributes(monkeypatch):
+    """A sampler that decides on attributes still gets them (built before it is asked)."""
+    seen: list[dict] = []
+
+    class ByAttribute(sampling.Sampler):
+        def should_sample(self, context, trace_id, name, kind=None, attributes=None, links=None):  # type: ignore[no-untyped-def]
+            seen.append(dict(attributes or {}))
+            keep = (attributes or {}).get("keep") is True
+            return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE if keep else sampling.Decision.DROP)
+
+        def get_description(self) -> str:
+            return "ByAttribute"
+
+    tracer = spans.LeanTracer(TracerProvider(sampler=ByAttribute()), "test", {"node.type": "gateway"})
+    kept, dropped = tracer.start_span("kept", attributes={"keep": True}), tracer.start_span("dropped")
+    assert type(kept) is LeanSpan and kept.attributes["keep"] is True and not dropped.is_recording()
+    assert seen == [{"node.type": "gateway", "keep": True}, {"node.type": "gateway"}]
