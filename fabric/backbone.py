@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind
 
 from . import rpc
 from .crossmesh import GATEWAY_ALPN, LOOKUP_TIMEOUT, Failover, entry_from_raw, target_mesh
-from .directory import GONE, Change, ChangeKind, Directory, Entry
+from .directory import Change, ChangeKind, Directory, Entry
 from .errors import FabricError, ResolveError
 from .gossip import digest as digests
 from .gossip.backbone import BackboneConfig, BackboneCore
@@ -234,13 +234,8 @@ class Backbone:
         """Tell the transport what the backbone heard of a member, as a node does of its own
         mesh's peers (``Node._on_change``): kept, a restarted member's old connection would take
         the next probe, unanswered, and make the member suspect again right after it came back."""
-        if self.node.transport is None:
-            return
-        if change.kind in GONE:
-            self.node.transport.peer_gone(change.member.node_id)
-        else:
-            self.node.transport.peer_heard(change.member.node_id, change.member.digest.incarnation,
-                                           change.kind is ChangeKind.SUSPECT)
+        if self.node.transport is not None:
+            self.node.transport.peer_changed(change.member.node_id, change.member.digest.incarnation, change.kind)
 
     def _discover(self, change: Change) -> None:
         """Members of our mesh on the backbone are bootstrap peers of our seat."""

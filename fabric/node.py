@@ -41,7 +41,7 @@ from opentelemetry.trace import Status, StatusCode
 from . import control, event_loop, known_peers
 from .address import format_peer, parse_peer
 from .backbone import BACKBONE_TYPES, Backbone
-from .directory import GONE, Change, ChangeKind, Directory
+from .directory import Change, ChangeKind, Directory
 from .gossip import digest as digests
 from .gossip.net import ALPN as GOSSIP_ALPN
 from .gossip.net import GossipNet
@@ -348,10 +348,7 @@ class Node:
         if self.telemetry is None or change.kind is ChangeKind.HEARTBEAT or entry.node_id == self.node_id:
             return
         if self.transport is not None:  # a restarted, silent or departed peer's connection is dropped
-            if change.kind in GONE:
-                self.transport.peer_gone(entry.node_id)
-            else:
-                self.transport.peer_heard(entry.node_id, entry.digest.incarnation, change.kind is ChangeKind.SUSPECT)
+            self.transport.peer_changed(entry.node_id, entry.digest.incarnation, change.kind)
         with self.telemetry.tracer.start_as_current_span(
             f"directory.{change.kind.value}",
             attributes={"peer.name": entry.name, "peer.mesh": entry.mesh, "peer.id": entry.node_id},

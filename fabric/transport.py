@@ -27,6 +27,7 @@ import iroh
 
 from . import frames, iroh_patch
 from .dials import Dials
+from .directory import GONE, ChangeKind
 from .errors import FrameError, PeerTimeout, TransportError
 from .frames import Frame, FrameDecoder, Kind
 from .identity import Identity
@@ -272,6 +273,14 @@ class Transport:
         incarnation last heard included (a long-lived node sees many peers come and go)."""
         self._incarnations.pop(node_id, None)
         self.forget_peer(node_id)
+
+    def peer_changed(self, node_id: str, incarnation: int, kind: ChangeKind) -> None:
+        """A change gossip made to a peer (a mesh's directory, the backbone's member table):
+        ``peer_gone`` once it is no longer listed, else ``peer_heard``."""
+        if kind in GONE:
+            self.peer_gone(node_id)
+        else:
+            self.peer_heard(node_id, incarnation, kind is ChangeKind.SUSPECT)
 
     async def request(self, node_id: str, addrs: list[str] | tuple[str, ...], alpn: bytes,
                       frame: Frame, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Frame:

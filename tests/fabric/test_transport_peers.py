@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from fabric.directory import ChangeKind
 from fabric.identity import Identity
 from fabric.transport import Transport
 
-pytestmark = pytest.mark.asyncio
 ALPN = b"meshfabric/test-peers/1"
 
 
@@ -28,6 +28,7 @@ async def pair() -> AsyncIterator[tuple[Transport, Transport]]:
         await server.close()
 
 
+@pytest.mark.asyncio
 async def test_the_same_incarnation_keeps_the_connection_and_a_new_one_drops_it(pair):
     server, client = pair
     first = await client.connect(server.node_id, server.addrs, ALPN)
@@ -41,6 +42,7 @@ async def test_the_same_incarnation_keeps_the_connection_and_a_new_one_drops_it(
     assert await client.connect(server.node_id, server.addrs, ALPN) is not second
 
 
+@pytest.mark.asyncio
 async def test_a_peer_gone_is_forgotten_with_its_incarnation(pair):
     server, client = pair
     client.peer_heard(server.node_id, 1)
@@ -53,3 +55,27 @@ async def test_a_peer_gone_is_forgotten_with_its_incarnation(pair):
     client.peer_heard(server.node_id, 7)
     assert await client.connect(server.node_id, server.addrs, ALPN) is second
     client.peer_gone("no-such-peer")  # a peer never heard of: nothing to drop
+
+
+class _Told:
+    """Records what ``Transport.peer_changed`` passes on (the two calls it chooses between)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def peer_gone(self, node_id: str) -> None:
+        self.calls.append(("gone", node_id))
+
+    def peer_heard(self, node_id: str, incarnation: int, suspect: bool = False) -> None:
+        self.calls.append(("heard", node_id, incarnation, suspect))
+
+
+@pytest.mark.parametrize("kind, expected", [
+    (ChangeKind.JOINED, ("heard", "n", 7, False)), (ChangeKind.CHANGED, ("heard", "n", 7, False)),
+    (ChangeKind.RECOVERED, ("heard", "n", 7, False)), (ChangeKind.SUSPECT, ("heard", "n", 7, True)),
+    (ChangeKind.REMOVED, ("gone", "n")), (ChangeKind.LEFT, ("gone", "n")),
+])
+def test_a_change_is_told_as_heard_suspected_or_gone(kind, expected):
+    told = _Told()
+    Transport.peer_changed(told, "n", 7, kind)  # type: ignore[arg-type]
+    assert told.calls == [expected]
