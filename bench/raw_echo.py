@@ -147,12 +147,29 @@ async def in_process_round_trips(n: int, pace_s: float = 0.0) -> list[float]:
 
 
 def fsyncs(directory: Path, n: int) -> list[float]:
+    """Seconds each: append 100 B to a file and ``fsync`` it (the target's floor)."""
     fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     samples = []
     for _ in range(n):
         start = time.perf_counter()
         os.write(fd, b"r" * 100)
         os.fsync(fd)
+        samples.append(time.perf_counter() - start)
+    os.close(fd)
+    return samples
+
+
+def grown_file_commits(directory: Path, n: int) -> list[float]:
+    """Seconds each: write 100 B into zeros the file was grown by, then ``fdatasync`` (the
+    broker's log commits so: the size does not change, only the data is written)."""
+    fd = os.open(directory / "grown.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.posix_fallocate(fd, 0, 100 * n)
+    os.fsync(fd)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        os.pwrite(fd, b"r" * 100, 100 * i)
+        os.fdatasync(fd)
         samples.append(time.perf_counter() - start)
     os.close(fd)
     return samples

@@ -1,8 +1,9 @@
 """The on-disk record format of the durable log: pure functions, no I/O.
 
-Each record is ``[u32 body length][u32 crc32 of body][body]`` with a msgpack body. A torn
-write after a crash shows up as a short header, a short body or a bad checksum at the tail;
-``scan`` stops there and says where the valid part ends, so the log can be truncated to it.
+Each record is ``[u32 body length][u32 crc32 of body][body]`` with a msgpack body (never
+empty). A zero length marks the end: the log grows its file ahead of its records with zeros.
+A torn write after a crash shows up as a short header, a short body or a bad checksum at the
+tail; ``scan`` stops there and says where the valid part ends, so the log can be truncated to it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def scan(data: bytes) -> tuple[list[Record], int]:
     while pos + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, pos)
         end = pos + HEADER.size + length
-        if end > len(data):
+        if length == 0 or end > len(data):
             break
         body = data[pos + HEADER.size : end]
         if zlib.crc32(body) != crc:

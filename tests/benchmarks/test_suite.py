@@ -22,7 +22,8 @@ def write_results(where: Path) -> None:
     results = {
         "boot": {"bind": {"p50_ms": 1.4}, "restart": {"mesh.node.ready": {"p50_ms": 2.1}}},
         "produce": {"machine": MACHINE,
-                    "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000},
+                    "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000,
+                                 "raw_rtt": {"p50_ms": 0.3}, "grown_file_commit": {"p50_ms": 0.15}},
                     "runs": {"on": writer(0.9, 6700), "off": writer(0.85, 7000), "exported": writer(0.9, 4900),
                              "exported, SDK thread": writer(0.95, 3000), "exported, Python encoder": writer(0.9, 3500),
                              "off, second cluster": writer(0.85, 7100)},
@@ -59,6 +60,8 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "3500 vs 7000 rec/s" in python and "0.5 " in python  # no paired cost recorded: 1 - 3500/7000
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
+    commit = next(line for line in out.splitlines() if "the broker's commit" in line)
+    assert "0.90 / 0.45 ms" in commit and "2 " in commit and "(context)" in commit
     idle = next(line for line in out.splitlines() if "CPU per idle node" in line)
     assert "1.30%" in idle and "0.013" in idle and "(context)" in idle
     two = next(line for line in out.splitlines() if "bring-up, 2 meshes x 5 nodes" in line)

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from fabric.errors import ConfigError
+from fabric.services import log as log_module
 from fabric.services import records
 from fabric.services.log import Log, TopicLog, check_topic
 
@@ -31,7 +32,7 @@ def test_reopen_keeps_everything(tmp_path):
     assert again.append(b"new").offset == 10
 
 
-@pytest.mark.parametrize("tail", [b"\x00\x00", b"\x00\x00\x00\x10\x00\x00\x00\x00abc", None])
+@pytest.mark.parametrize("tail", [b"\x00\x07", b"\x00\x00\x00\x10\x00\x00\x00\x00abc", None])
 def test_a_torn_tail_is_truncated_and_never_served(tmp_path, tail):
     path = tmp_path / "t.log"
     log = TopicLog(path)
@@ -101,3 +102,67 @@ async def test_a_retried_record_still_waits_until_it_is_durable(tmp_path):
     assert log._durable == 0
     await log.sync_through(retry.offset)
     assert log._durable == 1
+
+
+def test_the_file_grows_ahead_of_its_records_and_a_clean_close_cuts_the_zeros(tmp_path):
+    path = tmp_path / "t.log"
+    log = TopicLog(path)
+    log.append(b"one")
+    end = log._written
+    assert 0 < end < log_module.PREALLOCATE_BYTES
+    assert path.stat().st_size == log_module.PREALLOCATE_BYTES  # zeros past the record
+    assert path.read_bytes()[end:].count(0) == log_module.PREALLOCATE_BYTES - end
+    log.close()
+    assert path.stat().st_size == end
+
+
+def test_a_crash_leaves_zeros_after_the_records_and_nothing_is_lost_or_called_torn(tmp_path):
+    path = tmp_path / "t.log"
+    crashed = TopicLog(path)  # never closed: what kill -9 leaves
+    for i in range(20):
+        crashed.append(f"r{i}".encode())
+    assert path.stat().st_size > crashed._written
+    reopened = TopicLog(path)
+    assert reopened.truncated_bytes == 0 and len(reopened) == 20
+    assert path.stat().st_size == crashed._written  # the zeros are gone until the next write
+    assert reopened.append(b"after").offset == 20
+    assert [r.value for r in TopicLog(path).read(18, 5)] == [b"r18", b"r19", b"after"]
+
+
+def test_a_record_torn_inside_the_grown_zeros_is_truncated(tmp_path):
+    path = tmp_path / "t.log"
+    crashed = TopicLog(path)
+    for i in range(3):
+        crashed.append(f"ok{i}".encode())
+    torn = records.encode(records.Record(3, b"half written"))[:9]
+    with open(path, "r+b") as f:
+        f.seek(crashed._written)
+        f.write(torn)
+    reopened = TopicLog(path)
+    assert reopened.truncated_bytes == len(torn.rstrip(b"\0"))
+    assert [r.value for r in reopened.read(0, 10)] == [b"ok0", b"ok1", b"ok2"]
+
+
+def test_records_across_many_growths_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "PREALLOCATE_BYTES", 64)
+    path = tmp_path / "t.log"
+    log = TopicLog(path)
+    log.write_many([(f"v{i}".encode() * i, None, {}) for i in range(40)])
+    assert path.stat().st_size % 64 == 0 and path.stat().st_size >= log._written
+    for i in range(40, 60):
+        log.append(f"v{i}".encode() * i)
+    assert [r.value for r in TopicLog(path).read(0, 100)] == [f"v{i}".encode() * i for i in range(60)]
+
+
+def test_a_file_system_that_cannot_preallocate_still_gets_every_record(tmp_path, monkeypatch):
+    def refuse(fd, offset, length):
+        raise OSError(95, "Operation not supported")
+    monkeypatch.setattr(log_module.os, "posix_fallocate", refuse)
+    path = tmp_path / "t.log"
+    log = TopicLog(path)
+    for i in range(5):
+        log.append(f"r{i}".encode())
+    assert path.stat().st_size == log._written  # appends change the size, as without growing
+    log.close()
+    reopened = TopicLog(path)
+    assert reopened.truncated_bytes == 0 and [r.value for r in reopened.read(0, 9)] == [f"r{i}".encode() for i in range(5)]
