@@ -18,14 +18,7 @@ state, events or links, status unset, attributes of str, bool, int and float) is
 the install goes on, and this module writes the same bytes in Python); any other span, or one
 with an attribute the C part leaves to Python, is written here. ``tests/fabric/test_otlp_encoder.py``
 compares it with the SDK's encoder, message by message, and the C part with the Python one,
-byte by byte.
-
-The exporters themselves (HTTP transport, retries, compression, gRPC channel, metrics) stay
-the SDK's. Each of the SDK's span exporter modules calls its module-level ``encode_spans`` to
-encode a batch (the HTTP one serializes the result, the gRPC one hands the message to its
-stub); ``adopt_in_http_exporter`` and ``adopt_in_grpc_exporter`` point that name here, for the
-whole process. ``fabric.telemetry.exporter_from_env`` does so unless ``MESHFABRIC_OTLP_ENCODER``
-is ``sdk`` (``own``, the default, uses this module with its C part; ``python``, without it).
+byte by byte. ``fabric/otlp_exporters.py`` puts it in the SDK's exporters.
 """
 
 from __future__ import annotations
@@ -33,14 +26,12 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from types import ModuleType
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind
 from opentelemetry.trace.status import Status
 
-from .errors import ConfigError
 from .spans import CONTEXT_IS_TUPLE, UNSET_STATUS, LeanSpan
 
 log = logging.getLogger(__name__)
@@ -351,34 +342,9 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     return _default.request(spans)
 
 
-ENCODER_ENV = "MESHFABRIC_OTLP_ENCODER"
-ENCODERS = ("own", "python", "sdk")
-
-
-def encoder_from_env(environ: Mapping[str, str]) -> str:
-    """Which encoder a node's OTLP exporter uses: ``own`` (this module, the default, with its C
-    part where it was built), ``python`` (this module without it) or ``sdk``."""
-    chosen = environ.get(ENCODER_ENV, "").strip() or "own"
-    if chosen not in ENCODERS:
-        raise ConfigError(f"{ENCODER_ENV}={chosen!r}: use 'own' (the default), 'python' or 'sdk'")
-    return chosen
-
-
 def native_built() -> bool:
     """Whether the install built the C part (``fabric._span_wire``)."""
     return _built_span_field is not None
-
-
-def in_use(module: ModuleType) -> str | None:
-    """Which encoder the span exporter ``module`` uses: ``C`` (this module, the common case of
-    a span in C), ``Python`` (this module in Python), ``SDK`` (the SDK's own), or ``None`` for
-    an exporter that does not encode through ``encode_spans`` (not one of the SDK's OTLP ones)."""
-    current = getattr(module, "encode_spans", None)
-    if current is None:
-        return None
-    if current not in (EncodedRequest, _request_message):
-        return "SDK"
-    return "C" if _native_span_field is not None else "Python"
 
 
 def use_native(enabled: bool) -> bool:
@@ -389,54 +355,6 @@ def use_native(enabled: bool) -> bool:
     return _native_span_field is not None
 
 
-class EncodedRequest:
-    """What the SDK's OTLP/HTTP span exporter asks of ``encode_spans(spans)``: the bytes."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, spans: Sequence[ReadableSpan]) -> None:
-        self.data = encode_request(spans)
-
-    def SerializePartialToString(self, **_: Any) -> bytes:  # protobuf's name
-        return self.data
-
-    SerializeToString = SerializePartialToString
-
-
-def _request_message(spans: Sequence[ReadableSpan]) -> Any:
-    """The request as the protobuf message the SDK's gRPC exporter hands its stub (parsing
-    the bytes, in C, costs ~0.5 µs a span against the SDK's ~30 µs of building it)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    return ExportTraceServiceRequest.FromString(encode_request(spans))
-
-
-def _adopt(module: ModuleType, ours: Any) -> bool:
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import (
-        encode_spans as sdk_encode_spans,
-    )
-
-    current = getattr(module, "encode_spans", None)
-    if current is ours:
-        return True
-    if current is not sdk_encode_spans:  # not the code this was written against: leave it
-        log.warning("%s.encode_spans is not the SDK's encoder: spans exported with it", module.__name__)
-        return False
-    module.encode_spans = ours  # type: ignore[attr-defined]
-    return True
-
-
-def adopt_in_http_exporter() -> bool:
-    """Make the SDK's OTLP/HTTP span exporter encode with ``encode_request``."""
-    from opentelemetry.exporter.otlp.proto.http import trace_exporter
-
-    return _adopt(trace_exporter, EncodedRequest)
-
-
-def adopt_in_grpc_exporter() -> bool:
-    """Make the SDK's OTLP/gRPC span exporter encode with ``encode_request``."""
-    from opentelemetry.exporter.otlp.proto.grpc import trace_exporter
-
-    return _adopt(trace_exporter, _request_message)
+def native_in_use() -> bool:
+    """Whether spans are being written by the C part now."""
+    return _native_span_field is not None

@@ -116,22 +116,22 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
         return None
     protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
-    from . import otlp_encoder, otlp_transport  # protobuf: loaded only by a node that exports
+    from . import otlp_encoder, otlp_exporters, otlp_transport  # protobuf: loaded only by a node that exports
 
-    encoder = otlp_encoder.encoder_from_env(environ)
+    encoder = otlp_exporters.encoder_from_env(environ)
     own_encoder = encoder != "sdk"
     otlp_encoder.use_native(encoder == "own")
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         transport = otlp_transport.http_transport(environ)  # urllib3 for a loopback collector, else None
         if own_encoder:
-            otlp_encoder.adopt_in_http_exporter()
+            otlp_exporters.adopt_in_http_exporter()
         return OTLPSpanExporter() if transport is None else OTLPSpanExporter(_transport=transport)
     if protocol == "grpc":
         otlp_transport.choice_from_env(environ)  # only HTTP has a transport to choose; a bad value is an error still
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
         if own_encoder:
-            otlp_encoder.adopt_in_grpc_exporter()
+            otlp_exporters.adopt_in_grpc_exporter()
         return GrpcExporter()
     raise ConfigError(
         f"unsupported OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use 'http/protobuf' or 'grpc'"
@@ -238,12 +238,12 @@ class Telemetry:
     def export_status(self) -> dict[str, Any] | None:
         """How this node's spans leave it (``None``: they do not): from its event loop, with
         the batches posted and the spans lost so far, or through the SDK's thread; and which
-        encoder writes them (``otlp_encoder.in_use``)."""
+        encoder writes them (``otlp_exporters.in_use``)."""
         if self.exporter is None:
             return None
-        from . import otlp_encoder
+        from . import otlp_exporters
 
-        encoder = otlp_encoder.in_use(sys.modules[type(self.span_exporter).__module__])
+        encoder = otlp_exporters.in_use(sys.modules[type(self.span_exporter).__module__])
         if self.loop_exporter is None:
             return {"via": "SDK thread", "encoder": encoder}
         loop = self.loop_exporter

@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from fabric import otlp_encoder, telemetry
+from fabric import otlp_encoder, otlp_exporters, telemetry
 from fabric.captured import from_sdk
 from fabric.errors import ConfigError
 from fabric.otlp import decode_body
@@ -124,7 +124,7 @@ def test_equal_resources_and_scopes_share_a_group_in_order_of_first_appearance()
 def test_an_attribute_it_cannot_encode_is_dropped_and_logged(caplog):
     span = ReadableSpan("s", SpanContext(1, 2, False), resource=RESOURCES[0],
                         attributes={"before": 1, "too.big": 2**64, "thing": object(), "after": "x"})
-    with caplog.at_level(logging.ERROR, logger="fabric.otlp_encoder"):
+    with caplog.at_level(logging.ERROR, logger="fabric.otlp_exporters"):
         request = decoded([span])
     kept = [kv.key for kv in request.resource_spans[0].scope_spans[0].spans[0].attributes]
     assert kept == ["before", "after"]
@@ -239,7 +239,7 @@ def test_which_encoder_is_in_use(sdk_encoders, choice, in_use):
     exporter = telemetry.exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
                                             "MESHFABRIC_OTLP_ENCODER": choice})
     exporter.shutdown()
-    assert otlp_encoder.in_use(http_trace_exporter) == in_use
+    assert otlp_exporters.in_use(http_trace_exporter) == in_use
     span = ReadableSpan("s", SpanContext(1, 2, False), resource=RESOURCES[0], attributes={"a": 1})
     assert ExportTraceServiceRequest.FromString(
         http_trace_exporter.encode_spans([span]).SerializePartialToString()) == encode_spans([span])
@@ -266,12 +266,12 @@ def test_an_encoder_it_does_not_know_is_left_alone(sdk_encoders, caplog):
         return encode_spans(spans)
 
     sdk_encoders.setattr(http_trace_exporter, "encode_spans", someone_elses)
-    with caplog.at_level(logging.WARNING, logger="fabric.otlp_encoder"):
-        assert otlp_encoder.adopt_in_http_exporter() is False
+    with caplog.at_level(logging.WARNING, logger="fabric.otlp_exporters"):
+        assert otlp_exporters.adopt_in_http_exporter() is False
     assert http_trace_exporter.encode_spans is someone_elses
     assert "not the SDK's encoder" in caplog.text
-    assert otlp_encoder.adopt_in_grpc_exporter() is True
-    assert otlp_encoder.adopt_in_grpc_exporter() is True  # idempotent
+    assert otlp_exporters.adopt_in_grpc_exporter() is True
+    assert otlp_exporters.adopt_in_grpc_exporter() is True  # idempotent
 
 
 # -- and back: what a receiver makes of it ---------------------------------------
@@ -374,7 +374,7 @@ def test_spans_the_c_part_leaves_to_python_are_encoded_and_logged_as_before(both
     cases = {"too.big": 2**64, "a.tuple": (1, 2), "bytes": b"\x00", "not.utf8": "\udfff", "\ud800": "key"}
     batch = [LeanSpan(lean_tracer, "s", root, None, SpanKind.INTERNAL, {"kept": 1, key: value}, 5, True, True)
              for key, value in cases.items()]
-    with caplog.at_level(logging.ERROR, logger="fabric.otlp_encoder"):
+    with caplog.at_level(logging.ERROR, logger="fabric.otlp_exporters"):
         with_c, without = both_encoders(batch)
     assert with_c == without
     assert caplog.text.count("Failed to encode key") == 2 * 3  # too.big, not.utf8, the key: twice each

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from fabric import otlp_encoder
+from fabric import otlp_encoder, otlp_exporters
 from fabric.errors import ConfigError
 from fabric.identity import Identity, node_name
 from fabric.otlp_loop import EXPORT_ENV, LoopBatchSpanProcessor, choose
@@ -40,7 +40,7 @@ BATCHING = ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_
 
 @pytest.fixture(autouse=True)
 def own_encoder() -> None:
-    otlp_encoder.adopt_in_http_exporter()  # as a node's exporter_from_env does
+    otlp_exporters.adopt_in_http_exporter()  # as a node's exporter_from_env does
 
 
 OWN = "C" if otlp_encoder.native_built() else "Python"  # the encoder a node's status names
