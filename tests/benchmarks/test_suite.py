@@ -60,6 +60,8 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "3500 vs 7000 rec/s" in python and "0.5 " in python  # no paired cost recorded: 1 - 3500/7000
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
+    off = next(line for line in out.splitlines() if "the same with the SDK off" in line)
+    assert "0.85 / 0.50 ms" in off and "1.7 " in off and "(context)" in off
     commit = next(line for line in out.splitlines() if "the broker's commit" in line)
     assert "0.90 / 0.45 ms" in commit and "2 " in commit and "(context)" in commit
     idle = next(line for line in out.splitlines() if "CPU per idle node" in line)
