@@ -109,9 +109,9 @@ def test_the_file_grows_ahead_of_its_records_and_a_clean_close_cuts_the_zeros(tm
     log = TopicLog(path)
     log.append(b"one")
     end = log._written
-    assert 0 < end < log_module.PREALLOCATE_BYTES
-    assert path.stat().st_size == log_module.PREALLOCATE_BYTES  # zeros past the record
-    assert path.read_bytes()[end:].count(0) == log_module.PREALLOCATE_BYTES - end
+    assert 0 < end < log_module.GROW_MIN
+    assert path.stat().st_size == log_module.GROW_MIN  # zeros past the record
+    assert path.read_bytes()[end:].count(0) == log_module.GROW_MIN - end
     log.close()
     assert path.stat().st_size == end
 
@@ -144,13 +144,18 @@ def test_a_record_torn_inside_the_grown_zeros_is_truncated(tmp_path):
 
 
 def test_records_across_many_growths_read_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "PREALLOCATE_BYTES", 64)
+    monkeypatch.setattr(log_module, "GROW_MIN", 64)
+    monkeypatch.setattr(log_module, "GROW_MAX", 1024)
     path = tmp_path / "t.log"
     log = TopicLog(path)
-    log.write_many([(f"v{i}".encode() * i, None, {}) for i in range(40)])
-    assert path.stat().st_size % 64 == 0 and path.stat().st_size >= log._written
-    for i in range(40, 60):
+    sizes = []
+    for i in range(60):
         log.append(f"v{i}".encode() * i)
+        if path.stat().st_size not in sizes:
+            sizes.append(path.stat().st_size)
+        assert path.stat().st_size >= log._written
+    steps = [b - a for a, b in zip(sizes, sizes[1:])]
+    assert sizes[0] == 64 and steps[:3] == [64, 128, 256] and max(steps) == 1024  # doubling, up to GROW_MAX
     assert [r.value for r in TopicLog(path).read(0, 100)] == [f"v{i}".encode() * i for i in range(60)]
 
 
