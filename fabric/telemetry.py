@@ -308,8 +308,12 @@ def extract(carrier: Any) -> Any:
     Missing or malformed headers give a context with no span in it: spans started in it are
     new roots, never children of whatever happened to be current. A lone ``traceparent``
     under the default propagators (every request here) is parsed as the W3C propagator does,
-    without its getter, composite and baggage passes (~4.9 -> ~1.7 µs).
+    without its getter, composite and baggage passes (~4.9 -> ~1.7 µs); no headers at all (a
+    request from a node with tracing off) give the empty context the propagators would, at once
+    (they cost ~8 µs of a loaded node's CPU a request for it).
     """
+    if not carrier and _default_propagators():
+        return Context()
     if type(carrier) is dict and len(carrier) == 1 and _default_propagators():
         header = carrier.get("traceparent")
         if type(header) is str and len(header) <= 512:

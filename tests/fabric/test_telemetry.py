@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
@@ -246,6 +247,14 @@ def test_extract_of_garbage_gives_a_new_root(made, carrier):
         pass
     assert span.parent is None
     assert span.get_span_context().trace_id != 0x0AF7651916CD43DD8448EB211C80319C
+
+
+@pytest.mark.parametrize("carrier", [None, {}, [], "", 0, ()])
+def test_extract_of_no_headers_is_what_the_propagators_give(made, carrier):
+    t = local_telemetry(made)
+    with t.tracer.start_as_current_span("outer"):  # what is current must not leak into it
+        ours = telemetry.extract(carrier)
+    assert ours == propagate.extract({}) == Context() and type(ours) is Context
 
 
 @pytest.mark.parametrize("carrier", [c for c in GARBAGE if isinstance(c, dict)])
