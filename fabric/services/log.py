@@ -1,8 +1,8 @@
-"""The broker's durable log: one append-only file per topic, fsynced before an ack.
+"""The broker's durable log: one append-only file per topic, on disk before an ack.
 
 An acknowledged record survives ``kill -9``: a broker acknowledges a record only once
 ``sync_through`` has seen it fsynced. Concurrent produces share fsyncs (group commit): the
-first waiter lets the loop turn once, then runs one ``fsync`` that covers everything written
+first waiter lets the loop turn once, then runs one ``fdatasync`` that covers everything written
 so far, and everyone whose record it covers is released together. On open,
 a torn tail left by a crash is detected (short record or bad checksum) and truncated, never
 served. Retried produces with the same ``(producer_id, seq)`` are stored once.
@@ -183,7 +183,7 @@ class TopicLog:
         size = max(needed, self._allocated + min(max(self._allocated, GROW_MIN), GROW_MAX))
         try:
             os.posix_fallocate(self._fd, self._allocated, size - self._allocated)
-        except OSError:  # a file system that cannot: every append changes the size, as without
+        except OSError:  # a file system that cannot (or a full disk): appends change the size from now on
             self._allocated = sys.maxsize
             return
         self._allocated = size
