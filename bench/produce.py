@@ -6,6 +6,9 @@ process for reference), an ``fsync`` of a small append, and raw stream throughpu
 the first two, each measured alone. The broker's log commits more cheaply than the floor's fsync
 (it writes into zeros its file was grown by, then ``fdatasync``: the size does not change), so
 that commit is measured too, and the floor with it in the fsync's place is shown for context.
+Each round also has its own floor (its round trips' p50 plus its fsyncs' p50): each mode's p50
+over it, round by round, gives the pooled ratio a median and a ~95% interval, i.e. how far it
+moves as the shared machine changes speed.
 Beside them, the same round trip with the echo server
 appending 100 B to a file and fsyncing it before each echo (the composite: what a produce with
 no code of ours between the transport and the disk would take, wake-ups included); and the
@@ -171,6 +174,13 @@ def paired_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[floa
             for mode, done in rounds.items() if mode != "off"}
 
 
+def p50_ratios(rounds: dict[str, list[dict[str, Any]]], floors: list[float]) -> dict[str, list[float]]:
+    """Each round's p50 of each mode's sequential produces over that round's own floor: how
+    far the pooled ratio moves from round to round on a machine that changes speed."""
+    return {mode: [statistics.median(r["latencies_s"]) / floor for r, floor in zip(done, floors, strict=True)]
+            for mode, done in rounds.items()}
+
+
 def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float]:
     """A distribution-free ~95% confidence interval of the median: the order statistics
     ``k`` places in from either end, ``k = (n - z * sqrt(n)) / 2`` (the sign test's interval)."""
@@ -208,6 +218,7 @@ async def main(args: argparse.Namespace) -> None:
         fsync_samples: list[float] = []
         grown_samples: list[float] = []
         raw: list[float] = []
+        floors: list[float] = []  # each round's own floor (s): its round trips' p50 + its fsyncs' p50
         modes = tracing_modes(sink.endpoint)
         names = list(modes)
         rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in names}
@@ -224,8 +235,10 @@ async def main(args: argparse.Namespace) -> None:
             async with (RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync,
                         RawEcho(pace_s=PACE_US / 1e6) as echo_paced):
                 for i in range(args.rounds):
-                    rtts += await echo.round_trips(args.records)
-                    fsync_samples += fsyncs(root, args.records)
+                    round_rtts, round_fsyncs = await echo.round_trips(args.records), fsyncs(root, args.records)
+                    floors.append(statistics.median(round_rtts) + statistics.median(round_fsyncs))
+                    rtts += round_rtts
+                    fsync_samples += round_fsyncs
                     grown_samples += grown_file_commits(root, args.records)
                     composite += await echo_fsync.round_trips(args.records)
                     paced += await echo_paced.round_trips(args.records)
@@ -269,6 +282,9 @@ async def main(args: argparse.Namespace) -> None:
         runs[f"cross-mesh, writer on gateway, batches of {args.concurrency}"] = {
             "p50_ms": float("nan"), "p99_ms": float("nan"),
             "throughput_rps": statistics.median(r["batched_rps"] for r in done)}
+    ratios = p50_ratios(rounds, floors)
+    results["p50_ratio_rounds"] = ratios
+    results["p50_ratio_ci95"] = {mode: median_interval(r) for mode, r in ratios.items()}
     costs = paired_costs(rounds)
     results["tracing_cost"] = {mode: statistics.median(c) for mode, c in costs.items()}
     results["tracing_cost_ci95"] = {mode: median_interval(c) for mode, c in costs.items()}
@@ -294,6 +310,9 @@ async def main(args: argparse.Namespace) -> None:
           f"rounds; floor = raw round trip + fsync = {floor_ms:.3f} ms; raw stream throughput = "
           f"{args.concurrency} x 100 B messages per write, echoed\n")
     print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s", "/ raw stream"], rows))
+    print("\nthe writer's p50 / floor, each round against its own floor (median, ~95% interval): " + "; ".join(
+        f"{mode} {statistics.median(r):.2f} ({lo:.2f} to {hi:.2f})"
+        for mode, r in ratios.items() for lo, hi in [results["p50_ratio_ci95"][mode]]))
     if segments:
         print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over "
               f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs "

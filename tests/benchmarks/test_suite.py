@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.produce import median_interval, paired_costs
+from bench.produce import median_interval, p50_ratios, paired_costs
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
@@ -28,6 +28,7 @@ def write_results(where: Path) -> None:
                              "exported, SDK thread": writer(0.95, 3000), "exported, Python encoder": writer(0.9, 3500),
                              "off, second cluster": writer(0.85, 7100)},
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK thread": 0.57},
+                    "p50_ratio_ci95": {"on": [1.62, 1.93]},
                     "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "pause_suspect": {"p50_ms": 1620}, "join": {"p50_ms": 224},
                     "config": {"tick_interval": 0.2}, "rss_mb": {"max": 56.7},
@@ -60,8 +61,10 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "3500 vs 7000 rec/s" in python and "0.5 " in python  # no paired cost recorded: 1 - 3500/7000
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
+    target = next(line for line in out.splitlines() if "produce cross-mesh p50 (gateway writer)" in line)
+    assert "0.90 / 0.50 ms, rounds 1.62 to 1.93" in target and "1.8 " in target
     off = next(line for line in out.splitlines() if "the same with the SDK off" in line)
-    assert "0.85 / 0.50 ms" in off and "1.7 " in off and "(context)" in off
+    assert "0.85 / 0.50 ms" in off and "rounds" not in off and "1.7 " in off  # no interval recorded for it
     commit = next(line for line in out.splitlines() if "the broker's commit" in line)
     assert "0.90 / 0.45 ms" in commit and "2 " in commit and "(context)" in commit
     idle = next(line for line in out.splitlines() if "CPU per idle node" in line)
@@ -113,6 +116,16 @@ def test_paired_costs_pair_each_round_with_the_sdk_off_in_that_round():
     rounds = {"off": [{"throughput_rps": 100.0}, {"throughput_rps": 50.0}],
               "on": [{"throughput_rps": 90.0}, {"throughput_rps": 40.0}]}
     assert paired_costs(rounds) == {"on": [pytest.approx(0.1), pytest.approx(0.2)]}
+
+
+def test_p50_ratios_hold_each_round_against_its_own_floor():
+    rounds = {"on": [{"latencies_s": [0.9e-3, 1.0e-3, 1.1e-3]}, {"latencies_s": [2.0e-3, 2.0e-3, 3.0e-3]}],
+              "off": [{"latencies_s": [0.8e-3]}, {"latencies_s": [1.6e-3]}]}
+    floors = [0.5e-3, 1.0e-3]  # the second round ran on a machine twice as slow
+    assert p50_ratios(rounds, floors) == {"on": [pytest.approx(2.0), pytest.approx(2.0)],
+                                         "off": [pytest.approx(1.6), pytest.approx(1.6)]}
+    with pytest.raises(ValueError):
+        p50_ratios(rounds, floors[:1])  # a round without its floor is a bug, not a shorter list
 
 
 def test_render_without_a_two_mesh_bring_up_shows_the_counts_measured(tmp_path, capsys):
