@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import iroh
@@ -149,14 +150,7 @@ async def in_process_round_trips(n: int, pace_s: float = 0.0) -> list[float]:
 def fsyncs(directory: Path, n: int) -> list[float]:
     """Seconds each: append 100 B to a file and ``fsync`` it (the target's floor)."""
     fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        os.write(fd, b"r" * 100)
-        os.fsync(fd)
-        samples.append(time.perf_counter() - start)
-    os.close(fd)
-    return samples
+    return _timed_commits(fd, n, lambda i: os.write(fd, b"r" * 100), os.fsync)
 
 
 def grown_file_commits(directory: Path, n: int) -> list[float]:
@@ -165,13 +159,20 @@ def grown_file_commits(directory: Path, n: int) -> list[float]:
     fd = os.open(directory / "grown.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.posix_fallocate(fd, 0, 100 * n)
     os.fsync(fd)
+    return _timed_commits(fd, n, lambda i: os.pwrite(fd, b"r" * 100, 100 * i), os.fdatasync)
+
+
+def _timed_commits(fd: int, n: int, write: Callable[[int], object], sync: Callable[[int], None]) -> list[float]:
+    """Seconds each of ``n`` commits (the i-th write, then ``sync``); closes ``fd``."""
     samples = []
-    for i in range(n):
-        start = time.perf_counter()
-        os.pwrite(fd, b"r" * 100, 100 * i)
-        os.fdatasync(fd)
-        samples.append(time.perf_counter() - start)
-    os.close(fd)
+    try:
+        for i in range(n):
+            start = time.perf_counter()
+            write(i)
+            sync(fd)
+            samples.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
     return samples
 
 
