@@ -18,11 +18,19 @@ Under the default sampler (``ParentBased(ALWAYS_ON)``) a root span is sampled wi
 it; the ``ContextVar`` behind OTel's default runtime context is read and set directly.
 Spans with links go through the SDK tracer unchanged. Not done: span limits (a span here
 carries a dozen attributes, the SDK's limit is 128) and ``on_start`` hooks (ours have none).
+
+The common case, a span under the current one (or a root) with plain attributes under that
+default sampler, is started, made current and ended in C where the install built
+``fabric/_span_core.c`` (``_span_core``): the same spans (``tests/fabric/test_span_core.py``),
+~1.4 µs a child span warm instead of ~3.3, and in a node under load it cut what recording
+costs a produce by about two thirds (docs/performance-rounds.md, fourteenth round). Anything
+else falls back to the Python path below, which is also all there is without the C part.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from typing import Any, Mapping
@@ -69,6 +77,23 @@ def _tuple_layout() -> bool:
 CONTEXT_IS_TUPLE = _tuple_layout()
 
 
+def _load_core() -> Any:
+    """``fabric._span_core`` (this module's hot path in C) where the install built it, OTel's
+    runtime context is the default one and its span contexts are tuples; else ``None``.
+    ``MESHFABRIC_SPAN_CORE=python`` keeps everything in Python (to compare the two)."""
+    if os.environ.get(SPAN_CORE_ENV, "").strip().lower() == "python" or _CONTEXT is None or not CONTEXT_IS_TUPLE:
+        return None
+    try:
+        from . import _span_core
+    except ImportError:
+        return None
+    return _span_core
+
+
+SPAN_CORE_ENV = "MESHFABRIC_SPAN_CORE"
+_span_core = _load_core()
+
+
 def valid_span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any,
                        is_remote: bool = False) -> SpanContext:
     """``SpanContext(...)`` for ids known to be valid (non-zero, in range), without its range
@@ -96,16 +121,45 @@ def _parent_based_default(sampler: sampling.Sampler) -> bool:
     return delegates == [sampling.ALWAYS_ON, sampling.ALWAYS_OFF, sampling.ALWAYS_ON, sampling.ALWAYS_OFF]
 
 
-class LeanSpan(trace.Span, ReadableSpan):
-    """A recording span, and once ended the ``ReadableSpan`` the processors get (no copy).
-
-    Unlike the SDK's span it takes no lock: a node's spans live on its event loop's thread.
-    Read access (``name``, ``attributes``, ``events``, ``resource``, ...) is ``ReadableSpan``'s.
-    """
+class _PySpanFields:
+    """A ``LeanSpan``'s fields and its ``end``, in Python: where ``fabric._span_core`` (the
+    same in C) was not built, or is switched off (``MESHFABRIC_SPAN_CORE=python``)."""
 
     __slots__ = ("_tracer", "_name", "_context", "_parent", "_kind", "_attributes", "_events", "_links",
                  "_status", "_start_time", "_end_time", "_record_exception", "_set_status_on_exception",
                  "_resource", "_instrumentation_scope", "_instrumentation_info")
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        self._end_time = end_time if end_time is not None else time.time_ns()
+        self._events, self._links = tuple(self._events), tuple(self._links)
+        processor = self._tracer.processor
+        # The provider's multi-processor only loops over its processors: loop here (its tuple
+        # is replaced, not changed, when one is added, so it is read at every end).
+        for each in getattr(processor, "_span_processors", None) or (processor,):
+            each.on_end(self)
+
+
+_SpanFields: type = _span_core.SpanCore if _span_core is not None else _PySpanFields
+
+
+class LeanSpan(_SpanFields, trace.Span, ReadableSpan):  # type: ignore[misc,valid-type]
+    """A recording span, and once ended the ``ReadableSpan`` the processors get (no copy).
+
+    Unlike the SDK's span it takes no lock: a node's spans live on its event loop's thread.
+    Read access (``name``, ``attributes``, ``events``, ``resource``, ...) is ``ReadableSpan``'s;
+    the fields, ``end``, ``is_recording`` and ``get_span_context`` are ``_SpanFields``' (C or
+    Python).
+    """
+
+    __slots__ = ()
 
     def __init__(self, tracer: "LeanTracer", name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, attributes: dict[str, Any], start_time: int, record_exception: bool,
@@ -116,12 +170,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._instrumentation_info = None
         self._start_time, self._end_time = start_time, None
         self._record_exception, self._set_status_on_exception = record_exception, set_status_on_exception
-
-    def get_span_context(self) -> SpanContext:
-        return self._context
-
-    def is_recording(self) -> bool:
-        return self._end_time is None
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self._end_time is not None:
@@ -174,17 +222,6 @@ class LeanSpan(trace.Span, ReadableSpan):
                  "exception.escaped": str(escaped), **(attributes or {})}
         self.add_event("exception", event, timestamp)
 
-    def end(self, end_time: int | None = None) -> None:
-        if self._end_time is not None:
-            return
-        self._end_time = end_time if end_time is not None else time.time_ns()
-        self._events, self._links = tuple(self._events), tuple(self._links)
-        processor = self._tracer.processor
-        # The provider's multi-processor only loops over its processors: loop here (its tuple
-        # is replaced, not changed, when one is added, so it is read at every end).
-        for each in getattr(processor, "_span_processors", None) or (processor,):
-            each.on_end(self)
-
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is not None and self.is_recording():
             if self._record_exception:
@@ -200,9 +237,19 @@ class LeanSpan(trace.Span, ReadableSpan):
 OWN_SPANS = frozenset((LeanSpan, NonRecordingSpan))  # the span types this tracer makes
 
 
-class _Current:
+def _exit_failed(span: trace.Span, exc: BaseException, record: bool, set_status: bool) -> None:
+    """What leaving a span's ``with`` block by an exception does to the span, if it records."""
+    if span.is_recording():
+        if record:
+            span.record_exception(exc)
+        if set_status:
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+class _PyCurrent:
     """``start_as_current_span``'s context manager, as ``trace.use_span`` does it, as a class
-    (the SDK nests two generator-based context managers)."""
+    (the SDK nests two generator-based context managers); ``Current`` is the same in C where
+    ``fabric._span_core`` is used."""
 
     __slots__ = ("_span", "_token", "_end", "_record", "_set_status")
 
@@ -220,15 +267,14 @@ class _Current:
             _CONTEXT.reset(self._token)  # type: ignore[union-attr]
         except (AttributeError, ValueError, RuntimeError):  # another runtime context, or another task's token
             context_api.detach(self._token)  # logs what it cannot undo, as the SDK does
-        span = self._span
-        if isinstance(exc, Exception) and span.is_recording():
-            if self._record:
-                span.record_exception(exc)
-            if self._set_status:
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, Exception) and (self._record or self._set_status):
+            _exit_failed(self._span, exc, self._record, self._set_status)
         if self._end:
-            span.end()
+            self._span.end()
         return False
+
+
+Current: Any = _span_core.Current if _span_core is not None else _PyCurrent
 
 
 class LeanTracer(trace.Tracer):
@@ -250,6 +296,10 @@ class LeanTracer(trace.Tracer):
         # The default sampler, ParentBased(ALWAYS_ON), samples every root span: no need to ask.
         self._sample_roots = self._follow_parent and getattr(self.sampler, "_root", None) is sampling.ALWAYS_ON
         self._random_ids = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else 0
+        # what fabric._span_core's start reads (its S_* indices), built once
+        self._core_state = (self.labels, self.ids.generate_span_id, self.ids.generate_trace_id,
+                            self._follow_parent, self._sample_roots, int(self._random_ids), self.resource,
+                            self.scope, LeanSpan)
 
     @property
     def sdk(self) -> Any:
@@ -281,6 +331,11 @@ class LeanTracer(trace.Tracer):
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL,
                    attributes: Any = None, links: Any = None, start_time: int | None = None,
                    record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
+        if _span_core is not None and context is None and not links:  # the common case, in C
+            span = _span_core.start(self._core_state, self, name, kind, attributes, start_time, record_exception,
+                                    set_status_on_exception)
+            if span is not NotImplemented:
+                return span
         if links:
             return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception)
@@ -335,9 +390,14 @@ class LeanTracer(trace.Tracer):
                               attributes: Any = None, links: Any = None, start_time: int | None = None,
                               record_exception: bool = True, set_status_on_exception: bool = True,
                               end_on_exit: bool = True) -> Any:
+        if _span_core is not None and context is None and not links:  # the common case, in C
+            current = _span_core.start_current(self._core_state, self, name, kind, attributes, start_time,
+                                               record_exception, set_status_on_exception, end_on_exit)
+            if current is not NotImplemented:
+                return current
         span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
                                set_status_on_exception)
-        return _Current(span, end_on_exit, record_exception, set_status_on_exception)
+        return Current(span, end_on_exit, record_exception, set_status_on_exception)
 
 
 class OffTracer(trace.NoOpTracer):
@@ -351,4 +411,10 @@ class OffTracer(trace.NoOpTracer):
                               attributes: Any = None, links: Any = None, start_time: int | None = None,
                               record_exception: bool = True, set_status_on_exception: bool = True,
                               end_on_exit: bool = True) -> Any:
-        return _Current(self.start_span(name, context), False, False, False)
+        return Current(self.start_span(name, context), False, False, False)
+
+
+if _span_core is not None:
+    _span_core.configure(SpanContext, NonRecordingSpan, Context, _CONTEXT, _SPAN_KEY,
+                         tuple(_FLAGS[bits] for bits in range(4)), trace.DEFAULT_TRACE_STATE, UNSET_STATUS,
+                         _exit_failed, context_api.detach)

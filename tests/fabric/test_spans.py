@@ -22,8 +22,14 @@ NODE_ID = Identity.generate().node_id
 LABELS = NodeLabels(name=node_name("mesh1", "gateway", NODE_ID), mesh="mesh1", type="gateway", node_id=NODE_ID)
 
 
-@pytest.fixture
-def tracer(monkeypatch: pytest.MonkeyPatch) -> Iterator[spans.LeanTracer]:
+@pytest.fixture(params=["C start path", "Python start path"])
+def tracer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[spans.LeanTracer]:
+    """A node's tracer; spans started by ``fabric/_span_core.c`` (where built) or in Python."""
+    if request.param == "Python start path":
+        monkeypatch.setattr(spans, "_span_core", None)
+        monkeypatch.setattr(spans, "Current", spans._PyCurrent)
+    elif spans._span_core is None:
+        pytest.skip("the C part was not built")
     monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
     monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
     made = Telemetry(LABELS, exporter=None)
