@@ -75,6 +75,7 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
     paired = produce.get("tracing_cost", {})
     interval = produce.get("tracing_cost_ci95", {})
     for mode, label, target in (("on", "cost of tracing, every span recorded", "< 0.10"),
+                                ("on, spans in Python", "  the same with spans made in Python only", "(context)"),
                                 ("sampled 1%", "cost of tracing, 1% of traces sampled", "< 0.10"),
                                 ("exported", "cost of tracing, every span exported over OTLP/HTTP", "< 0.10"),
                                 ("exported, SDK thread", "  the same through the SDK's export thread", "(context)"),

@@ -19,8 +19,9 @@ fall asleep and must be woken, which a back-to-back echo never pays. Run:
 
 Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
 (kept in the nodes' rings only), 1% of traces sampled, spans exported over OTLP/HTTP to a sink
-(every span or 1% of traces; every span through the SDK's export thread too, for comparison), and the
-SDK off: the baseline of tracing's cost. A second cluster with the SDK off is measured the same
+(every span or 1% of traces; every span through the SDK's export thread too, for comparison), every
+span recorded with the spans' C part off (``MESHFABRIC_SPAN_CORE=python``), and the SDK off: the
+baseline of tracing's cost. A second cluster with the SDK off is measured the same
 way: its difference from the first is the measurement's own noise in that run.
 
 Last, the CPU of each thread (``bench/cpu.py``) per raw round trip, on both sides of the echo,
@@ -79,13 +80,16 @@ EXPORTED = {
 # A second cluster with the SDK off, measured like the others: its "cost" against the first is
 # what the measurement itself varies by between two identical clusters in the same rounds.
 SAME_AS_OFF = "off, second cluster"
+# Every span recorded, started and ended in Python only (without ``fabric/_span_core.c``): what
+# the C part saves, in the same rounds.
+SPANS_IN_PYTHON = "on, spans in Python"
 
 
 def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
     """Every mode measured, with its nodes' environment (exports go to ``endpoint``)."""
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     return {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()},
-            SAME_AS_OFF: TRACING["off"]}
+            SPANS_IN_PYTHON: {"MESHFABRIC_SPAN_CORE": "python"}, SAME_AS_OFF: TRACING["off"]}
 
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from fabric import event_loop
+from fabric import event_loop, spans
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -31,7 +31,8 @@ def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
 
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "event_loop": event_loop.chosen(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "event_loop": event_loop.chosen(), "span_path": spans.path_in_use(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

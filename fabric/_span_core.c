@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <string.h>
 #include <time.h>
 
 /* Handed over by configure(); owned references, for the life of the process. */
@@ -25,11 +26,12 @@ static PyObject *NonRecordingSpanType; /* opentelemetry.trace.NonRecordingSpan *
 static PyTypeObject *ContextType;      /* opentelemetry.context.Context: a dict subclass */
 static PyObject *RuntimeVar;           /* the ContextVar behind OTel's runtime context */
 static PyObject *SpanKey;              /* the key a context keeps its current span under */
-static PyObject *Flags[4];             /* TraceFlags(0..3): sampled x random trace id */
+static PyObject *Flags[256];           /* TraceFlags(0..255), by a traceparent's flags byte */
 static PyObject *DefaultTraceState;    /* trace.DEFAULT_TRACE_STATE */
 static PyObject *UnsetStatus;          /* spans.UNSET_STATUS */
 static PyObject *ExitFailed;           /* spans._exit_failed(span, exc, record, set_status) */
 static PyObject *Detach;               /* opentelemetry.context.detach */
+static PyObject *BaggageKey;           /* the key a context keeps its baggage under */
 static PyObject *EmptyArgs;           /* () */
 static int configured;
 
@@ -251,17 +253,20 @@ static PyObject *current_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyOb
     return make_current(span, end, record, set_status);
 }
 
+/* A new, empty Context: dict's new (Context is a dict that forbids item assignment, not a dict
+ * being filled by dict's own functions, as below). */
+static PyObject *empty_context(void) { return ContextType->tp_new(ContextType, EmptyArgs, NULL); }
+
 /* The current context with `span` in it, as trace.set_span_in_context makes it. */
 static PyObject *context_with(PyObject *span) {
     PyObject *current;
     if (PyContextVar_Get(RuntimeVar, NULL, &current) < 0)
         return NULL;
-    PyObject *context = ContextType->tp_new(ContextType, EmptyArgs, NULL); /* dict's new: an empty dict */
+    PyObject *context = empty_context();
     if (context == NULL) {
         Py_XDECREF(current);
         return NULL;
     }
-    /* dict's own merge and store: Context forbids item assignment, not a dict being filled */
     if ((current != NULL && PyDict_Merge(context, current, 1) < 0) || PyDict_SetItem(context, SpanKey, span) < 0) {
         Py_XDECREF(current);
         Py_DECREF(context);
@@ -375,13 +380,14 @@ static PyObject *span_attributes(PyObject *labels, PyObject *attributes) {
     return all;
 }
 
-static PyObject *new_span_context(PyObject *trace_id, PyObject *span_id, PyObject *flags, PyObject *state) {
-    /* tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True)), as tuple does it */
+static PyObject *new_span_context(PyObject *trace_id, PyObject *span_id, PyObject *flags, PyObject *state,
+                                  PyObject *is_remote) {
+    /* tuple.__new__(SpanContext, (trace_id, span_id, is_remote, flags, state, True)), as tuple does it */
     PyTypeObject *type = (PyTypeObject *)SpanContextType;
     PyObject *context = type->tp_alloc(type, 6);
     if (context == NULL)
         return NULL;
-    PyObject *items[6] = {trace_id, span_id, Py_False, flags, state, Py_True};
+    PyObject *items[6] = {trace_id, span_id, is_remote, flags, state, Py_True};
     for (int i = 0; i < 6; i++)
         PyTuple_SET_ITEM(context, i, Py_NewRef(items[i]));
     return context;
@@ -465,7 +471,7 @@ static PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
         goto done;
     if ((span_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_SPAN_ID))) == NULL)
         goto done;
-    context = new_span_context(trace_id, span_id, Flags[(sampled ? 1 : 0) | random_flag], trace_state);
+    context = new_span_context(trace_id, span_id, Flags[(sampled ? 1 : 0) | random_flag], trace_state, Py_False);
     if (context == NULL)
         goto done;
     if (!sampled) {
@@ -526,19 +532,152 @@ static PyObject *start_current(PyObject *module, PyObject *const *args, Py_ssize
     return current;
 }
 
+/* ---------------------------------------------------------------- propagation */
+
+#define TRACEPARENT_LEN 55 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
+
+static int hex_value(unsigned char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* the W3C propagator takes lowercase hex only */
+}
+
+/* The digits text[0..n) as an int, or NULL with *zero set when they are all zeros. */
+static PyObject *hex_id(const char *text, int n, int *zero) {
+    char digits[33];
+    *zero = 1;
+    for (int i = 0; i < n; i++) {
+        digits[i] = text[i];
+        if (text[i] != '0')
+            *zero = 0;
+    }
+    digits[n] = '\0';
+    return *zero ? NULL : PyLong_FromString(digits, NULL, 16);
+}
+
+static PyObject *remote_context(PyObject *Py_UNUSED(module), PyObject *header) {
+    if (!configured || !PyUnicode_Check(header) || !PyUnicode_IS_ASCII(header) ||
+        PyUnicode_GET_LENGTH(header) != TRACEPARENT_LEN)
+        Py_RETURN_NOTIMPLEMENTED;
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(header);
+    if (text[2] != '-' || text[35] != '-' || text[52] != '-')
+        Py_RETURN_NOTIMPLEMENTED;
+    for (int i = 0; i < TRACEPARENT_LEN; i++)
+        if (i != 2 && i != 35 && i != 52 && hex_value((unsigned char)text[i]) < 0)
+            Py_RETURN_NOTIMPLEMENTED;
+    /* what telemetry.extract rejects: version ff, an all-zero id ("00" with more fields has none here) */
+    if (text[0] == 'f' && text[1] == 'f')
+        return empty_context();
+    int zero;
+    PyObject *trace_id = hex_id(text + 3, 32, &zero);
+    if (trace_id == NULL)
+        return zero ? empty_context() : NULL;
+    PyObject *span_id = hex_id(text + 36, 16, &zero);
+    if (span_id == NULL) {
+        Py_DECREF(trace_id);
+        return zero ? empty_context() : NULL;
+    }
+    int flags = hex_value((unsigned char)text[53]) * 16 + hex_value((unsigned char)text[54]);
+    PyObject *context = new_span_context(trace_id, span_id, Flags[flags], DefaultTraceState, Py_True);
+    Py_DECREF(trace_id);
+    Py_DECREF(span_id);
+    if (context == NULL)
+        return NULL;
+    PyObject *span = PyObject_CallOneArg(NonRecordingSpanType, context);
+    Py_DECREF(context);
+    if (span == NULL)
+        return NULL;
+    PyObject *result = empty_context();
+    if (result != NULL && PyDict_SetItem(result, SpanKey, span) < 0)
+        Py_CLEAR(result);
+    Py_DECREF(span);
+    return result;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static void put_hex(char *out, unsigned long long value, int digits) {
+    for (int i = digits - 1; i >= 0; i--, value >>= 4)
+        out[i] = HEX[value & 0xf];
+}
+
+static PyObject *current_traceparent(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)) {
+    if (!configured)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *current, *result = NULL, *context = NULL;
+    if (PyContextVar_Get(RuntimeVar, NULL, &current) < 0)
+        return NULL;
+    if (current == NULL || !PyDict_Check(current)) {
+        Py_XDECREF(current);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *baggage = PyDict_GetItemWithError(current, BaggageKey);
+    PyObject *span = baggage == NULL ? PyDict_GetItemWithError(current, SpanKey) : NULL;
+    if (PyErr_Occurred())
+        goto done;
+    if (baggage != NULL)
+        goto python;
+    if (span == NULL) { /* outside any span: nothing to write */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (PyObject_TypeCheck(span, &SpanCoreType))
+        context = Py_XNewRef(((SpanCore *)span)->context);
+    else if ((PyObject *)Py_TYPE(span) == NonRecordingSpanType) {
+        if ((context = PyObject_CallMethodNoArgs(span, str_get_span_context)) == NULL)
+            goto done;
+    }
+    if (context == NULL || !PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 6 ||
+        PyTuple_GET_ITEM(context, 5) != Py_True || PyTuple_GET_ITEM(context, 4) != DefaultTraceState)
+        goto python;
+    PyObject *trace_id = PyTuple_GET_ITEM(context, 0), *span_id = PyTuple_GET_ITEM(context, 1);
+    unsigned long long low = PyLong_AsUnsignedLongLongMask(trace_id);
+    unsigned long long sid = PyLong_AsUnsignedLongLong(span_id);
+    long flags = PyLong_AsLong(PyTuple_GET_ITEM(context, 3));
+    PyObject *shift = PyLong_FromLong(64);
+    PyObject *high_int = shift != NULL ? PyNumber_Rshift(trace_id, shift) : NULL;
+    Py_XDECREF(shift);
+    unsigned long long high = high_int != NULL ? PyLong_AsUnsignedLongLong(high_int) : 0;
+    Py_XDECREF(high_int);
+    if (PyErr_Occurred()) { /* an id out of range: the propagator's business */
+        PyErr_Clear();
+        goto python;
+    }
+    result = PyUnicode_New(TRACEPARENT_LEN, 127);
+    if (result == NULL)
+        goto done;
+    char *out = (char *)PyUnicode_1BYTE_DATA(result);
+    memcpy(out, "00-", 3);
+    put_hex(out + 3, high, 16);
+    put_hex(out + 19, low, 16);
+    out[35] = '-';
+    put_hex(out + 36, sid, 16);
+    out[52] = '-';
+    put_hex(out + 53, (unsigned long long)flags & 0xff, 2);
+    goto done;
+python:
+    result = Py_NewRef(Py_NotImplemented);
+done:
+    Py_XDECREF(context);
+    Py_DECREF(current);
+    return result;
+}
+
 /* ---------------------------------------------------------------- configure */
 
 static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *flags;
     PyObject *span_context, *non_recording, *context_type, *runtime_var, *span_key, *trace_state, *unset, *exit_failed,
-        *detach;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:configure", &span_context, &non_recording, &context_type, &runtime_var,
-                          &span_key, &flags, &trace_state, &unset, &exit_failed, &detach))
+        *detach, *baggage_key;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO:configure", &span_context, &non_recording, &context_type, &runtime_var,
+                          &span_key, &flags, &trace_state, &unset, &exit_failed, &detach, &baggage_key))
         return NULL;
     if (!PyType_Check(span_context) || !PyType_IsSubtype((PyTypeObject *)span_context, &PyTuple_Type) ||
         !PyType_Check(context_type) || !PyType_IsSubtype((PyTypeObject *)context_type, &PyDict_Type) ||
-        !PyType_Check(non_recording) || !PyTuple_CheckExact(flags) || PyTuple_GET_SIZE(flags) != 4) {
-        PyErr_SetString(PyExc_TypeError, "configure: SpanContext must subclass tuple, Context dict, flags be 4");
+        !PyType_Check(non_recording) || !PyTuple_CheckExact(flags) || PyTuple_GET_SIZE(flags) != 256) {
+        PyErr_SetString(PyExc_TypeError, "configure: SpanContext must subclass tuple, Context dict, flags be 256");
         return NULL;
     }
     Py_XSETREF(SpanContextType, Py_NewRef(span_context));
@@ -546,12 +685,13 @@ static PyObject *configure(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_XSETREF(ContextType, (PyTypeObject *)Py_NewRef(context_type));
     Py_XSETREF(RuntimeVar, Py_NewRef(runtime_var));
     Py_XSETREF(SpanKey, Py_NewRef(span_key));
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 256; i++)
         Py_XSETREF(Flags[i], Py_NewRef(PyTuple_GET_ITEM(flags, i)));
     Py_XSETREF(DefaultTraceState, Py_NewRef(trace_state));
     Py_XSETREF(UnsetStatus, Py_NewRef(unset));
     Py_XSETREF(ExitFailed, Py_NewRef(exit_failed));
     Py_XSETREF(Detach, Py_NewRef(detach));
+    Py_XSETREF(BaggageKey, Py_NewRef(baggage_key));
     configured = 1;
     Py_RETURN_NONE;
 }
@@ -567,7 +707,15 @@ static PyMethodDef methods[] = {
      "start(), and the Current that makes the span current; NotImplemented as start()."},
     {"configure", configure, METH_VARARGS,
      "configure(SpanContext, NonRecordingSpan, Context, runtime_var, span_key, flags, default_trace_state,\n"
-     "          unset_status, exit_failed, detach)\n--\n\nThe OTel objects this module uses."},
+     "          unset_status, exit_failed, detach, baggage_key)\n--\n\nThe OTel objects this module uses."},
+    {"remote_context", (PyCFunction)remote_context, METH_O,
+     "remote_context(traceparent)\n--\n\n"
+     "The context a W3C traceparent header gives, as telemetry.extract makes it (an empty one for an invalid\n"
+     "header); NotImplemented for any header but the canonical 55 characters, which Python then parses."},
+    {"current_traceparent", (PyCFunction)current_traceparent, METH_NOARGS,
+     "current_traceparent()\n--\n\n"
+     "The current span's W3C traceparent header, as telemetry.inject writes it; None when there is no span;\n"
+     "NotImplemented where Python must write it (baggage, a trace state, another span type, an invalid one)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 _SCALARS = frozenset((str, bool, int, float))
 _INVALID = object()
-_FLAGS = {bits: TraceFlags(bits) for bits in range(4)}  # sampled x random trace id
+_FLAGS = {bits: TraceFlags(bits) for bits in range(256)}  # 0-3: sampled x random trace id
 _STR = frozenset((str,))
 UNSET_STATUS = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
 
@@ -92,6 +92,11 @@ def _load_core() -> Any:
 
 SPAN_CORE_ENV = "MESHFABRIC_SPAN_CORE"
 _span_core = _load_core()
+
+
+def path_in_use() -> str:
+    """Where this process starts and ends its spans' common case: ``"C"`` or ``"Python"``."""
+    return "C" if _span_core is not None else "Python"
 
 
 def valid_span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any,
@@ -415,6 +420,8 @@ class OffTracer(trace.NoOpTracer):
 
 
 if _span_core is not None:
+    from opentelemetry import baggage as _baggage
+
     _span_core.configure(SpanContext, NonRecordingSpan, Context, _CONTEXT, _SPAN_KEY,
-                         tuple(_FLAGS[bits] for bits in range(4)), trace.DEFAULT_TRACE_STATE, UNSET_STATUS,
-                         _exit_failed, context_api.detach)
+                         tuple(_FLAGS[bits] for bits in range(256)), trace.DEFAULT_TRACE_STATE, UNSET_STATUS,
+                         _exit_failed, context_api.detach, getattr(_baggage, "_BAGGAGE_KEY", None))

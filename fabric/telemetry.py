@@ -36,6 +36,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .errors import ConfigError
+from . import spans
 from .spans import CONTEXT_IS_TUPLE, OWN_SPANS, LeanTracer, OffTracer, current_context, valid_span_context
 
 TRACER_NAME = "meshfabric"
@@ -265,6 +266,12 @@ def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
     (~1.8 -> ~0.95 µs); anything else goes through ``propagate.inject``."""
     carrier = {} if carrier is None else carrier
     if _default_propagators():  # as the W3C propagators write it, without their passes
+        if spans._span_core is not None:  # the common case in C (fabric/_span_core.c)
+            header = spans._span_core.current_traceparent()
+            if header is not NotImplemented:
+                if header is not None:
+                    carrier["traceparent"] = header
+                return dict(carrier)
         current = current_context()
         span = current.get(_SPAN_KEY)
         # a recorded span, or one sampled out (its context still travels, flags 00); baggage
@@ -316,6 +323,10 @@ def extract(carrier: Any) -> Any:
         return Context()
     if type(carrier) is dict and len(carrier) == 1 and _default_propagators():
         header = carrier.get("traceparent")
+        if spans._span_core is not None:  # the canonical header in C (fabric/_span_core.c)
+            context = spans._span_core.remote_context(header)
+            if context is not NotImplemented:
+                return context
         if type(header) is str and len(header) <= 512:
             match = _TRACEPARENT.search(header)
             if match is None:

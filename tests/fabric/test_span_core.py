@@ -261,3 +261,24 @@ def test_current_can_be_made_for_any_span():
     assert trace.get_current_span() is trace.INVALID_SPAN
     with pytest.raises(TypeError):
         core.Current(span)
+
+
+def test_the_canonical_traceparent_is_read_and_written_in_c(made):
+    """The propagation the tests in test_telemetry.py compare with the propagators, on both
+    paths, is C's for the header every request carries; anything else is Python's."""
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    context = core.remote_context(header)
+    assert type(context) is spans.Context
+    span = trace.get_current_span(context)
+    assert type(span) is trace.NonRecordingSpan and span.get_span_context().is_remote
+    for other in (header + "\n", header.upper(), header + "-x", " " + header[1:], None, 5):
+        assert core.remote_context(other) is NotImplemented
+    token = context_api.attach(context)
+    try:
+        with made.tracer.start_as_current_span("child") as child:
+            written = core.current_traceparent()
+        assert written == f"00-0af7651916cd43dd8448eb211c80319c-{child.get_span_context().span_id:016x}-01"
+        assert core.current_traceparent() == header  # the remote parent's own
+    finally:
+        context_api.detach(token)
+    assert core.current_traceparent() is None  # no span: nothing to send
