@@ -455,9 +455,10 @@ static PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
             goto python;
         parent = NULL;
         sampled = 1;
-        random_flag = PyLong_AsLong(PyTuple_GET_ITEM(state, S_RANDOM_IDS)) & 2;
+        random_flag = PyLong_AsLong(PyTuple_GET_ITEM(state, S_RANDOM_IDS));
         if (random_flag == -1 && PyErr_Occurred())
             goto done;
+        random_flag &= 2;
         trace_state = DefaultTraceState;
     }
     if (sampled) {
