@@ -51,6 +51,17 @@ def _detached(coro) -> asyncio.Task:  # type: ignore[no-untyped-def]
     return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
+async def _let_them_run() -> None:
+    """One loop turn, so the callers a channel's reader just gave their replies run before
+    it asks the bindings for the next chunk: that call (Python and FFI before it waits) is
+    then made while the callers' next requests are on their way, not before their replies
+    are seen. Interleaved clusters, 16 rounds x 400 sequential produces: p50 940 -> 881 µs,
+    throughput at 16 in flight 4,707 -> 5,090 records/s (ahead in 10 of 16). The server's
+    reader does not do it: a handler would only meet that read later, in the broker's group
+    commit's turn (p50 -11 µs, `log.append` +17 µs in the same rounds)."""
+    await asyncio.sleep(0)
+
+
 def error_frame(message: str, code: str = "bad_request", tag: int = 0) -> Frame:
     return Frame(Kind.ERROR, {"code": code, "message": message}, tag)
 
@@ -242,6 +253,7 @@ class Channel:
                     future = self._waiting.get(reply.tag)
                     if future is not None and not future.done():
                         future.set_result(reply)
+                await _let_them_run()
         except (iroh.IrohError, FrameError) as exc:
             error = TransportError(f"stream broke: {describe(exc)}")
         finally:

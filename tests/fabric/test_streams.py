@@ -212,3 +212,57 @@ async def test_queued_writers_hear_of_an_abort():
     with pytest.raises(TransportError, match="closed"):
         await asyncio.wait_for(queued, 5)
     first.cancel()
+
+
+class ScriptedBiStream:
+    """A bi stream whose reads give the replies the test queues, and record whether the caller
+    had already seen its reply when the channel's reader asked for more."""
+
+    def __init__(self) -> None:
+        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sent: list[bytes] = []
+        self.reads_after_reply: list[bool] = []
+        self.caller_saw_reply = False
+        self.given = 0
+
+    def recv(self) -> ScriptedBiStream:
+        return self
+
+    def send(self) -> ScriptedBiStream:
+        return self
+
+    async def read(self, size: int) -> bytes:
+        if self.given:  # the read after the reply's chunk
+            self.reads_after_reply.append(self.caller_saw_reply)
+        chunk = await self.chunks.get()
+        self.given += 1
+        return chunk
+
+    async def write_all(self, data: bytes) -> None:
+        self.sent.append(data)
+        (request,) = FrameDecoder(frames.DEFAULT_MAX_FRAME).feed(data)
+        self.chunks.put_nowait(frames.encode(Frame(Kind.RESPONSE, {"ok": 1}, request.tag)))
+
+    async def finish(self) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_caller_sees_its_reply_before_the_reader_asks_for_the_next_chunk():
+    """The reader's next read (a call into the bindings) must not stand between a reply and
+    the caller waiting for it."""
+    from fabric.streams import Channel
+
+    stream = ScriptedBiStream()
+    channel = Channel(stream, frames.DEFAULT_MAX_FRAME, lambda _: None)  # type: ignore[arg-type]
+    reply = await channel.call(Frame(Kind.REQUEST, {"op": "x"}), timeout=5)
+    stream.caller_saw_reply = True
+    assert reply.body == {"ok": 1}
+    await asyncio.wait_for(_until(lambda: stream.reads_after_reply), 5)
+    assert stream.reads_after_reply == [True]
+    channel.close()
+
+
+async def _until(condition) -> None:  # type: ignore[no-untyped-def]
+    while not condition():
+        await asyncio.sleep(0)
