@@ -5,8 +5,8 @@
  *   Current        the context manager `start_as_current_span` returns (spans._PyCurrent in C)
  *   start(state, tracer, name, kind, attributes, start_time, record_exception, set_status)
  *                  LeanTracer.start_span's common case: a span whose parent is the current
- *                  span (or none), under the default sampler; NotImplemented for anything else,
- *                  which the caller then starts in Python
+ *                  span (or none), under the default sampler or a parent-based ratio sampler;
+ *                  NotImplemented for anything else, which the caller then starts in Python
  *   configure(...) the OTel objects the above use, handed over once by fabric.spans
  *
  * Same spans as the Python path, field for field (tests/fabric/test_span_core.py compares them).
@@ -356,7 +356,7 @@ static PyTypeObject CurrentType = {
 
 /* The tracer's state, a tuple LeanTracer builds once (spans.LeanTracer._core_state). */
 enum { S_LABELS, S_SPAN_ID, S_TRACE_ID, S_FOLLOW_PARENT, S_SAMPLE_ROOTS, S_RANDOM_IDS, S_RESOURCE, S_SCOPE,
-       S_SPAN_TYPE, S_SIZE };
+       S_SPAN_TYPE, S_ROOT_BOUND, S_SIZE };
 
 /* The node's labels and `attributes` as a span keeps them, or NotImplemented when one of them
  * needs the SDK's handling (as LeanTracer._attributes returns None). */
@@ -451,10 +451,25 @@ static PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
         trace_state = PyTuple_GET_ITEM(parent, 4);
         trace_id = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
     } else {
-        if (PyTuple_GET_ITEM(state, S_SAMPLE_ROOTS) != Py_True)
-            goto python;
+        PyObject *bound = PyTuple_GET_ITEM(state, S_ROOT_BOUND);
         parent = NULL;
-        sampled = 1;
+        if (PyTuple_GET_ITEM(state, S_SAMPLE_ROOTS) == Py_True) {
+            sampled = 1;
+        } else if (bound != Py_None) {
+            /* TraceIdRatioBased's decision: the trace id's low 64 bits under its bound */
+            if ((trace_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
+                goto done;
+            PyObject *low = PyLong_FromUnsignedLongLong(PyLong_AsUnsignedLongLongMask(trace_id));
+            if (low == NULL)
+                goto done;
+            int under = PyObject_RichCompareBool(low, bound, Py_LT);
+            Py_DECREF(low);
+            if (under < 0)
+                goto done;
+            sampled = under;
+        } else {
+            goto python;
+        }
         random_flag = PyLong_AsLong(PyTuple_GET_ITEM(state, S_RANDOM_IDS));
         if (random_flag == -1 && PyErr_Occurred())
             goto done;

@@ -20,7 +20,8 @@ Spans with links go through the SDK tracer unchanged. Not done: span limits (a s
 carries a dozen attributes, the SDK's limit is 128) and ``on_start`` hooks (ours have none).
 
 The common case, a span under the current one (or a root) with plain attributes under that
-default sampler, is started, made current and ended in C where the install built
+default sampler (or a parent-based ratio sampler, whose roots are decided as
+``TraceIdRatioBased`` decides: by the trace id's low 64 bits), is started, made current and ended in C where the install built
 ``fabric/_span_core.c`` (``_span_core``): the same spans (``tests/fabric/test_span_core.py``),
 ~1.4 µs a child span warm instead of ~3.3, and in a node under load it cut what recording
 costs a produce by about two thirds (docs/performance-rounds.md, fourteenth round). Anything
@@ -153,6 +154,13 @@ class _PySpanFields:
 
 
 _SpanFields: type = _span_core.SpanCore if _span_core is not None else _PySpanFields
+
+
+def _ratio_bound(sampler: sampling.Sampler) -> int | None:
+    """The bound of a parent-based sampler's root ``TraceIdRatioBased`` (roots whose trace id's
+    low 64 bits are under it are sampled), for ``_span_core`` to decide as it would; else None."""
+    root = getattr(sampler, "_root", None)
+    return root.bound if type(root) is sampling.TraceIdRatioBased else None
 
 
 class LeanSpan(_SpanFields, trace.Span, ReadableSpan):  # type: ignore[misc,valid-type]
@@ -304,7 +312,7 @@ class LeanTracer(trace.Tracer):
         # what fabric._span_core's start reads (its S_* indices), built once
         self._core_state = (self.labels, self.ids.generate_span_id, self.ids.generate_trace_id,
                             self._follow_parent, self._sample_roots, int(self._random_ids), self.resource,
-                            self.scope, LeanSpan)
+                            self.scope, LeanSpan, _ratio_bound(self.sampler) if self._follow_parent else None)
 
     @property
     def sdk(self) -> Any:

@@ -282,3 +282,28 @@ def test_the_canonical_traceparent_is_read_and_written_in_c(made):
     finally:
         context_api.detach(token)
     assert core.current_traceparent() is None  # no span: nothing to send
+
+
+@pytest.mark.parametrize("rate", ["0", "0.01", "0.5", "1"])
+def test_a_ratio_samplers_roots_are_decided_as_it_decides(monkeypatch, rate):
+    """Under ``parentbased_traceidratio`` the C path decides a root itself: as the sampler
+    would for the trace id it drew, and a sampled root records, an unsampled one does not."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", rate)
+    made = Telemetry(LABELS, exporter=None)
+    try:
+        tracer = made.tracer
+        state = tracer._core_state
+        assert core.start(state, tracer, "direct", SpanKind.INTERNAL, None, None, True, True) is not NotImplemented
+        decisions = set()
+        for _ in range(400):
+            span = tracer.start_span("root", attributes={"a": 1})
+            ctx = span.get_span_context()
+            expected = tracer.sampler.should_sample(None, ctx.trace_id, "root").decision.is_sampled()
+            assert ctx.trace_flags.sampled == expected == span.is_recording()
+            assert (type(span) is LeanSpan) == expected
+            decisions.add(expected)
+            span.end()
+        assert decisions == {"0": {False}, "1": {True}, "0.5": {False, True}}.get(rate, decisions)
+    finally:
+        made.shutdown()

@@ -57,7 +57,7 @@ def test_default_sampler_records_roots_without_asking(tracer, monkeypatch):
     assert child.get_span_context().trace_id == root.get_span_context().trace_id
 
 
-def test_a_ratio_sampler_is_still_asked_for_roots(monkeypatch):
+def test_a_ratio_sampler_still_decides_roots(monkeypatch):
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
     made = Telemetry(LABELS, exporter=None)
