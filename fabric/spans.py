@@ -21,11 +21,12 @@ carries a dozen attributes, the SDK's limit is 128) and ``on_start`` hooks (ours
 
 The common case, a span under the current one (or a root) with plain attributes under that
 default sampler (or a parent-based ratio sampler, whose roots are decided as
-``TraceIdRatioBased`` decides: by the trace id's low 64 bits), is started, made current and ended in C where the install built
-``fabric/_span_core.c`` (``_span_core``): the same spans (``tests/fabric/test_span_core.py``),
-~1.4 µs a child span warm instead of ~3.3, and in a node under load it cut what recording
-costs a produce by about two thirds (docs/performance-rounds.md, fourteenth round). Anything
-else falls back to the Python path below, which is also all there is without the C part.
+``TraceIdRatioBased`` decides: by the trace id's low 64 bits), is started, made current and
+ended in C where the install built ``fabric/_span_core.c`` (``_span_core``): the same spans
+(``tests/fabric/test_span_core.py``), ~1.4 µs a child span warm instead of ~3.3; in a node
+under load it cut what recording costs a produce by about two thirds (docs/performance-rounds.md,
+fourteenth round). Anything else falls back to the Python path below, which is also all there
+is without the C part. ``telemetry.inject``/``extract`` use its ``traceparent`` functions.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def _tuple_layout() -> bool:
 CONTEXT_IS_TUPLE = _tuple_layout()
 
 
+SPAN_CORE_ENV = "MESHFABRIC_SPAN_CORE"
+
+
 def _load_core() -> Any:
     """``fabric._span_core`` (this module's hot path in C) where the install built it, OTel's
     runtime context is the default one and its span contexts are tuples; else ``None``.
@@ -91,7 +95,6 @@ def _load_core() -> Any:
     return _span_core
 
 
-SPAN_CORE_ENV = "MESHFABRIC_SPAN_CORE"
 _span_core = _load_core()
 
 
@@ -127,6 +130,13 @@ def _parent_based_default(sampler: sampling.Sampler) -> bool:
     return delegates == [sampling.ALWAYS_ON, sampling.ALWAYS_OFF, sampling.ALWAYS_ON, sampling.ALWAYS_OFF]
 
 
+def _ratio_bound(sampler: sampling.Sampler) -> int | None:
+    """The bound of a parent-based sampler's root ``TraceIdRatioBased`` (roots whose trace id's
+    low 64 bits are under it are sampled), for ``_span_core`` to decide as it would; else None."""
+    root = getattr(sampler, "_root", None)
+    return root.bound if type(root) is sampling.TraceIdRatioBased else None
+
+
 class _PySpanFields:
     """A ``LeanSpan``'s fields and its ``end``, in Python: where ``fabric._span_core`` (the
     same in C) was not built, or is switched off (``MESHFABRIC_SPAN_CORE=python``)."""
@@ -154,13 +164,6 @@ class _PySpanFields:
 
 
 _SpanFields: type = _span_core.SpanCore if _span_core is not None else _PySpanFields
-
-
-def _ratio_bound(sampler: sampling.Sampler) -> int | None:
-    """The bound of a parent-based sampler's root ``TraceIdRatioBased`` (roots whose trace id's
-    low 64 bits are under it are sampled), for ``_span_core`` to decide as it would; else None."""
-    root = getattr(sampler, "_root", None)
-    return root.bound if type(root) is sampling.TraceIdRatioBased else None
 
 
 class LeanSpan(_SpanFields, trace.Span, ReadableSpan):  # type: ignore[misc,valid-type]

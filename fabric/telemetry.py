@@ -35,8 +35,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .errors import ConfigError
 from . import spans
+from .errors import ConfigError
 from .spans import CONTEXT_IS_TUPLE, OWN_SPANS, LeanTracer, OffTracer, current_context, valid_span_context
 
 TRACER_NAME = "meshfabric"
