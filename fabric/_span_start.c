@@ -95,7 +95,8 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         if (PyTuple_GET_ITEM(state, S_SAMPLE_ROOTS) == Py_True) {
             sampled = 1;
         } else if (bound != Py_None) {
-            /* TraceIdRatioBased's decision: the trace id's low 64 bits under its bound */
+            /* TraceIdRatioBased's decision: the trace id's low 64 bits under its bound (a
+             * sampled root this path cannot record goes to Python, which draws a new trace id) */
             if ((trace_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
                 goto done;
             PyObject *low = PyLong_FromUnsignedLongLong(PyLong_AsUnsignedLongLongMask(trace_id));

@@ -139,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    from . import event_loop
+    from . import event_loop, spans
     from .gc_settings import configure_for_node
     from .node import Node, NodeConfig
 
     configure_for_node()
+    spans.check_span_path()
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

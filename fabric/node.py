@@ -38,7 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from . import control, event_loop, known_peers
+from . import control, event_loop, known_peers, spans
 from .address import format_peer, parse_peer
 from .backbone import BACKBONE_TYPES, Backbone
 from .directory import Change, ChangeKind, Directory
@@ -371,6 +371,7 @@ class Node:
             "exporting": bool(self.telemetry and self.telemetry.exporting),
             "export": self.telemetry.export_status() if self.telemetry else None,
             "event_loop": event_loop.current(),
+            "spans": spans.path_in_use(),
             "gc": {"thresholds": list(gc.get_threshold()),
                    "collections": [generation["collections"] for generation in gc.get_stats()]},
             **self.service_info(),

@@ -46,6 +46,8 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _SCALARS = frozenset((str, bool, int, float))
@@ -80,13 +82,29 @@ CONTEXT_IS_TUPLE = _tuple_layout()
 
 
 SPAN_CORE_ENV = "MESHFABRIC_SPAN_CORE"
+SPAN_CORE_CHOICES = ("auto", "c", "python")
+
+
+def span_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    """What ``MESHFABRIC_SPAN_CORE`` asks for: ``auto`` (C where it can be used; the default),
+    ``c`` or ``python`` (everything in Python, e.g. to compare the two); a bad value is a
+    ``ConfigError`` naming the variable."""
+    raw = environ.get(SPAN_CORE_ENV, "").strip().lower() or "auto"
+    if raw not in SPAN_CORE_CHOICES:
+        raise ConfigError(f"{SPAN_CORE_ENV}={raw!r}: expected one of {', '.join(SPAN_CORE_CHOICES)}")
+    return raw
 
 
 def _load_core() -> Any:
     """``fabric._span_core`` (this module's hot path in C) where the install built it, OTel's
-    runtime context is the default one and its span contexts are tuples; else ``None``.
-    ``MESHFABRIC_SPAN_CORE=python`` keeps everything in Python (to compare the two)."""
-    if os.environ.get(SPAN_CORE_ENV, "").strip().lower() == "python" or _CONTEXT is None or not CONTEXT_IS_TUPLE:
+    runtime context is the default one and its span contexts are tuples, unless
+    ``MESHFABRIC_SPAN_CORE=python``; else ``None``. Read once, at import: a bad value counts as
+    ``auto`` here, and a node refuses it at start (``check_span_path``)."""
+    try:
+        asked = span_path_from_env()
+    except ConfigError:
+        asked = "auto"
+    if asked == "python" or _CONTEXT is None or not CONTEXT_IS_TUPLE:
         return None
     try:
         from . import _span_core
@@ -101,6 +119,16 @@ _span_core = _load_core()
 def path_in_use() -> str:
     """Where this process starts and ends its spans' common case: ``"C"`` or ``"Python"``."""
     return "C" if _span_core is not None else "Python"
+
+
+def check_span_path(environ: Mapping[str, str] = os.environ) -> str:
+    """For a node at start: the span path in use (``path_in_use``), or a ``ConfigError`` for a
+    bad ``MESHFABRIC_SPAN_CORE``, or for ``c`` where the C part is not in use."""
+    if span_path_from_env(environ) == "c" and _span_core is None:
+        raise ConfigError(f"{SPAN_CORE_ENV}=c but fabric._span_core is not in use: the install could not build "
+                          f"it (it needs a C compiler and Python's headers), or this OpenTelemetry's context or "
+                          f"span context is not what it reads; set {SPAN_CORE_ENV}=auto or python")
+    return path_in_use()
 
 
 def valid_span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any,

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from fabric import spans, telemetry
+from fabric.errors import ConfigError
 from fabric.identity import node_name
 from fabric.spans import LeanSpan
 from fabric.telemetry import NodeLabels, Telemetry
@@ -307,3 +308,15 @@ def test_a_ratio_samplers_roots_are_decided_as_it_decides(monkeypatch, rate):
         assert decisions == {"0": {False}, "1": {True}, "0.5": {False, True}}.get(rate, decisions)
     finally:
         made.shutdown()
+
+
+def test_the_span_path_variable_is_checked(monkeypatch):
+    assert spans.span_path_from_env({}) == "auto"
+    assert spans.span_path_from_env({spans.SPAN_CORE_ENV: " Python "}) == "python"
+    with pytest.raises(ConfigError, match="MESHFABRIC_SPAN_CORE='fastest': expected one of auto, c, python"):
+        spans.check_span_path({spans.SPAN_CORE_ENV: "fastest"})
+    assert spans.check_span_path({spans.SPAN_CORE_ENV: "c"}) == "C"  # built here, and in use
+    monkeypatch.setattr(spans, "_span_core", None)
+    with pytest.raises(ConfigError, match="MESHFABRIC_SPAN_CORE=c but fabric._span_core is not in use"):
+        spans.check_span_path({spans.SPAN_CORE_ENV: "c"})
+    assert spans.check_span_path({}) == spans.path_in_use() == "Python"

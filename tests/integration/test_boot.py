@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fabric import control, event_loop
+from fabric import control, event_loop, spans
 from fabric.gc_settings import ENV, NODE_THRESHOLDS
 from fabric.launcher import NodeProcess, NodeStartError
 from fabric.node import BOOT_STEPS
@@ -63,6 +63,7 @@ def test_a_node_process_runs_with_the_node_gc_thresholds_on_uvloop(spawn, tmp_pa
     status = control.request_sync(node.control_path, "status")
     assert tuple(status["gc"]["thresholds"]) == NODE_THRESHOLDS
     assert status["event_loop"] == "uvloop"
+    assert status["spans"] == spans.path_in_use()  # C where the install built it, as here
     console = spawn("mesh1", "console")  # keeps asyncio's loop unless told (see fabric/event_loop.py)
     assert control.request_sync(console.control_path, "status")["event_loop"] == "asyncio"
     kept = NodeProcess("mesh1", "registry", tmp_path / "kept", env={ENV: "default", event_loop.ENV: "asyncio"})
@@ -81,6 +82,24 @@ def test_a_bad_event_loop_choice_stops_the_node_before_it_boots(tmp_path):
     try:
         with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_EVENT_LOOP='trio'"):
             node.start().wait_ready(timeout=20)
+    finally:
+        node.stop()
+
+
+def test_a_bad_span_path_choice_stops_the_node_before_it_boots(tmp_path):
+    node = NodeProcess("mesh1", "registry", tmp_path / "bad", env={spans.SPAN_CORE_ENV: "fastest"})
+    try:
+        with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_SPAN_CORE='fastest'"):
+            node.start().wait_ready(timeout=20)
+    finally:
+        node.stop()
+
+
+def test_a_node_with_spans_in_python_says_so(tmp_path):
+    node = NodeProcess("mesh1", "registry", tmp_path / "py", env={spans.SPAN_CORE_ENV: "python"})
+    try:
+        node.start().wait_ready(timeout=20)
+        assert control.request_sync(node.control_path, "status")["spans"] == "Python"
     finally:
         node.stop()
 
