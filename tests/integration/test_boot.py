@@ -77,19 +77,11 @@ def test_a_node_process_runs_with_the_node_gc_thresholds_on_uvloop(spawn, tmp_pa
         kept.stop()
 
 
-def test_a_bad_event_loop_choice_stops_the_node_before_it_boots(tmp_path):
-    node = NodeProcess("mesh1", "registry", tmp_path / "bad", env={event_loop.ENV: "trio"})
+@pytest.mark.parametrize("variable, value", [(event_loop.ENV, "trio"), (spans.SPAN_CORE_ENV, "fastest")])
+def test_a_bad_choice_stops_the_node_before_it_boots(tmp_path, variable, value):
+    node = NodeProcess("mesh1", "registry", tmp_path / "bad", env={variable: value})
     try:
-        with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_EVENT_LOOP='trio'"):
-            node.start().wait_ready(timeout=20)
-    finally:
-        node.stop()
-
-
-def test_a_bad_span_path_choice_stops_the_node_before_it_boots(tmp_path):
-    node = NodeProcess("mesh1", "registry", tmp_path / "bad", env={spans.SPAN_CORE_ENV: "fastest"})
-    try:
-        with pytest.raises(NodeStartError, match=r"exited with 2 before ready(.|\n)*MESHFABRIC_SPAN_CORE='fastest'"):
+        with pytest.raises(NodeStartError, match=rf"exited with 2 before ready(.|\n)*{variable}='{value}'"):
             node.start().wait_ready(timeout=20)
     finally:
         node.stop()
