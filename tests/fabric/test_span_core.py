@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -199,7 +200,7 @@ def test_attributes_are_kept_or_left_to_the_sdk_alike(attributes, parent_sampled
 def test_a_span_holds_no_reference_it_does_not_give_back(made):
     tracer = made.tracer
     watched = [tracer, tracer.labels, made.provider.resource, tracer.scope, spans.UNSET_STATUS,
-               trace.DEFAULT_TRACE_STATE, "kept name"]
+               trace.DEFAULT_TRACE_STATE, "kept name", *spans._FLAGS.values(), LABELS.node_id]
     gc.collect()  # what earlier tests left in cycles
     before = [sys.getrefcount(x) for x in watched]
     for _ in range(2_000):
@@ -209,6 +210,34 @@ def test_a_span_holds_no_reference_it_does_not_give_back(made):
     made.recent._spans.clear()
     gc.collect()
     assert [sys.getrefcount(x) for x in watched] == before
+
+
+def test_starting_ending_and_propagating_spans_keeps_no_memory(made):
+    """What a request's tracing allocates in C (spans, contexts, span contexts, headers) is all
+    given back: traced memory after 20,000 more spans is what it was after the first 2,000."""
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def requests(count: int) -> None:
+        for _ in range(count):
+            token = context_api.attach(telemetry.extract({"traceparent": header}))
+            try:
+                with (made.tracer.start_as_current_span("receive", attributes={"k": 1}),
+                      made.tracer.start_as_current_span("append")):
+                    telemetry.inject()
+            finally:
+                context_api.detach(token)
+
+    tracemalloc.start()
+    try:
+        requests(2_000)  # the ring full, every cache warm
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        requests(20_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes kept by 20,000 traced requests"
 
 
 def test_a_cycle_through_a_span_is_collected(made):
