@@ -203,7 +203,6 @@ static PyObject *current_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyOb
     return make_current(span, end, record, set_status);
 }
 
-
 /* The current context with `span` in it, as trace.set_span_in_context makes it. */
 static PyObject *context_with(PyObject *span) {
     PyObject *current;

@@ -31,7 +31,6 @@ static PyObject *span_attributes(PyObject *labels, PyObject *attributes) {
     return all;
 }
 
-
 PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) {
         PyErr_Format(PyExc_TypeError, "start takes 8 arguments (%zd given)", nargs);
@@ -99,7 +98,10 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
              * sampled root this path cannot record goes to Python, which draws a new trace id) */
             if ((trace_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
                 goto done;
-            PyObject *low = PyLong_FromUnsignedLongLong(PyLong_AsUnsignedLongLongMask(trace_id));
+            unsigned long long low_bits = PyLong_AsUnsignedLongLongMask(trace_id);
+            if (low_bits == (unsigned long long)-1 && PyErr_Occurred())
+                goto done; /* an id generator that gave no int */
+            PyObject *low = PyLong_FromUnsignedLongLong(low_bits);
             if (low == NULL)
                 goto done;
             int under = PyObject_RichCompareBool(low, bound, Py_LT);
@@ -134,6 +136,9 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         result = PyObject_CallOneArg(NonRecordingSpanType, context);
         goto done;
     }
+    int record = PyObject_IsTrue(record_exception), status = PyObject_IsTrue(set_status);
+    if (record < 0 || status < 0)
+        goto done;
     PyObject *begun = start_time != Py_None ? Py_NewRef(start_time) : now_ns();
     if (begun == NULL)
         goto done;
@@ -153,8 +158,8 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     span->status = Py_NewRef(UnsetStatus);
     span->start_time = begun;
     span->end_time = NULL;
-    span->record_exception = Py_NewRef(PyObject_IsTrue(record_exception) ? Py_True : Py_False);
-    span->set_status_on_exception = Py_NewRef(PyObject_IsTrue(set_status) ? Py_True : Py_False);
+    span->record_exception = Py_NewRef(record ? Py_True : Py_False);
+    span->set_status_on_exception = Py_NewRef(status ? Py_True : Py_False);
     span->resource = Py_NewRef(PyTuple_GET_ITEM(state, S_RESOURCE));
     span->scope = Py_NewRef(PyTuple_GET_ITEM(state, S_SCOPE));
     span->info = Py_NewRef(Py_None);
