@@ -49,6 +49,41 @@ PyObject *now_ns(void) {
  * being filled by dict's own functions, as below). */
 PyObject *empty_context(void) { return ContextType->tp_new(ContextType, EmptyArgs, NULL); }
 
+/* A new Context with `base`'s entries (none for NULL) and `span` as its span, as
+ * trace.set_span_in_context makes it. */
+PyObject *context_holding(PyObject *base, PyObject *span) {
+    PyObject *context = empty_context();
+    if (context != NULL &&
+        ((base != NULL && PyDict_Merge(context, base, 1) < 0) || PyDict_SetItem(context, SpanKey, span) < 0))
+        Py_CLEAR(context);
+    return context;
+}
+
+/* The SpanContext (a 6-tuple) of the span the Context `context` holds, as a new reference in
+ * *span_context: SPAN_OURS for a SpanCore or a NonRecordingSpan, SPAN_NONE (NULL) when it holds
+ * no span, SPAN_OTHER (NULL) for any other span or span context (the Python path's to read),
+ * -1 on an error. */
+int span_context_in(PyObject *context, PyObject **span_context) {
+    *span_context = NULL;
+    PyObject *span = PyDict_Check(context) ? PyDict_GetItemWithError(context, SpanKey) : NULL;
+    if (span == NULL)
+        return PyErr_Occurred() ? -1 : SPAN_NONE;
+    PyObject *found;
+    if (PyObject_TypeCheck(span, &SpanCoreType))
+        found = Py_XNewRef(((SpanCore *)span)->context);
+    else if ((PyObject *)Py_TYPE(span) == NonRecordingSpanType) {
+        if ((found = PyObject_CallMethodNoArgs(span, str_get_span_context)) == NULL)
+            return -1;
+    } else
+        return SPAN_OTHER;
+    if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 6) {
+        Py_XDECREF(found);
+        return SPAN_OTHER;
+    }
+    *span_context = found;
+    return SPAN_OURS;
+}
+
 PyObject *new_span_context(PyObject *trace_id, PyObject *span_id, PyObject *flags, PyObject *state,
                            PyObject *is_remote) {
     /* tuple.__new__(SpanContext, (trace_id, span_id, is_remote, flags, state, True)), as tuple does it */

@@ -37,6 +37,9 @@ extern PyTypeObject SpanCoreType, CurrentType;
 /* _span_core.c */
 PyObject *now_ns(void);
 PyObject *empty_context(void);
+PyObject *context_holding(PyObject *base, PyObject *span);
+enum { SPAN_NONE, SPAN_OURS, SPAN_OTHER };
+int span_context_in(PyObject *context, PyObject **span_context);
 PyObject *new_span_context(PyObject *trace_id, PyObject *span_id, PyObject *flags, PyObject *state,
                            PyObject *is_remote);
 /* _span_objects.c */

@@ -203,21 +203,12 @@ static PyObject *current_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyOb
     return make_current(span, end, record, set_status);
 }
 
-/* The current context with `span` in it, as trace.set_span_in_context makes it. */
+/* The current context with `span` in it. */
 static PyObject *context_with(PyObject *span) {
     PyObject *current;
     if (PyContextVar_Get(RuntimeVar, NULL, &current) < 0)
         return NULL;
-    PyObject *context = empty_context();
-    if (context == NULL) {
-        Py_XDECREF(current);
-        return NULL;
-    }
-    if ((current != NULL && PyDict_Merge(context, current, 1) < 0) || PyDict_SetItem(context, SpanKey, span) < 0) {
-        Py_XDECREF(current);
-        Py_DECREF(context);
-        return NULL;
-    }
+    PyObject *context = context_holding(current, span);
     Py_XDECREF(current);
     return context;
 }

@@ -44,37 +44,17 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     }
     PyTypeObject *span_type = (PyTypeObject *)PyTuple_GET_ITEM(state, S_SPAN_TYPE);
 
-    /* the parent: the current context's span, as LeanTracer.start_span finds it */
-    PyObject *current;
+    /* the parent: the current context's span's context, as LeanTracer.start_span finds it */
+    PyObject *current, *parent = NULL;
     if (PyContextVar_Get(RuntimeVar, NULL, &current) < 0)
         return NULL;
-    PyObject *parent = NULL, *held = NULL; /* held: a reference parent needs */
-    if (current != NULL) {
-        PyObject *span = PyDict_Check(current) ? PyDict_GetItemWithError(current, SpanKey) : NULL;
-        if (span == NULL && PyErr_Occurred()) {
-            Py_DECREF(current);
-            return NULL;
-        }
-        if (span == NULL) {
-            parent = NULL;
-        } else if (Py_IS_TYPE(span, span_type)) {
-            parent = ((SpanCore *)span)->context;
-        } else if ((PyObject *)Py_TYPE(span) == NonRecordingSpanType) {
-            held = parent = PyObject_CallMethodNoArgs(span, str_get_span_context);
-            if (parent == NULL) {
-                Py_DECREF(current);
-                return NULL;
-            }
-        } else {
-            Py_DECREF(current);
-            Py_RETURN_NOTIMPLEMENTED;
-        }
-    }
-    if (parent != NULL && (!PyTuple_Check(parent) || PyTuple_GET_SIZE(parent) != 6)) {
-        Py_XDECREF(held);
-        Py_XDECREF(current);
+    int found = current != NULL ? span_context_in(current, &parent) : SPAN_NONE;
+    Py_XDECREF(current);
+    if (found < 0)
+        return NULL;
+    if (found == SPAN_OTHER)
         Py_RETURN_NOTIMPLEMENTED;
-    }
+    PyObject *held = parent; /* released at the end, whatever parent becomes */
     PyObject *result = NULL, *trace_id = NULL, *span_id = NULL, *attrs = NULL, *context = NULL;
     PyObject *trace_state;
     long sampled, random_flag;
@@ -173,7 +153,6 @@ done:
     Py_XDECREF(span_id);
     Py_XDECREF(trace_id);
     Py_XDECREF(held);
-    Py_XDECREF(current);
     return result;
 }
 
@@ -250,9 +229,7 @@ PyObject *remote_context(PyObject *Py_UNUSED(module), PyObject *header) {
     Py_DECREF(context);
     if (span == NULL)
         return NULL;
-    PyObject *result = empty_context();
-    if (result != NULL && PyDict_SetItem(result, SpanKey, span) < 0)
-        Py_CLEAR(result);
+    PyObject *result = context_holding(NULL, span);
     Py_DECREF(span);
     return result;
 }
@@ -275,23 +252,17 @@ PyObject *current_traceparent(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(i
         Py_RETURN_NOTIMPLEMENTED;
     }
     PyObject *baggage = PyDict_GetItemWithError(current, BaggageKey);
-    PyObject *span = baggage == NULL ? PyDict_GetItemWithError(current, SpanKey) : NULL;
-    if (PyErr_Occurred())
-        goto done;
     if (baggage != NULL)
         goto python;
-    if (span == NULL) { /* outside any span: nothing to write */
+    int found = PyErr_Occurred() ? -1 : span_context_in(current, &context);
+    if (found < 0)
+        goto done;
+    if (found == SPAN_NONE) { /* outside any span: nothing to write */
         result = Py_NewRef(Py_None);
         goto done;
     }
-    if (PyObject_TypeCheck(span, &SpanCoreType))
-        context = Py_XNewRef(((SpanCore *)span)->context);
-    else if ((PyObject *)Py_TYPE(span) == NonRecordingSpanType) {
-        if ((context = PyObject_CallMethodNoArgs(span, str_get_span_context)) == NULL)
-            goto done;
-    }
-    if (context == NULL || !PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 6 ||
-        PyTuple_GET_ITEM(context, 5) != Py_True || PyTuple_GET_ITEM(context, 4) != DefaultTraceState)
+    if (found == SPAN_OTHER || PyTuple_GET_ITEM(context, 5) != Py_True ||
+        PyTuple_GET_ITEM(context, 4) != DefaultTraceState)
         goto python;
     PyObject *trace_id = PyTuple_GET_ITEM(context, 0), *span_id = PyTuple_GET_ITEM(context, 1);
     unsigned long long low = PyLong_AsUnsignedLongLongMask(trace_id);
