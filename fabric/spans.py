@@ -380,6 +380,12 @@ class LeanTracer(trace.Tracer):
                                     set_status_on_exception)
             if span is not NotImplemented:
                 return span
+        return self._start_in_python(name, context, kind, attributes, links, start_time, record_exception,
+                                     set_status_on_exception)
+
+    def _start_in_python(self, name: str, context: Any, kind: SpanKind, attributes: Any, links: Any,
+                         start_time: int | None, record_exception: bool, set_status_on_exception: bool) -> trace.Span:
+        """``start_span`` for what the C part leaves (or all of it, without the C part)."""
         if links:
             return self._sdk_span(name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception)
@@ -439,8 +445,9 @@ class LeanTracer(trace.Tracer):
                                                record_exception, set_status_on_exception, end_on_exit)
             if current is not NotImplemented:
                 return current
-        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
-                               set_status_on_exception)
+        # the C part was asked above, or cannot take it: not asked again through start_span
+        span = self._start_in_python(name, context, kind, attributes, links, start_time, record_exception,
+                                     set_status_on_exception)
         return Current(span, end_on_exit, record_exception, set_status_on_exception)
 
 

@@ -305,7 +305,7 @@ def _default_propagators() -> bool:
 
 _checked: list[Any] = [None, False]
 _TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
-_TRACE_FLAGS = {f"{bits:02x}": trace.TraceFlags(bits) for bits in range(256)}  # by a traceparent's flags
+_TRACE_FLAGS = {f"{bits:02x}": flags for bits, flags in spans._FLAGS.items()}  # by a traceparent's flags
 _BAGGAGE_KEY = getattr(baggage, "_BAGGAGE_KEY", None)  # where the API keeps a context's baggage
 
 
