@@ -10,8 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from . import rpc, telemetry
 from .errors import FabricError, RemoteError, TransportError
@@ -51,25 +50,25 @@ class Producer:
                    producer_id: str | None = None, timeout: float = 5.0, attempts: int = 3) -> dict[str, Any]:
         """Produce one record to ``broker``; retried on transport failures with the same sequence."""
         seq = self.next_seq() if seq is None else seq
-        with self._span(broker, topic, seq, 1):
+        with self._span(broker, topic, seq, 1) as span:
             # The record carries this span's context, so its consumers continue the trace; so
             # does the request (the same headers, injected once).
             context = telemetry.inject()
             args = {"topic": topic, "value": value, "key": key, "headers": {**(headers or {}), **context},
                     "producer_id": producer_id or self.producer_id, "seq": seq}
-            ack = await self._call(broker, "produce", args, timeout, attempts, context)
-            trace.get_current_span().set_attribute("meshfabric.offset", ack["offset"])
+            ack = await self._call(span, broker, "produce", args, timeout, attempts, context)
+            span.set_attribute("meshfabric.offset", ack["offset"])
             return ack
 
     async def send_batch(self, broker: Target, topic: str, values: list[bytes], *, timeout: float = 5.0,
                          attempts: int = 3) -> dict[str, Any]:
         """Produce many records in one request (one append, one fsync on the broker)."""
         seq = self.next_seq(len(values))
-        with self._span(broker, topic, seq, len(values)):
+        with self._span(broker, topic, seq, len(values)) as span:
             headers = telemetry.inject()  # sent once: the broker stores it with every record
             args = {"topic": topic, "records": [{"value": v} for v in values], "headers": headers,
                     "producer_id": self.producer_id, "seq": seq}
-            return await self._call(broker, "produce_batch", args, timeout, attempts, headers)
+            return await self._call(span, broker, "produce_batch", args, timeout, attempts, headers)
 
     def _span(self, broker: Target, topic: str, seq: int, count: int):
         attributes = {**messaging_attributes(topic, "send"), "peer.service": broker.name,
@@ -78,9 +77,10 @@ class Producer:
             attributes["messaging.batch.message_count"] = count
         return self.tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes)
 
-    async def _call(self, broker: Target, op: str, args: dict[str, Any], timeout: float,
+    async def _call(self, span: Span, broker: Target, op: str, args: dict[str, Any], timeout: float,
                     attempts: int, context: dict[str, str] | None = None) -> dict[str, Any]:
-        """Call the broker, retrying transport failures with the same arguments (and sequence).
+        """Call the broker, retrying transport failures with the same arguments (and sequence);
+        the attempts and retries are noted on ``span`` (the send's).
 
         Each attempt gets ``timeout / attempts``: a broker that was killed and restarted leaves
         a QUIC connection that swallows requests until its 30 s idle timeout, and a timed-out
@@ -97,7 +97,7 @@ class Producer:
             try:
                 ack = await rpc.call(self.transport, broker.node_id, broker.addrs, BROKER_ALPN, op, args,
                                      timeout / attempts, context)
-                trace.get_current_span().set_attribute("meshfabric.attempts", attempt)
+                span.set_attribute("meshfabric.attempts", attempt)
                 return ack
             except RemoteError:
                 raise  # the broker answered: retrying would not change its mind
@@ -108,5 +108,5 @@ class Producer:
                     raise TransportError(f"produce to {broker.name} failed: the broker is {reason} ({exc}); "
                                          "the record may or may not be stored") from exc
                 tried_while_down = reason is not None
-                trace.get_current_span().add_event("retry", {"attempt": attempt, "error": str(exc)})
+                span.add_event("retry", {"attempt": attempt, "error": str(exc)})
         raise TransportError(f"produce to {broker.name} failed after {attempts} attempts: {last}")
