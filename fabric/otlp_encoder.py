@@ -260,63 +260,29 @@ class _Encoder:
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The ``ExportTraceServiceRequest`` for ``spans``: one ``ResourceSpans`` per distinct
         resource, one ``ScopeSpans`` per distinct scope in it, in order of first appearance."""
-        pending = PendingRequest(self)
+        groups: list[tuple[Any, list[tuple[Any, list[bytes]]]]] = []
+        by_object: dict[tuple[int, int], list[bytes]] = {}  # id(resource), id(scope) -> the spans' fields
+        last_resource = last_scope = _UNSEEN
+        encoded: list[bytes] = []
         for span in spans:
-            pending.add(span)
-        return pending.request()
-
-
-class PendingRequest:
-    """A request being filled: each span is encoded as it is added, and only its bytes kept.
-
-    An exporter that adds every span as it ends encodes it while what it reads is still in the
-    CPU's caches, and keeps a few hundred bytes instead of the span: in a loaded node, encoding
-    a batch of 512 spans ended up to a few milliseconds earlier cost ~2.2 µs a span, against
-    ~0.7 µs for the same spans encoded back to back (``docs/performance-rounds.md``, fifteenth
-    round). A span that cannot be encoded raises from ``add`` and is left out; the others go.
-    ``encode_request`` of a ``PendingRequest`` is its ``request()``, so the SDK's exporter can
-    send one (its ``export`` takes a sequence and asks only its ``len``).
-    """
-
-    __slots__ = ("_by_object", "_count", "_encoder", "_fields", "_groups", "_last_resource", "_last_scope")
-
-    def __init__(self, encoder: _Encoder | None = None) -> None:
-        self._encoder = encoder or _default
-        self._groups: list[tuple[Any, list[tuple[Any, list[bytes]]]]] = []
-        self._by_object: dict[tuple[int, int], list[bytes]] = {}  # id(resource), id(scope) -> fields
-        self._last_resource: Any = _UNSEEN
-        self._last_scope: Any = _UNSEEN
-        self._fields: list[bytes] = []
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, span: ReadableSpan) -> None:
-        """Encode ``span`` into this request (in its resource's and scope's group)."""
-        if type(span) is LeanSpan:
-            resource, scope = span._resource, span._instrumentation_scope
-        else:
-            resource, scope = span.resource, span.instrumentation_scope or None
-        field = self._encoder.span_field(span)  # first: a span that fails leaves no group behind
-        if resource is not self._last_resource or scope is not self._last_scope:  # mostly one node's
-            self._last_resource, self._last_scope = resource, scope
-            key = (id(resource), id(scope))  # the objects are kept alive in _groups: ids stay theirs
-            if key not in self._by_object:
-                self._by_object[key] = _group(self._groups, resource, scope)
-            self._fields = self._by_object[key]
-        self._fields.append(field)
-        self._count += 1
-
-    def request(self) -> bytes:
-        """The ``ExportTraceServiceRequest``'s bytes: the groups in order of first appearance."""
-        encoder, out = self._encoder, []
-        for resource, scopes in self._groups:
-            body = [_field(_RS_RESOURCE, encoder.resource(resource))]
+            if type(span) is LeanSpan:
+                resource, scope = span._resource, span._instrumentation_scope
+            else:
+                resource, scope = span.resource, span.instrumentation_scope or None
+            if resource is not last_resource or scope is not last_scope:  # most batches: one node's spans
+                last_resource, last_scope = resource, scope
+                key = (id(resource), id(scope))
+                if key not in by_object:
+                    by_object[key] = _group(groups, resource, scope)
+                encoded = by_object[key]
+            encoded.append(self.span_field(span))
+        out = []
+        for resource, scopes in groups:
+            body = [_field(_RS_RESOURCE, self.resource(resource))]
             for scope, encoded in scopes:
                 schema = scope.schema_url if scope is not None else None
                 body.append(_field(_RS_SCOPE_SPANS, b"".join([
-                    _field(_SS_SCOPE, encoder.scope(scope)), *encoded,
+                    _field(_SS_SCOPE, self.scope(scope)), *encoded,
                     _field(_SS_SCHEMA, schema.encode()) if schema else b""])))
             if resource.schema_url:
                 body.append(_field(_RS_SCHEMA, resource.schema_url.encode()))
@@ -372,10 +338,7 @@ _default = _Encoder()  # one a process: its caches are dicts, safe to share betw
 
 
 def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """``spans`` as the bytes of an OTLP ``ExportTraceServiceRequest`` (a ``PendingRequest``:
-    the spans added to it)."""
-    if type(spans) is PendingRequest:
-        return spans.request()
+    """``spans`` as the bytes of an OTLP ``ExportTraceServiceRequest``."""
     return _default.request(spans)
 
 

@@ -2,12 +2,11 @@
 
 The SDK's ``BatchSpanProcessor`` hands every ended span to a thread that encodes batches and
 posts them. In a busy node that thread and the event loop take turns at the GIL, and each
-turn costs the loop. ``LoopBatchSpanProcessor`` adds each ended span to a batch instead (with
-our encoder, ``fabric/otlp_encoder.py``, a ``PendingRequest``: the span is encoded as it ends, while
-it is still in the CPU's caches, and only its bytes are kept; with the SDK's,
-``MESHFABRIC_OTLP_ENCODER=sdk``, a list encoded when it is sent), and a task on the loop posts
-each full batch over one kept-alive HTTP/1.1 connection (``h11`` on asyncio's streams), so the
-loop never waits on the network. Measured against the SDK's processor, interleaved (``docs/performance-rounds.md``, tenth
+turn costs the loop. ``LoopBatchSpanProcessor`` keeps ended spans in a list instead; a task
+on the loop encodes each full batch (with the HTTP exporter module's ``encode_spans``: ours,
+``fabric/otlp_encoder.py``, unless ``MESHFABRIC_OTLP_ENCODER=sdk``) and posts it over one
+kept-alive HTTP/1.1 connection (``h11`` on asyncio's streams), so the loop never waits on the
+network. Measured against the SDK's processor, interleaved (``docs/performance-rounds.md``, tenth
 round): 2-13% more records a second with every span exported (four runs), ~5-10 µs less CPU a
 record in each of the gateway and the broker.
 
@@ -33,7 +32,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
@@ -90,27 +89,6 @@ def _retry_after(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
         if name == b"retry-after" and value.strip().isdigit():
             return float(value.strip())
     return None
-
-
-class Batch(Protocol):
-    """Spans on their way to one request: ``add`` each, then ``request()`` is its body."""
-
-    def add(self, span: ReadableSpan) -> None: ...
-    def __len__(self) -> int: ...
-    def request(self) -> bytes: ...
-
-
-class SpanList(list):
-    """A batch that keeps its spans and encodes them when it is sent, with ``encode``."""
-
-    def __init__(self, encode: Callable[[Sequence[ReadableSpan]], bytes]) -> None:
-        super().__init__()
-        self._encode = encode
-
-    add = list.append
-
-    def request(self) -> bytes:
-        return self._encode(self)
 
 
 class HttpPoster:
@@ -187,24 +165,21 @@ class LoopBatchSpanProcessor(SpanProcessor):
     """Batches sampled spans and posts them over OTLP/HTTP from an asyncio loop.
 
     ``url`` is the full traces URL; ``fallback``, the SDK's exporter for the same URL, sends
-    what no loop can (before ``attach``, at ``shutdown``: it is given the batches, so their
-    ``encode_spans`` must take them); ``new_batch`` makes an empty ``Batch``."""
+    what no loop can (before ``attach``, at ``shutdown``); ``encode`` turns a batch into the
+    request's bytes."""
 
-    def __init__(self, url: str, fallback: SpanExporter, new_batch: Callable[[], Batch],
+    def __init__(self, url: str, fallback: SpanExporter, encode: Callable[[Sequence[ReadableSpan]], bytes],
                  environ: Mapping[str, str] = os.environ, schedule_delay_ms: float | None = None) -> None:
-        self.url, self.fallback, self.new_batch = url, fallback, new_batch
+        self.url, self.fallback, self.encode = url, fallback, encode
         self.delay_s = _number(environ, ["OTEL_BSP_SCHEDULE_DELAY"],  # the variable wins, as in the SDK
                                5000 if schedule_delay_ms is None else schedule_delay_ms) / 1000
         self.max_queue = int(_number(environ, ["OTEL_BSP_MAX_QUEUE_SIZE"], 2048))
         self.batch_size = min(int(_number(environ, ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], 512)), self.max_queue)
         self.timeout_s = _number(environ, ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"], 10)
         self.dropped = 0  # spans that found the queue full
-        self.failed = 0  # spans that could not be encoded, or whose post failed after every attempt
+        self.failed = 0  # spans whose post failed after every attempt
         self.posts = 0
-        self.queued = 0  # spans waiting in batches
-        self._filling = new_batch()
-        self._full: collections.deque[Batch] = collections.deque()
-        self._lock = threading.Lock()  # spans may end on other threads than the loop's
+        self._queue: collections.deque[ReadableSpan] = collections.deque()
         self._poster = HttpPoster(url)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -229,25 +204,14 @@ class LoopBatchSpanProcessor(SpanProcessor):
         # a LeanSpan is always sampled: the tracer gives record-only spans to the SDK's tracer
         if self._closed or (type(span) is not LeanSpan and not span.context.trace_flags.sampled):
             return
-        with self._lock:
-            if self.queued >= self.max_queue:
-                self.dropped += 1
-                if self.dropped == 1:
-                    logger.warning("the OTLP export queue is full (%d spans): dropping spans", self.max_queue)
-                return
-            batch = self._filling
-            try:
-                batch.add(span)
-            except Exception:  # the SDK's processor logs a batch that fails to encode and goes on too
-                logger.exception("encoding a span for OTLP failed: dropped")
-                self.failed += 1
-                return
-            self.queued += 1
-            if len(batch) < self.batch_size:
-                return
-            self._full.append(batch)
-            self._filling = self.new_batch()
-        if self._wake is not None and not self._wake.is_set():
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning("the OTLP export queue is full (%d spans): dropping spans", self.max_queue)
+            return
+        queue.append(span)
+        if len(queue) >= self.batch_size and self._wake is not None and not self._wake.is_set():
             if threading.get_ident() == self._loop_thread:
                 self._wake.set()
             else:
@@ -264,7 +228,7 @@ class LoopBatchSpanProcessor(SpanProcessor):
         assert wake is not None
         while not self._closed:
             whole_batches = True
-            if not self._full:
+            if len(self._queue) < self.batch_size:
                 try:
                     async with asyncio.timeout(self.delay_s):
                         await wake.wait()
@@ -281,27 +245,16 @@ class LoopBatchSpanProcessor(SpanProcessor):
         after any drain already under way."""
         assert self._draining is not None
         async with self._draining:
-            while (batch := self._next_batch(whole_batches)) is not None:
+            queue = self._queue
+            while len(queue) >= (self.batch_size if whole_batches else 1):
+                batch = [queue.popleft() for _ in range(min(len(queue), self.batch_size))]
                 try:
-                    body = batch.request()
+                    body = self.encode(batch)
                 except Exception:  # the SDK's processor logs and goes on too
                     logger.exception("encoding %d spans for OTLP failed: dropped", len(batch))
                     self.failed += len(batch)
                     continue
                 await self._post(body, len(batch))
-
-    def _next_batch(self, whole: bool) -> Batch | None:
-        """The oldest full batch, else (unless ``whole``) the one filling if it holds any span;
-        taken out of the queue."""
-        with self._lock:
-            if self._full:
-                batch = self._full.popleft()
-            elif not whole and len(self._filling):
-                batch, self._filling = self._filling, self.new_batch()
-            else:
-                return None
-            self.queued -= len(batch)
-            return batch
 
     async def _post(self, body: bytes, count: int) -> None:
         """Post one batch, retrying as the SDK's HTTP exporter does: a refused or broken
@@ -351,9 +304,11 @@ class LoopBatchSpanProcessor(SpanProcessor):
     def _export_here(self) -> bool:
         """Post what is queued through the SDK's exporter, on this thread."""
         with self._fallback_lock:
+            spans = list(self._queue)
+            self._queue.clear()
             ok = True
-            while (batch := self._next_batch(whole=False)) is not None:
-                ok = self.fallback.export(batch) is SpanExportResult.SUCCESS and ok  # type: ignore[arg-type]
+            for start in range(0, len(spans), self.batch_size):
+                ok = self.fallback.export(spans[start:start + self.batch_size]) is SpanExportResult.SUCCESS and ok
             return ok
 
     def shutdown(self) -> None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import os
 import random
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Mapping, MutableMapping, Sequence
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -151,16 +150,10 @@ def export_processor(exporter: SpanExporter, environ: Mapping[str, str] = os.env
     url = getattr(exporter, "_endpoint", None)  # the URL the SDK's exporter resolved from the variables
     if http is not None and isinstance(exporter, http.OTLPSpanExporter) and isinstance(url, str) \
             and otlp_loop.choose(url, environ):
-        from . import otlp_encoder, otlp_exporters
+        def encode(spans: Sequence[ReadableSpan]) -> bytes:
+            return http.encode_spans(spans).SerializePartialToString()  # ours, once adopted (otlp_encoder)
 
-        if http.encode_spans is otlp_exporters.EncodedRequest:  # ours (adopted): spans encoded as they end
-            new_batch: Callable[[], otlp_loop.Batch] = otlp_encoder.PendingRequest
-        else:
-            def encode(spans: Sequence[ReadableSpan]) -> bytes:
-                return http.encode_spans(spans).SerializePartialToString()
-
-            new_batch = functools.partial(otlp_loop.SpanList, encode)
-        return otlp_loop.LoopBatchSpanProcessor(url, exporter, new_batch, environ, schedule_delay_ms=delay)
+        return otlp_loop.LoopBatchSpanProcessor(url, exporter, encode, environ, schedule_delay_ms=delay)
     return BatchSpanProcessor(exporter, schedule_delay_millis=delay)
 
 

@@ -22,9 +22,6 @@ from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_trace_
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpExporter,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -32,7 +29,6 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from fabric import otlp_encoder, otlp_exporters
 from fabric.errors import ConfigError
 from fabric.identity import Identity, node_name
-from fabric.otlp_encoder import PendingRequest
 from fabric.otlp_loop import EXPORT_ENV, LoopBatchSpanProcessor, choose
 from fabric.telemetry import NodeLabels, Telemetry, export_processor
 from pytest_meshfabric.capture import OtlpReceiver
@@ -166,10 +162,10 @@ def test_the_sdk_processor_when_asked_has_its_thread(receiver, made):
 def test_the_schedule_is_the_nodes_unless_the_variable_says():
     exporter = HttpExporter(endpoint=LOOPBACK)
     try:
-        assert LoopBatchSpanProcessor(LOOPBACK, exporter, PendingRequest, {}).delay_s == 5.0  # the SDK's default
-        assert LoopBatchSpanProcessor(LOOPBACK, exporter, PendingRequest, {}, schedule_delay_ms=200).delay_s == 0.2
+        assert LoopBatchSpanProcessor(LOOPBACK, exporter, bytes, {}).delay_s == 5.0  # the SDK's default
+        assert LoopBatchSpanProcessor(LOOPBACK, exporter, bytes, {}, schedule_delay_ms=200).delay_s == 0.2
         told = {"OTEL_BSP_SCHEDULE_DELAY": "50"}
-        assert LoopBatchSpanProcessor(LOOPBACK, exporter, PendingRequest, told, schedule_delay_ms=200).delay_s == 0.05
+        assert LoopBatchSpanProcessor(LOOPBACK, exporter, bytes, told, schedule_delay_ms=200).delay_s == 0.05
     finally:
         exporter.shutdown()
 
@@ -178,7 +174,7 @@ def test_a_bad_batching_variable_is_a_config_error():
     exporter = HttpExporter(endpoint=LOOPBACK)
     try:
         with pytest.raises(ConfigError, match="OTEL_BSP_MAX_QUEUE_SIZE='many'"):
-            LoopBatchSpanProcessor(LOOPBACK, exporter, PendingRequest, {"OTEL_BSP_MAX_QUEUE_SIZE": "many"})
+            LoopBatchSpanProcessor(LOOPBACK, exporter, lambda spans: b"", {"OTEL_BSP_MAX_QUEUE_SIZE": "many"})
     finally:
         exporter.shutdown()
 
@@ -211,7 +207,7 @@ async def test_a_full_batch_goes_at_once_and_a_partial_one_waits_for_the_schedul
     end_spans(telemetry, ["a1", "a2", "a3", "a4", "b1"])
     await spans_named(receiver, ["a1", "a2", "a3", "a4"])  # long before the 60 s schedule
     await until(lambda: exporter.posts == 1)  # counted once the answer is read
-    assert exporter.queued == 1  # b1, not a whole batch: it waits
+    assert [s.name for s in exporter._queue] == ["b1"]  # not a whole batch: it waits
 
 
 @pytest.mark.asyncio
@@ -255,7 +251,7 @@ async def ends_on_threads_and_drains(receiver, made) -> None:
     await telemetry.drain()
     sent = [s.name for s in receiver.store.wait_for(lambda spans: len(spans) >= 1200 and spans, timeout=20)]
     assert sorted(sent) == sorted(name for these in names for name in these)
-    assert (telemetry.exporter.dropped, telemetry.exporter.failed, telemetry.exporter.queued) == (0, 0, 0)
+    assert (telemetry.exporter.dropped, telemetry.exporter.failed, len(telemetry.exporter._queue)) == (0, 0, 0)
 
 
 @pytest.mark.asyncio
@@ -431,44 +427,11 @@ async def test_an_unexpected_error_does_not_end_the_export(receiver, made, monke
     await spans_named(receiver, ["after the bug"])
 
 
-def test_our_encoder_encodes_each_span_as_it_ends(receiver, made):
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000")
-    end_spans(telemetry, ["first", "second"])
-    batch = telemetry.exporter._filling
-    assert isinstance(batch, PendingRequest) and len(batch) == 2
-    assert not [slot for slot in PendingRequest.__slots__ if isinstance(getattr(batch, slot), ReadableSpan)]
-    decoded = ExportTraceServiceRequest.FromString(batch.request())
-    assert [span.name for span in decoded.resource_spans[0].scope_spans[0].spans] == ["first", "second"]
-
-
-def test_a_span_that_cannot_be_encoded_is_dropped_alone(receiver, made, caplog):
-    async def run() -> None:
-        telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000")
-        await attached(telemetry)
-        end_spans(telemetry, ["before", "\ud800", "after"])  # a name that is not UTF-8: fails as it ends
-        await telemetry.drain()
-        assert (telemetry.exporter.failed, telemetry.exporter.queued, telemetry.exporter.posts) == (1, 0, 1)
-
-    with caplog.at_level(logging.ERROR, logger="fabric.otlp_loop"):
-        asyncio.run(run())
-    assert "encoding a span for OTLP failed" in caplog.text
-    names = {s.name for s in receiver.store.wait_for(lambda spans: len(spans) >= 2 and spans, timeout=10)}
-    assert names == {"before", "after"}
-
-
-def test_with_the_sdks_encoder_a_batch_that_cannot_be_encoded_is_dropped_alone(receiver, made, monkeypatch,
-                                                                               caplog):
-    ours = http_trace_exporter.encode_spans
-
-    def failing(spans):
-        if spans[0].name == "unencodable":
-            raise ValueError("cannot encode")
-        return ours(spans)
-
-    monkeypatch.setattr(http_trace_exporter, "encode_spans", failing)  # not ours: batches keep their spans
-
+def test_a_batch_that_cannot_be_encoded_is_dropped_alone(receiver, made, caplog):
     async def run() -> None:
         telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+        encode = telemetry.exporter.encode
+        telemetry.exporter.encode = lambda spans: encode(spans) if spans[0].name != "unencodable" else 1 / 0
         await attached(telemetry)
         end_spans(telemetry, ["unencodable", "fine"])
         await telemetry.drain()
