@@ -17,7 +17,8 @@ a produce does Python work between the transport's events, during which iroh's r
 fall asleep and must be woken, which a back-to-back echo never pays. Run:
 ``python -m bench.produce``.
 
-Tracing modes, each a cluster of its own, measured in interleaved rounds: every span recorded
+Tracing modes, each a cluster of its own (new clusters for every round), measured in interleaved
+rounds: every span recorded
 (kept in the nodes' rings only), 1% of traces sampled, spans exported over OTLP/HTTP to a sink
 (every span or 1% of traces; every span through the SDK's export thread too, for comparison), every
 span recorded with the spans' C part off (``MESHFABRIC_SPAN_CORE=python``), and the SDK off: the
@@ -34,9 +35,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -96,6 +100,7 @@ FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 
 
 def start_cluster(root: Path, env: dict[str, str]) -> dict[str, NodeProcess]:
+    """Two brokers (mesh1, mesh2) and mesh1's gateway watching mesh2, ready and converged."""
     def node(mesh: str, type: str, bootstrap=(), watch=()) -> NodeProcess:
         proc = NodeProcess(mesh, type, root / f"{mesh}-{type}", bootstrap, watch, env=env, extra=FAST)
         return proc.start()
@@ -112,6 +117,32 @@ def start_cluster(root: Path, env: dict[str, str]) -> dict[str, NodeProcess]:
             break
         time.sleep(0.05)
     return {"b1": b1, "b2": b2, "gw": gw}
+
+
+def start_clusters(root: Path, modes: dict[str, dict[str, str]], concurrency: int) -> dict[str, dict[str, NodeProcess]]:
+    """A cluster per tracing mode (``root/<mode>``), brought up side by side and warmed up
+    (the writer's path: connections, code, the broker's log file grown). Stops what started
+    if one fails to."""
+    started: dict[str, dict[str, NodeProcess]] = {}
+
+    def start(mode: str) -> None:
+        started[mode] = start_cluster(root / mode.replace(" ", "_"), modes[mode])
+
+    try:
+        with ThreadPoolExecutor(len(modes)) as pool:
+            list(pool.map(start, modes))  # re-raises a failure, after every start has ended
+        for nodes in started.values():
+            writer_run(nodes, WARMUP, concurrency)
+    except BaseException:
+        stop_clusters(started)
+        raise
+    return {mode: started[mode] for mode in modes}
+
+
+def stop_clusters(clusters: dict[str, dict[str, NodeProcess]]) -> None:
+    """Stop every node of ``clusters`` (a node exports what it still holds as it stops)."""
+    with ThreadPoolExecutor(max(1, len(clusters))) as pool:
+        list(pool.map(NodeProcess.stop, [node for nodes in clusters.values() for node in nodes.values()]))
 
 
 async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int) -> dict[str, dict]:
@@ -212,7 +243,10 @@ def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, ba
 async def main(args: argparse.Namespace) -> None:
     """Every tracing mode's cluster runs at once; the baselines and the writer figures are
     measured in ``rounds`` interleaved rounds (baseline, then each mode), so a noisy machine
-    hits all of them alike: latencies pooled, throughputs the median round."""
+    hits all of them alike: latencies pooled, throughputs the median round. Each round has
+    clusters of its own: two clusters of the same code differ by a few percent in CPU a record
+    for as long as they run (their processes' layout in memory, their connections), which one
+    cluster per mode for the whole run would pass off as that mode's cost."""
     with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp, OtlpSink() as sink:
         root = Path(tmp)
         clusters: dict[str, dict[str, NodeProcess]] = {}
@@ -227,18 +261,22 @@ async def main(args: argparse.Namespace) -> None:
         names = list(modes)
         rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in names}
         try:
-            for tracing, env in modes.items():
-                clusters[tracing] = start_cluster(root / f"tracing-{tracing.replace(' ', '_')}", env)
+            clusters = start_clusters(root / "round-1", modes, args.concurrency)
             results: dict = {"runs": {}}
             for tracing, env in modes.items():
                 results["runs"][tracing] = {}
                 if tracing in TRACING:  # every path for these; the writer's alone for the exporting ones
                     with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
                         results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
-                writer_run(clusters[tracing], WARMUP, args.concurrency)  # warm up the writer's path
             async with (RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync,
                         RawEcho(pace_s=PACE_US / 1e6) as echo_paced):
                 for i in range(args.rounds):
+                    if i:  # clusters of its own for every round (see above)
+                        stop_clusters(clusters)
+                        shutil.rmtree(root / f"round-{i}", ignore_errors=True)
+                        clusters = {}  # stopped: a failed start below leaves nothing to stop twice
+                        clusters = start_clusters(root / f"round-{i + 1}", modes, args.concurrency)
+                    print(f"round {i + 1} of {args.rounds}: {len(modes)} clusters", file=sys.stderr, flush=True)
                     round_rtts, round_fsyncs = await echo.round_trips(args.records), fsyncs(root, args.records)
                     floors.append(statistics.median(round_rtts) + statistics.median(round_fsyncs))
                     rtts += round_rtts
@@ -260,9 +298,7 @@ async def main(args: argparse.Namespace) -> None:
             cpu_per_op |= produce_cpu(clusters["on"], args.records)
             segments, traced = traced_breakdown(clusters["on"], args.records)
         finally:
-            for nodes in clusters.values():
-                for node in nodes.values():
-                    node.stop()  # a node exports what it still holds as it stops
+            stop_clusters(clusters)
         exported = {"requests": sink.requests, "spans": sink.spans, "rejected": sink.rejected}
     if exported["rejected"] or not exported["spans"]:
         raise RuntimeError(f"the exporting nodes' spans did not all reach the OTLP sink: {exported}")
