@@ -26,7 +26,8 @@ ended in C where the install built ``fabric/_span_core.c`` (``_span_core``): the
 (``tests/fabric/test_span_core.py``), ~1.4 µs a child span warm instead of ~3.3; in a node
 under load it cut what recording costs a produce by about two thirds (docs/performance-rounds.md,
 fourteenth round). Anything else falls back to the Python path below, which is also all there
-is without the C part. ``telemetry.inject``/``extract`` use its ``traceparent`` functions.
+is without the C part (``fabric/span_path.py`` says when the C part is used).
+``telemetry.inject``/``extract`` use its ``traceparent`` functions.
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ from typing import Any, Mapping
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.context.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from . import span_path
 from .errors import ConfigError
+from .span_path import CONTEXT_IS_TUPLE, SPAN_CORE_ENV, span_path_from_env
 
 log = logging.getLogger(__name__)
 
@@ -57,63 +59,9 @@ _STR = frozenset((str,))
 UNSET_STATUS = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
 
 
-def _context_var() -> Any:
-    """The ``ContextVar`` behind OTel's runtime context when that is the default one (it is
-    unless ``OTEL_PYTHON_CONTEXT`` names another): read and set directly, one call each instead
-    of three (the API's ``get_current``/``attach``/``detach`` wrap it)."""
-    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
-    return runtime._current_context if type(runtime) is ContextVarsRuntimeContext else None
-
-
-_CONTEXT = _context_var()
+_CONTEXT = span_path.CONTEXT_VAR
 current_context = _CONTEXT.get if _CONTEXT is not None else context_api.get_current  # what get_current gives
-
-
-def _tuple_layout() -> bool:
-    """Whether this OTel version's ``SpanContext`` is still the tuple
-    ``(trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)``."""
-    flags, state = TraceFlags(1), trace.DEFAULT_TRACE_STATE
-    made = SpanContext(1, 2, True, flags, state)
-    return tuple(made) == (1, 2, True, flags, state, True) and tuple.__new__(
-        SpanContext, (1, 2, True, flags, state, True)) == made and made.is_valid and made.is_remote
-
-
-CONTEXT_IS_TUPLE = _tuple_layout()
-
-
-SPAN_CORE_ENV = "MESHFABRIC_SPAN_CORE"
-SPAN_CORE_CHOICES = ("auto", "c", "python")
-
-
-def span_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
-    """What ``MESHFABRIC_SPAN_CORE`` asks for: ``auto`` (C where it can be used; the default),
-    ``c`` or ``python`` (everything in Python, e.g. to compare the two); a bad value is a
-    ``ConfigError`` naming the variable."""
-    raw = environ.get(SPAN_CORE_ENV, "").strip().lower() or "auto"
-    if raw not in SPAN_CORE_CHOICES:
-        raise ConfigError(f"{SPAN_CORE_ENV}={raw!r}: expected one of {', '.join(SPAN_CORE_CHOICES)}")
-    return raw
-
-
-def _load_core() -> Any:
-    """``fabric._span_core`` (this module's hot path in C) where the install built it, OTel's
-    runtime context is the default one and its span contexts are tuples, unless
-    ``MESHFABRIC_SPAN_CORE=python``; else ``None``. Read once, at import: a bad value counts as
-    ``auto`` here, and a node refuses it at start (``check_span_path``)."""
-    try:
-        asked = span_path_from_env()
-    except ConfigError:
-        asked = "auto"
-    if asked == "python" or _CONTEXT is None or not CONTEXT_IS_TUPLE:
-        return None
-    try:
-        from . import _span_core
-    except ImportError:
-        return None
-    return _span_core
-
-
-_span_core = _load_core()
+_span_core = span_path.load_core()
 
 
 def path_in_use() -> str:
@@ -399,7 +347,7 @@ class LeanTracer(trace.Tracer):
         else:
             parent = trace.get_current_span(context).get_span_context()
         # a SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
-        # as one, not through six properties (the layout is checked at import: _tuple_layout)
+        # as one, not through six properties (the layout is checked at import: span_path)
         trace_id, _, _, parent_flags, parent_state, valid = parent if CONTEXT_IS_TUPLE else (
             parent.trace_id, 0, False, parent.trace_flags, parent.trace_state, parent.is_valid)
         if valid:
