@@ -9,6 +9,27 @@
 enum { S_LABELS, S_SPAN_ID, S_TRACE_ID, S_FOLLOW_PARENT, S_SAMPLE_ROOTS, S_RANDOM_IDS, S_RESOURCE, S_SCOPE,
        S_SPAN_TYPE, S_ROOT_BOUND, S_SIZE };
 
+/* An id from `source` (the tracer's S_SPAN_ID or S_TRACE_ID): a generator's method, or its
+ * random bits themselves (see LeanTracer), which may be 0, an invalid id: drawn again then, as
+ * the generator's methods do. A source that gives 0 again and again is broken: an error. */
+static PyObject *draw_id(PyObject *source) {
+    for (int tries = 0; tries < 8; tries++) {
+        PyObject *id = PyObject_CallNoArgs(source);
+        if (id == NULL)
+            return NULL;
+        int valid = PyObject_IsTrue(id);
+        if (valid != 0) {
+            if (valid > 0)
+                return id;
+            Py_DECREF(id);
+            return NULL;
+        }
+        Py_DECREF(id);
+    }
+    PyErr_SetString(PyExc_RuntimeError, "the tracer's id generator gave 0 (an invalid id) 8 times running");
+    return NULL;
+}
+
 /* The node's labels and `attributes` as a span keeps them, or NotImplemented when one of them
  * needs the SDK's handling (as LeanTracer._attributes returns None). */
 static PyObject *span_attributes(PyObject *labels, PyObject *attributes) {
@@ -76,7 +97,7 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         } else if (bound != Py_None) {
             /* TraceIdRatioBased's decision: the trace id's low 64 bits under its bound (a
              * sampled root this path cannot record goes to Python, which draws a new trace id) */
-            if ((trace_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
+            if ((trace_id = draw_id(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
                 goto done;
             unsigned long long low_bits = PyLong_AsUnsignedLongLongMask(trace_id);
             if (low_bits == (unsigned long long)-1 && PyErr_Occurred())
@@ -105,9 +126,9 @@ PyObject *start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         if (attrs == Py_NotImplemented)
             goto python;
     }
-    if (trace_id == NULL && (trace_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
+    if (trace_id == NULL && (trace_id = draw_id(PyTuple_GET_ITEM(state, S_TRACE_ID))) == NULL)
         goto done;
-    if ((span_id = PyObject_CallNoArgs(PyTuple_GET_ITEM(state, S_SPAN_ID))) == NULL)
+    if ((span_id = draw_id(PyTuple_GET_ITEM(state, S_SPAN_ID))) == NULL)
         goto done;
     context = new_span_context(trace_id, span_id, Flags[(sampled ? 1 : 0) | random_flag], trace_state, Py_False);
     if (context == NULL)

@@ -32,6 +32,7 @@ is without the C part (``fabric/span_path.py`` says when the C part is used).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -288,8 +289,13 @@ class LeanTracer(trace.Tracer):
         # The default sampler, ParentBased(ALWAYS_ON), samples every root span: no need to ask.
         self._sample_roots = self._follow_parent and getattr(self.sampler, "_root", None) is sampling.ALWAYS_ON
         self._random_ids = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else 0
-        # what fabric._span_core's start reads (its S_* indices), built once
-        self._core_state = (self.labels, self.ids.generate_span_id, self.ids.generate_trace_id,
+        # what fabric._span_core's start reads (its S_* indices), built once; ids drawn straight
+        # from the generator's random bits where it offers them (no Python call a span; start
+        # draws again on a 0, as the generator's methods do)
+        bits = getattr(self.ids, "random_bits", None)
+        span_ids, trace_ids = ((functools.partial(bits, 64), functools.partial(bits, 128)) if callable(bits)
+                               else (self.ids.generate_span_id, self.ids.generate_trace_id))
+        self._core_state = (self.labels, span_ids, trace_ids,
                             self._follow_parent, self._sample_roots, int(self._random_ids), self.resource,
                             self.scope, LeanSpan, _ratio_bound(self.sampler) if self._follow_parent else None)
 

@@ -67,6 +67,9 @@ class PrivateRandomIdGenerator(IdGenerator):
 
     def __init__(self) -> None:
         self._random = random.Random(int.from_bytes(os.urandom(16), "big"))
+        # ``random_bits(k)``: k random bits, 0 included (an invalid id), for a caller that draws
+        # again on 0 itself: the spans' C part, without a Python call a span (``spans.LeanTracer``)
+        self.random_bits = self._random.getrandbits
 
     def generate_span_id(self) -> int:
         span_id = self._random.getrandbits(64)

@@ -25,13 +25,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
 from fabric import spans, telemetry
 from fabric.errors import ConfigError
 from fabric.identity import node_name
-from fabric.spans import LeanSpan
+from fabric.spans import LeanSpan, LeanTracer
 from fabric.telemetry import NodeLabels, Telemetry
 
 core = pytest.importorskip("fabric._span_core", reason="the C part was not built (no compiler at install)")
@@ -337,6 +338,41 @@ def test_a_ratio_samplers_roots_are_decided_as_it_decides(monkeypatch, rate):
         assert decisions == {"0": {False}, "1": {True}, "0.5": {False, True}}.get(rate, decisions)
     finally:
         made.shutdown()
+
+
+class ScriptedBits(IdGenerator):
+    """An id generator whose random bits come from ``draws`` (then 7s): ``random_bits`` as
+    ``telemetry.PrivateRandomIdGenerator`` offers it to the C path."""
+
+    def __init__(self, draws: list[int]) -> None:
+        self.draws = iter(draws)
+
+    def random_bits(self, k: int) -> int:
+        return next(self.draws, 7)
+
+    def generate_span_id(self) -> int:
+        raise AssertionError("the C path draws from random_bits")
+
+    generate_trace_id = generate_span_id
+
+
+def test_ids_drawn_from_random_bits_are_drawn_again_on_zero():
+    tracer = LeanTracer(TracerProvider(id_generator=ScriptedBits([0, 0, 5, 0, 9])), "test", {})
+    with tracer.start_as_current_span("root") as span:  # a trace id (0, 0, 5), then a span id (0, 9)
+        assert (span.get_span_context().trace_id, span.get_span_context().span_id) == (5, 9)
+
+
+def test_random_bits_that_are_always_zero_fail_the_start_cleanly():
+    tracer = LeanTracer(TracerProvider(id_generator=ScriptedBits([0] * 100)), "test", {})
+    with pytest.raises(RuntimeError, match="gave 0"):
+        tracer.start_span("root")
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing made current, nothing left behind
+
+
+def test_a_nodes_id_generator_offers_its_random_bits(made):
+    assert made.tracer._core_state[1].func == made.provider.id_generator.random_bits
+    ids = {made.tracer.start_span("s").get_span_context().span_id for _ in range(1000)}
+    assert len(ids) == 1000 and all(0 < i < 2 ** 64 for i in ids)
 
 
 def test_the_span_path_variable_is_checked(monkeypatch):
