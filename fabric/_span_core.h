@@ -24,13 +24,7 @@ extern PyObject *EmptyArgs;            /* () */
 extern int configured;
 extern PyObject *str_processor, *str_span_processors, *str_on_end, *str_end, *str_get_span_context;
 
-/* A LeanSpan's fields (fabric.spans.LeanSpan subclasses SpanCore). */
-typedef struct {
-    PyObject_HEAD
-    PyObject *tracer, *name, *context, *parent, *kind, *attributes, *events, *links, *status;
-    PyObject *start_time, *end_time, *record_exception, *set_status_on_exception;
-    PyObject *resource, *scope, *info;
-} SpanCore;
+#include "_span_fields.h" /* SpanCore: a LeanSpan's fields */
 
 extern PyTypeObject SpanCoreType, CurrentType;
 

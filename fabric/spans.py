@@ -141,6 +141,7 @@ class _PySpanFields:
 
 
 _SpanFields: type = _span_core.SpanCore if _span_core is not None else _PySpanFields
+FIELDS_IN_C = _SpanFields is not _PySpanFields  # a LeanSpan's fields are SpanCore's (fabric/_span_fields.h)
 
 
 class LeanSpan(_SpanFields, trace.Span, ReadableSpan):  # type: ignore[misc,valid-type]

@@ -329,6 +329,15 @@ def lean_tracer() -> Iterator[Any]:
     t.shutdown()
 
 
+@pytest.fixture(scope="module")
+def other_tracer() -> Iterator[Any]:
+    """Another node's tracer: its spans have a resource of their own."""
+    t = Telemetry(NodeLabels("mesh2.broker.cdcdcd", "mesh2", "broker", "cd" * 32),
+                  recent_capacity=1)
+    yield t.tracer
+    t.shutdown()
+
+
 lean_scalars = st.one_of(texts, not_utf8, st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
                          st.binary(max_size=4), st.tuples(st.integers(), st.integers()))
 lean_keys = st.sampled_from(["", "a", "mesh.id", "ü", "\ud800"]) | texts
@@ -395,11 +404,47 @@ def test_a_nodes_spans_are_written_in_c(monkeypatch, node_spans):
     with (t.tracer.start_as_current_span("produce", attributes={"meshfabric.offset": 7}),
           t.tracer.start_as_current_span("send t", kind=SpanKind.PRODUCER)):
         pass
-    calls = []
-    real = otlp_encoder._native_span_field
-    monkeypatch.setattr(otlp_encoder, "_native_span_field", lambda *args: calls.append(args) or real(*args))
+    written_in_c = []
+    real_field, real_run = otlp_encoder._native_span_field, otlp_encoder._native_lean_fields
+    monkeypatch.setattr(otlp_encoder, "_native_span_field", lambda *args: written_in_c.append(1) or real_field(*args))
+
+    def run(*args: Any) -> tuple[bytes, int]:
+        fields, taken = real_run(*args)
+        written_in_c.extend([1] * taken)
+        return fields, taken
+
+    if real_run is not None:
+        monkeypatch.setattr(otlp_encoder, "_native_lean_fields", run)
     assert_same_as_the_sdk(snapshot())
-    assert len(calls) == 2  # neither fell back to Python
+    assert len(written_in_c) == 2  # neither fell back to Python
+
+
+@needs_native
+def test_a_run_of_a_nodes_spans_is_read_from_their_c_fields():
+    assert otlp_encoder._native_lean_fields is not None, "LeanSpan's fields are in C here: runs are written in C"
+
+
+@needs_native
+@given(data=st.data())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+def test_runs_written_from_c_fields_are_the_bytes_span_by_span(monkeypatch, lean_tracer, other_tracer, data):
+    """Spans of two nodes and the SDK's, in any order: the runs ``lean_fields`` writes, and where
+    it stops (another resource, an event, a link, a status, a trace state, an SDK span), give
+    the bytes written span by span (C) and all in Python."""
+    batch = data.draw(st.lists(lean_spans(lean_tracer) | lean_spans(other_tracer) | encodable_spans, max_size=8))
+    assert otlp_encoder.use_native(True)
+    in_runs = encode_request(batch)
+    with monkeypatch.context() as patched:
+        patched.setattr(otlp_encoder, "_native_lean_fields", None)
+        span_by_span = encode_request(batch)
+    try:
+        otlp_encoder.use_native(False)
+        in_python = encode_request(batch)
+    finally:
+        otlp_encoder.use_native(True)
+    assert in_runs == span_by_span == in_python
+
+
 
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(-(2**130), 2**130), st.floats(), texts, not_utf8,
@@ -419,3 +464,14 @@ def test_the_c_part_takes_any_arguments_without_crashing(args):
     except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
         return
     assert field is None or type(field) is bytes
+
+
+@needs_native
+@given(st.lists(anything, max_size=3), anything, anything, anything)
+@settings(max_examples=300)
+def test_lean_fields_takes_any_arguments_without_crashing(spans_, start, resource, scope):
+    try:
+        fields, taken = otlp_encoder._span_wire.lean_fields(spans_, start, resource, scope)
+    except (TypeError, OverflowError):
+        return
+    assert (fields, taken) == (b"", 0)  # no LeanSpan among them
