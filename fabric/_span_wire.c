@@ -325,15 +325,19 @@ static PyObject *span_field(PyObject *Py_UNUSED(module), PyObject *const *args, 
 static PyObject *LeanType, *UnsetStatus, *DefaultTraceState, *Kinds;
 
 static PyObject *configure_lean(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyType_Check(args[0]) || !PyTuple_CheckExact(args[3]) || PyTuple_GET_SIZE(args[3]) != 5 ||
-        ((PyTypeObject *)args[0])->tp_basicsize < (Py_ssize_t)sizeof(SpanCore)) {
-        PyErr_SetString(PyExc_TypeError, "configure_lean(LeanSpan, UNSET_STATUS, DEFAULT_TRACE_STATE, SpanKinds)");
+    /* the span type must be _span_core's SpanCore or a subclass of it: lean_fields reads its struct */
+    if (nargs != 5 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyTuple_CheckExact(args[4]) ||
+        PyTuple_GET_SIZE(args[4]) != 5 || strcmp(((PyTypeObject *)args[1])->tp_name, "fabric._span_core.SpanCore") ||
+        ((PyTypeObject *)args[1])->tp_basicsize != (Py_ssize_t)sizeof(SpanCore) ||
+        !PyType_IsSubtype((PyTypeObject *)args[0], (PyTypeObject *)args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure_lean(LeanSpan, SpanCore, UNSET_STATUS, DEFAULT_TRACE_STATE, SpanKinds)");
         return NULL;
     }
     Py_XSETREF(LeanType, Py_NewRef(args[0]));
-    Py_XSETREF(UnsetStatus, Py_NewRef(args[1]));
-    Py_XSETREF(DefaultTraceState, Py_NewRef(args[2]));
-    Py_XSETREF(Kinds, Py_NewRef(args[3]));
+    Py_XSETREF(UnsetStatus, Py_NewRef(args[2]));
+    Py_XSETREF(DefaultTraceState, Py_NewRef(args[3]));
+    Py_XSETREF(Kinds, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -349,6 +353,42 @@ static int time_of(PyObject *value, unsigned long long *out) {
     return *out == (unsigned long long)-1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* `span` as a `ScopeSpans.spans` field appended to `out` (`body`: scratch) if it is a node's span
+ * of `resource` and `scope` in the common case: 1; 0 if it is not (the Python encoder's); -1 on
+ * an error (set). */
+static int lean_field(Buffer *out, Buffer *body, PyObject *object, PyObject *resource, PyObject *scope) {
+    if ((PyObject *)Py_TYPE(object) != LeanType)
+        return 0;
+    SpanCore *span = (SpanCore *)object;
+    if (span->resource != resource || span->scope != scope || span->status != UnsetStatus ||
+        span->events == NULL || !is_empty(span->events) || span->links == NULL || !is_empty(span->links) ||
+        span->attributes == NULL || span->name == NULL || span->parent == NULL || !PyTuple_Check(span->context) ||
+        PyTuple_GET_SIZE(span->context) < 5 || PyTuple_GET_ITEM(span->context, 4) != DefaultTraceState)
+        return 0;
+    long kind = 0;
+    while (kind < 5 && PyTuple_GET_ITEM(Kinds, kind) != span->kind)
+        kind++;
+    unsigned long long start, end;
+    if (kind == 5 || time_of(span->start_time, &start) < 0 || time_of(span->end_time, &end) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    body->len = 0;
+    int written = span_body(body, span->context, span->parent, span->name, kind, start, end, span->attributes);
+    if (written == -2)
+        return -1;
+    if (written == -1) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (buffer_reserve(out, 1 + 10 + body->len) < 0)
+        return -1;
+    put_byte(out, 0x12); /* ScopeSpans.spans */
+    put_varint(out, (uint64_t)body->len);
+    put_bytes(out, body->data, body->len);
+    return 1;
+}
+
 static PyObject *lean_fields(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyList_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "lean_fields(spans: list, start, resource, scope)");
@@ -362,43 +402,22 @@ static PyObject *lean_fields(PyObject *Py_UNUSED(module), PyObject *const *args,
     Py_ssize_t first = PyLong_AsSsize_t(args[1]);
     if (first == -1 && PyErr_Occurred())
         return NULL;
+    first = first < 0 ? 0 : first;
     Buffer out, body;
     buffer_init(&out);
     buffer_init(&body);
     PyObject *result = NULL;
-    Py_ssize_t at = first < 0 ? 0 : first;
+    Py_ssize_t at = first;
     for (; at < PyList_GET_SIZE(spans); at++) {
-        SpanCore *span = (SpanCore *)PyList_GET_ITEM(spans, at);
-        if ((PyObject *)Py_TYPE(span) != LeanType || span->resource != resource || span->scope != scope ||
-            span->status != UnsetStatus || span->events == NULL || !is_empty(span->events) ||
-            span->links == NULL || !is_empty(span->links) || span->attributes == NULL ||
-            !PyTuple_Check(span->context) || PyTuple_GET_SIZE(span->context) < 5 ||
-            PyTuple_GET_ITEM(span->context, 4) != DefaultTraceState)
-            break; /* the Python encoder's (from the span that is not this common case on) */
-        long kind = 0;
-        while (kind < 5 && PyTuple_GET_ITEM(Kinds, kind) != span->kind)
-            kind++;
-        unsigned long long start, end;
-        if (kind == 5 || time_of(span->start_time, &start) < 0 || time_of(span->end_time, &end) < 0) {
-            PyErr_Clear();
-            break;
-        }
-        body.len = 0;
-        int written = span_body(&body, span->context, span->parent, span->name, kind, start, end,
-                                span->attributes);
-        if (written == -2)
+        PyObject *span = Py_NewRef(PyList_GET_ITEM(spans, at)); /* held: a value's __bool__ may run Python */
+        int written = lean_field(&out, &body, span, resource, scope);
+        Py_DECREF(span);
+        if (written < 0)
             goto done;
-        if (written == -1) {
-            PyErr_Clear();
-            break;
-        }
-        if (buffer_reserve(&out, 1 + 10 + body.len) < 0)
-            goto done;
-        put_byte(&out, 0x12); /* ScopeSpans.spans */
-        put_varint(&out, (uint64_t)body.len);
-        put_bytes(&out, body.data, body.len);
+        if (written == 0)
+            break; /* the Python encoder's, from this span on */
     }
-    result = Py_BuildValue("(y#n)", (const char *)out.data, out.len, at - (first < 0 ? 0 : first));
+    result = Py_BuildValue("(y#n)", (const char *)out.data, out.len, at - first);
 done:
     buffer_free(&out);
     buffer_free(&body);
@@ -412,10 +431,10 @@ static PyMethodDef methods[] = {
      "A span as a `ScopeSpans.spans` field (no trace state, events or links; status unset), or None when\n"
      "an attribute is left to the Python encoder."},
     {"configure_lean", (PyCFunction)(void (*)(void))configure_lean, METH_FASTCALL,
-     "configure_lean(LeanSpan, UNSET_STATUS, DEFAULT_TRACE_STATE, SpanKinds)\n"
+     "configure_lean(LeanSpan, SpanCore, UNSET_STATUS, DEFAULT_TRACE_STATE, SpanKinds)\n"
      "--\n\n"
-     "What lean_fields reads: a node's span type (its fields SpanCore's), the unset status, the\n"
-     "default trace state, SpanKind's five members in order."},
+     "What lean_fields reads: a node's span type (a subclass of _span_core's SpanCore, whose\n"
+     "struct it reads), the unset status, the default trace state, SpanKind's five members in order."},
     {"lean_fields", (PyCFunction)(void (*)(void))lean_fields, METH_FASTCALL,
      "lean_fields(spans, start, resource, scope)\n"
      "--\n\n"

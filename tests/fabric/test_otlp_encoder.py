@@ -22,7 +22,14 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    Link,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
@@ -31,7 +38,7 @@ from fabric.captured import from_sdk
 from fabric.errors import ConfigError
 from fabric.otlp import decode_body
 from fabric.otlp_encoder import encode_request
-from fabric.spans import LeanSpan
+from fabric.spans import UNSET_STATUS, LeanSpan
 from fabric.telemetry import NodeLabels, Telemetry
 
 LABELS = NodeLabels("mesh1.broker.abcdef", "mesh1", "broker", "ab" * 32)
@@ -475,3 +482,11 @@ def test_lean_fields_takes_any_arguments_without_crashing(spans_, start, resourc
     except (TypeError, OverflowError):
         return
     assert (fields, taken) == (b"", 0)  # no LeanSpan among them
+
+
+@needs_native
+def test_lean_fields_reads_only_a_span_core_struct():
+    kinds, state = tuple(SpanKind), DEFAULT_TRACE_STATE
+    for span_type, core in ((LeanSpan, object), (ReadableSpan, LeanSpan.__mro__[1]), (LeanSpan, LeanSpan)):
+        with pytest.raises(TypeError, match="configure_lean"):
+            otlp_encoder._span_wire.configure_lean(span_type, core, UNSET_STATUS, state, kinds)
