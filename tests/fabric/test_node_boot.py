@@ -1,0 +1,80 @@
+"""A node's boot, in-process on real iroh endpoints (run inside the tests' loopback-only
+namespace): the boot trace, and a boot that fails at its bind or at its telemetry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+from fabric.node import BOOT_STEPS, Node, NodeConfig
+from fabric.telemetry import NodeLabels, Telemetry
+from fabric.transport import Transport
+
+
+class Made:
+    """A telemetry factory that keeps what it made (no exporter: spans stay in the ring)."""
+
+    def __init__(self) -> None:
+        self.telemetries: list[Telemetry] = []
+
+    def __call__(self, labels: NodeLabels) -> Telemetry:
+        telemetry = Telemetry(labels)
+        self.telemetries.append(telemetry)
+        return telemetry
+
+    def spans(self) -> dict:
+        (telemetry,) = self.telemetries
+        return {span.name: span for span in telemetry.recent.snapshot()}
+
+
+@pytest.mark.asyncio
+async def test_a_boot_is_one_trace_of_the_five_steps_in_order(tmp_path: Path):
+    made = Made()
+    node = Node(NodeConfig("mesh1", "broker", tmp_path), made)
+    await node.start()
+    try:
+        spans = made.spans()
+        root = spans["mesh.node.ready"]
+        steps = [spans[name] for name in BOOT_STEPS]
+        assert all(step.parent.span_id == root.context.span_id for step in steps)
+        assert [s.start_time for s in steps] == sorted(s.start_time for s in steps)
+        assert root.start_time == steps[0].start_time and root.end_time >= steps[-1].end_time
+        assert steps[1].end_time > steps[1].start_time  # endpoint_created: the bind's own time
+        assert root.resource.attributes["service.name"] == node.name
+    finally:
+        await node.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_bind_that_fails_ends_the_boot_trace_in_error(tmp_path: Path):
+    made = Made()
+    node = Node(NodeConfig("mesh1", "broker", tmp_path, bind="192.0.2.1:0"), made)  # no such address here
+    with pytest.raises(Exception) as failed:
+        await node.start()
+    spans = made.spans()  # the node's own telemetry, made while the bind was under way
+    assert spans["mesh.node.ready"].status.status_code is StatusCode.ERROR
+    assert "endpoint_created" in spans["mesh.node.ready"].status.description
+    assert spans["endpoint_created"].status.status_code is StatusCode.ERROR
+    assert str(failed.value) in spans["endpoint_created"].status.description
+    assert spans["identity_loaded"].status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.asyncio
+async def test_telemetry_that_cannot_be_made_closes_the_endpoint_bound_meanwhile(tmp_path, monkeypatch):
+    closed: list[Transport] = []
+    close = Transport.close
+
+    async def counted_close(self: Transport) -> None:
+        closed.append(self)
+        await close(self)
+
+    monkeypatch.setattr(Transport, "close", counted_close)
+
+    def no_telemetry(labels: NodeLabels) -> Telemetry:
+        raise RuntimeError("no telemetry here")
+
+    with pytest.raises(RuntimeError, match="no telemetry here"):
+        await Node(NodeConfig("mesh1", "broker", tmp_path), no_telemetry).start()
+    assert len(closed) == 1
