@@ -47,7 +47,8 @@ _usable_span_field = _built_span_field if CONTEXT_IS_TUPLE else None  # it reads
 _native_span_field = _usable_span_field  # None while the C part is not used (``use_native``)
 # A run of a node's own spans, read from their C fields (where LeanSpan's fields are in C too)
 if _usable_span_field is not None and FIELDS_IN_C:
-    _span_wire.configure_lean(LeanSpan, LeanSpan.__mro__[1], UNSET_STATUS, DEFAULT_TRACE_STATE, tuple(SpanKind))
+    _core = LeanSpan.__mro__[1]  # its base: _span_core.SpanCore, whose struct lean_fields reads
+    _span_wire.configure_lean(LeanSpan, _core, UNSET_STATUS, DEFAULT_TRACE_STATE, tuple(SpanKind))
     _usable_lean_fields = _span_wire.lean_fields
 else:
     _usable_lean_fields = None
