@@ -20,70 +20,13 @@
  * _span_fields.h; configure_lean hands over the type and what it compares with): the same bytes
  * as span_field, span after span, without a Python call or attribute lookup a span.
  *
+ * (_span_runs.c; _span_wire.h holds what the two files share.)
+ *
  * Why: with every span exported, encoding was the largest part of what exporting costs a node:
  * ~3.8 µs a span in Python against ~0.7 µs with span_field (docs/performance-rounds.md, eleventh
  * round), ~0.23 µs with lean_fields (fifteenth round).
  */
-#include "_span_fields.h" /* SpanCore: a LeanSpan's fields, which lean_fields reads */
-#include <stdint.h>
-#include <string.h>
-
-/* A growing output buffer: on the stack for a span of ordinary size, on the heap past that. */
-typedef struct {
-    unsigned char *data;
-    Py_ssize_t len, cap;
-    unsigned char local[1024];
-} Buffer;
-
-static void buffer_init(Buffer *b) {
-    b->data = b->local;
-    b->len = 0;
-    b->cap = (Py_ssize_t)sizeof b->local;
-}
-
-static void buffer_free(Buffer *b) {
-    if (b->data != b->local)
-        PyMem_Free(b->data);
-}
-
-static int buffer_reserve(Buffer *b, Py_ssize_t more) {
-    if (b->len + more <= b->cap)
-        return 0;
-    Py_ssize_t cap = b->cap;
-    while (cap < b->len + more)
-        cap *= 2;
-    unsigned char *grown = PyMem_Malloc((size_t)cap);
-    if (grown == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    memcpy(grown, b->data, (size_t)b->len);
-    buffer_free(b);
-    b->data = grown;
-    b->cap = cap;
-    return 0;
-}
-
-/* The writers below assume room was reserved: a varint takes at most 10 bytes. */
-static void put_byte(Buffer *b, unsigned char byte) { b->data[b->len++] = byte; }
-
-static void put_bytes(Buffer *b, const void *bytes, Py_ssize_t n) {
-    memcpy(b->data + b->len, bytes, (size_t)n);
-    b->len += n;
-}
-
-/* `n` as a varint at `out` (room for 10 bytes); returns how many bytes it took. */
-static Py_ssize_t write_varint(unsigned char *out, uint64_t n) {
-    Py_ssize_t len = 0;
-    while (n >= 0x80) {
-        out[len++] = (unsigned char)((n & 0x7F) | 0x80);
-        n >>= 7;
-    }
-    out[len++] = (unsigned char)n;
-    return len;
-}
-
-static void put_varint(Buffer *b, uint64_t n) { b->len += write_varint(b->data + b->len, n); }
+#include "_span_wire.h"
 
 static Py_ssize_t varint_size(uint64_t n) {
     Py_ssize_t size = 1;
@@ -213,11 +156,8 @@ static PyObject *context_item(PyObject *context, Py_ssize_t index) {
 
 #define HEADER_ROOM 11 /* the field's tag and its length: a varint of up to 10 bytes */
 
-/* A span's `Span` message (without the field's tag and length), appended to `b`: 0; -1 for a
- * span left to the Python encoder (an exception may be set: the caller clears it); -2 with an
- * exception set for a span that fails the batch, as in Python (a name that is not UTF-8). */
-static int span_body(Buffer *b, PyObject *context, PyObject *parent, PyObject *name, long kind,
-                     unsigned long long start, unsigned long long end, PyObject *attributes) {
+int span_body(Buffer *b, PyObject *context, PyObject *parent, PyObject *name, long kind,
+              unsigned long long start, unsigned long long end, PyObject *attributes) {
     PyObject *trace_id = context_item(context, 0);
     if (trace_id == NULL)
         return -2;
@@ -315,112 +255,6 @@ static PyObject *span_field(PyObject *Py_UNUSED(module), PyObject *const *args, 
         result = PyBytes_FromStringAndSize((const char *)field, b.len - HEADER_ROOM + header_len);
     }
     buffer_free(&b);
-    return result;
-}
-
-/* ---------------------------------------------------------------- a node's own spans */
-
-/* Handed over by configure_lean(): fabric.spans.LeanSpan (whose fields are SpanCore's, from
- * _span_core.h), spans.UNSET_STATUS, trace.DEFAULT_TRACE_STATE and SpanKind's members in order. */
-static PyObject *LeanType, *UnsetStatus, *DefaultTraceState, *Kinds;
-
-static PyObject *configure_lean(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    /* the span type must be _span_core's SpanCore or a subclass of it: lean_fields reads its struct */
-    if (nargs != 5 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyTuple_CheckExact(args[4]) ||
-        PyTuple_GET_SIZE(args[4]) != 5 || strcmp(((PyTypeObject *)args[1])->tp_name, "fabric._span_core.SpanCore") ||
-        ((PyTypeObject *)args[1])->tp_basicsize != (Py_ssize_t)sizeof(SpanCore) ||
-        !PyType_IsSubtype((PyTypeObject *)args[0], (PyTypeObject *)args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "configure_lean(LeanSpan, SpanCore, UNSET_STATUS, DEFAULT_TRACE_STATE, SpanKinds)");
-        return NULL;
-    }
-    Py_XSETREF(LeanType, Py_NewRef(args[0]));
-    Py_XSETREF(UnsetStatus, Py_NewRef(args[2]));
-    Py_XSETREF(DefaultTraceState, Py_NewRef(args[3]));
-    Py_XSETREF(Kinds, Py_NewRef(args[4]));
-    Py_RETURN_NONE;
-}
-
-/* Whether `sequence` (a span's events or links) is an empty tuple or list. */
-static int is_empty(PyObject *sequence) {
-    return (PyTuple_CheckExact(sequence) && PyTuple_GET_SIZE(sequence) == 0) ||
-           (PyList_CheckExact(sequence) && PyList_GET_SIZE(sequence) == 0);
-}
-
-/* A time field: an int, or None for none (0). */
-static int time_of(PyObject *value, unsigned long long *out) {
-    *out = value == Py_None ? 0 : PyLong_AsUnsignedLongLong(value);
-    return *out == (unsigned long long)-1 && PyErr_Occurred() ? -1 : 0;
-}
-
-/* `span` as a `ScopeSpans.spans` field appended to `out` (`body`: scratch) if it is a node's span
- * of `resource` and `scope` in the common case: 1; 0 if it is not (the Python encoder's); -1 on
- * an error (set). */
-static int lean_field(Buffer *out, Buffer *body, PyObject *object, PyObject *resource, PyObject *scope) {
-    if ((PyObject *)Py_TYPE(object) != LeanType)
-        return 0;
-    SpanCore *span = (SpanCore *)object;
-    if (span->resource != resource || span->scope != scope || span->status != UnsetStatus ||
-        span->events == NULL || !is_empty(span->events) || span->links == NULL || !is_empty(span->links) ||
-        span->attributes == NULL || span->name == NULL || span->parent == NULL || !PyTuple_Check(span->context) ||
-        PyTuple_GET_SIZE(span->context) < 5 || PyTuple_GET_ITEM(span->context, 4) != DefaultTraceState)
-        return 0;
-    long kind = 0;
-    while (kind < 5 && PyTuple_GET_ITEM(Kinds, kind) != span->kind)
-        kind++;
-    unsigned long long start, end;
-    if (kind == 5 || time_of(span->start_time, &start) < 0 || time_of(span->end_time, &end) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    body->len = 0;
-    int written = span_body(body, span->context, span->parent, span->name, kind, start, end, span->attributes);
-    if (written == -2)
-        return -1;
-    if (written == -1) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (buffer_reserve(out, 1 + 10 + body->len) < 0)
-        return -1;
-    put_byte(out, 0x12); /* ScopeSpans.spans */
-    put_varint(out, (uint64_t)body->len);
-    put_bytes(out, body->data, body->len);
-    return 1;
-}
-
-static PyObject *lean_fields(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyList_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "lean_fields(spans: list, start, resource, scope)");
-        return NULL;
-    }
-    if (LeanType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "lean_fields: configure_lean() first");
-        return NULL;
-    }
-    PyObject *spans = args[0], *resource = args[2], *scope = args[3];
-    Py_ssize_t first = PyLong_AsSsize_t(args[1]);
-    if (first == -1 && PyErr_Occurred())
-        return NULL;
-    first = first < 0 ? 0 : first;
-    Buffer out, body;
-    buffer_init(&out);
-    buffer_init(&body);
-    PyObject *result = NULL;
-    Py_ssize_t at = first;
-    for (; at < PyList_GET_SIZE(spans); at++) {
-        PyObject *span = Py_NewRef(PyList_GET_ITEM(spans, at)); /* held: a value's __bool__ may run Python */
-        int written = lean_field(&out, &body, span, resource, scope);
-        Py_DECREF(span);
-        if (written < 0)
-            goto done;
-        if (written == 0)
-            break; /* the Python encoder's, from this span on */
-    }
-    result = Py_BuildValue("(y#n)", (const char *)out.data, out.len, at - first);
-done:
-    buffer_free(&out);
-    buffer_free(&body);
     return result;
 }
 
