@@ -35,6 +35,8 @@ from fabric.identity import node_name
 from fabric.spans import LeanSpan, LeanTracer
 from fabric.telemetry import NodeLabels, Telemetry
 
+from .span_paths import python_start_path
+
 core = pytest.importorskip("fabric._span_core", reason="the C part was not built (no compiler at install)")
 
 NODE_ID = "0123ab" + "cd" * 29  # fixed: the subprocess's spans are compared with this one's
@@ -48,12 +50,6 @@ def made(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
     telemetry_ = Telemetry(LABELS, exporter=None)
     yield telemetry_
     telemetry_.shutdown()
-
-
-def python_start_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start spans (and make them current) in Python from here on, in this test."""
-    monkeypatch.setattr(spans, "_span_core", None)
-    monkeypatch.setattr(spans, "Current", spans._PyCurrent)
 
 
 def scenario(tracer: trace.Tracer) -> None:

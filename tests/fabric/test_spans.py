@@ -18,6 +18,8 @@ from fabric.identity import Identity, node_name
 from fabric.spans import LeanSpan
 from fabric.telemetry import NodeLabels, Telemetry
 
+from .span_paths import python_start_path
+
 NODE_ID = Identity.generate().node_id
 LABELS = NodeLabels(name=node_name("mesh1", "gateway", NODE_ID), mesh="mesh1", type="gateway", node_id=NODE_ID)
 
@@ -26,8 +28,7 @@ LABELS = NodeLabels(name=node_name("mesh1", "gateway", NODE_ID), mesh="mesh1", t
 def tracer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[spans.LeanTracer]:
     """A node's tracer; spans started by ``fabric/_span_core.c`` (where built) or in Python."""
     if request.param == "Python start path":
-        monkeypatch.setattr(spans, "_span_core", None)
-        monkeypatch.setattr(spans, "Current", spans._PyCurrent)
+        python_start_path(monkeypatch)
     elif spans._span_core is None:
         pytest.skip("the C part was not built")
     monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
