@@ -100,22 +100,31 @@ FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
 
 
 def start_cluster(root: Path, env: dict[str, str]) -> dict[str, NodeProcess]:
-    """Two brokers (mesh1, mesh2) and mesh1's gateway watching mesh2, ready and converged."""
+    """Two brokers (mesh1, mesh2) and mesh1's gateway watching mesh2, ready and converged; a
+    cluster that fails to come up is stopped before the error is raised."""
+    started: list[NodeProcess] = []
+
     def node(mesh: str, type: str, bootstrap=(), watch=()) -> NodeProcess:
         proc = NodeProcess(mesh, type, root / f"{mesh}-{type}", bootstrap, watch, env=env, extra=FAST)
+        started.append(proc)
         return proc.start()
 
-    b1, b2 = node("mesh1", "broker"), node("mesh2", "broker")
-    for n in (b1, b2):
-        n.wait_ready()
-    gw = node("mesh1", "gateway", [b1.address, b2.address], ["mesh2"])
-    gw.wait_ready()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        names = {e["name"] for e in control.request_sync(gw.control_path, "directory")["entries"]}
-        if {b1.name, b2.name} <= names:
-            break
-        time.sleep(0.05)
+    try:
+        b1, b2 = node("mesh1", "broker"), node("mesh2", "broker")
+        for n in (b1, b2):
+            n.wait_ready()
+        gw = node("mesh1", "gateway", [b1.address, b2.address], ["mesh2"])
+        gw.wait_ready()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            names = {e["name"] for e in control.request_sync(gw.control_path, "directory")["entries"]}
+            if {b1.name, b2.name} <= names:
+                break
+            time.sleep(0.05)
+    except BaseException:
+        for proc in started:
+            proc.stop()
+        raise
     return {"b1": b1, "b2": b2, "gw": gw}
 
 
