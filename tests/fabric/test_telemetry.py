@@ -18,6 +18,8 @@ from fabric.identity import Identity, node_name
 from fabric.telemetry import NodeLabels, Telemetry, exporter_from_env, span_to_dict
 from pytest_meshfabric.capture import OtlpReceiver
 
+from .span_paths import python_start_path
+
 NODE_ID = Identity.generate().node_id
 LABELS = NodeLabels(name=node_name("mesh1", "broker", NODE_ID), mesh="mesh1", type="broker", node_id=NODE_ID)
 OTEL_VARS = (
@@ -369,7 +371,7 @@ def span_paths() -> Iterator[str]:
     if spans._span_core is not None:
         yield "C"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(spans, "_span_core", None)
+        python_start_path(patch)
         yield "Python"
 
 
