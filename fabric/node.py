@@ -90,15 +90,6 @@ def _read_small(path: Path) -> bytes:
         os.close(fd)
 
 
-async def _close_once_bound(binding: asyncio.Future[Transport]) -> None:
-    """Wait for a bind under way and close its endpoint (a bind that failed leaves none)."""
-    try:
-        transport = await binding
-    except Exception:
-        return
-    await transport.close()
-
-
 @contextlib.contextmanager
 def _outside_the_boot_trace():
     """Start background work here: a task copies the current context, and what it does later
@@ -219,22 +210,20 @@ class Node:
             self._record_failed_boot(boot_start, boot_start, exc)
             raise
         identity_done = time.time_ns()
-        # The bind runs on iroh's threads once its task has taken its first step (one loop
-        # turn): the node's telemetry, Python on this thread, is made meanwhile, not after it.
-        binding = asyncio.ensure_future(self._bind())
-        await asyncio.sleep(0)
+        # The bind needs only the key; its id is read from the endpoint (``Identity.adopt``),
+        # cheaper than deriving it. Making the telemetry during the bind saves nothing: the
+        # bind's work runs on this thread, inside the bindings' polls.
         try:
-            telemetry = self.telemetry_factory(NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id))
-        except BaseException:
-            await _close_once_bound(binding)
-            raise
-        try:
-            self.transport = await binding
+            self.transport = await self._bind()
         except Exception as exc:
-            self._record_failed_boot(boot_start, identity_done, exc, telemetry)
+            self._record_failed_boot(boot_start, identity_done, exc)
             raise
         bound = time.time_ns()
-        self.telemetry = telemetry
+        try:
+            self.telemetry = self.telemetry_factory(NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id))
+        except BaseException:
+            await self.transport.close()
+            raise
         self.telemetry.attach(asyncio.get_running_loop())
         tracer = self.telemetry.tracer
         root = tracer.start_span("mesh.node.ready", start_time=boot_start)
@@ -336,15 +325,14 @@ class Node:
                            tuple(self.transport.addrs), self.incarnation, heartbeat, leaving, meta)  # type: ignore[union-attr]
         return digests.sign(d, self.identity.sign)  # type: ignore[union-attr]
 
-    def _record_failed_boot(self, boot_start: int, identity_done: int, exc: Exception,
-                            telemetry: Telemetry | None = None) -> None:
+    def _record_failed_boot(self, boot_start: int, identity_done: int, exc: Exception) -> None:
         """The boot trace of a boot that failed at ``identity_loaded`` (no identity yet: the
-        node is "unidentified") or at ``endpoint_created`` (``telemetry``: the node's, if made)."""
+        node is "unidentified") or at ``endpoint_created``."""
         cfg = self.config
         failed = "identity_loaded" if self.identity is None else "endpoint_created"
         labels = (NodeLabels(f"{cfg.mesh}.{cfg.type}.unidentified", cfg.mesh, cfg.type, "") if self.identity is None
                   else NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id))
-        telemetry = telemetry or self.telemetry_factory(labels)
+        telemetry = self.telemetry_factory(labels)
         root = telemetry.tracer.start_span("mesh.node.ready", start_time=boot_start)
         with trace.use_span(root, end_on_exit=True):
             if self.identity is not None:

@@ -53,7 +53,7 @@ async def test_a_bind_that_fails_ends_the_boot_trace_in_error(tmp_path: Path):
     node = Node(NodeConfig("mesh1", "broker", tmp_path, bind="192.0.2.1:0"), made)  # no such address here
     with pytest.raises(Exception) as failed:
         await node.start()
-    spans = made.spans()  # the node's own telemetry, made while the bind was under way
+    spans = made.spans()  # the telemetry made for the failed boot's trace
     assert spans["mesh.node.ready"].status.status_code is StatusCode.ERROR
     assert "endpoint_created" in spans["mesh.node.ready"].status.description
     assert spans["endpoint_created"].status.status_code is StatusCode.ERROR
@@ -62,7 +62,7 @@ async def test_a_bind_that_fails_ends_the_boot_trace_in_error(tmp_path: Path):
 
 
 @pytest.mark.asyncio
-async def test_telemetry_that_cannot_be_made_closes_the_endpoint_bound_meanwhile(tmp_path, monkeypatch):
+async def test_telemetry_that_cannot_be_made_closes_the_endpoint_just_bound(tmp_path, monkeypatch):
     closed: list[Transport] = []
     close = Transport.close
 
