@@ -91,6 +91,11 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
         if mode in interval:  # the rounds' spread: a ~95% confidence interval of the median cost
             measured += f", CI {interval[mode][0]:.2f} to {interval[mode][1]:.2f}"
         rows.append([f"{label} (gateway writer throughput vs SDK off)", measured, cost, target])
+        if mode in ("on", "exported") and mode in produce.get("tracing_cpu_cost", {}):
+            spent, low, high = (produce["node_cpu_us"][mode], *produce["tracing_cpu_cost_ci95"][mode])
+            rows.append(["  the same in the nodes' CPU a record (gateway + broker; 1 - off / traced)",
+                         f"{spent:.0f} vs {produce['node_cpu_us']['off']:.0f} µs, CI {low:.2f} to {high:.2f}",
+                         produce["tracing_cpu_cost"][mode], "(context)"])
     rows += bringup_rows(bringup)
     rows += cluster_rows(cluster)
     loss = load("loss", results) if (results / "loss.json").exists() else {}

@@ -218,6 +218,16 @@ def paired_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[floa
             for mode, done in rounds.items() if mode != "off"}
 
 
+def paired_cpu_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
+    """Each round's cost of each tracing mode in the nodes' own CPU: 1 - the SDK off's CPU a
+    record (gateway + broker) / the mode's in that round. What a writer bound by the nodes'
+    CPU would lose in throughput; unlike throughput, it is not moved by what else the machine
+    runs during the run (only the nodes' own CPU time counts), so it scatters less."""
+    off = [r["node_cpu_us"] for r in rounds["off"]]
+    return {mode: [1 - o / r["node_cpu_us"] for r, o in zip(done, off, strict=True)]
+            for mode, done in rounds.items() if mode != "off"}
+
+
 def p50_ratios(rounds: dict[str, list[dict[str, Any]]], floors: list[float]) -> dict[str, list[float]]:
     """Each round's p50 of each mode's sequential produces over that round's own floor: how
     far the pooled ratio moves from round to round on a machine that changes speed."""
@@ -244,9 +254,13 @@ def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, ba
                                     size=100, concurrency=4, batch=concurrency)
     latencies = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records,
                                      size=100, concurrency=concurrency)["latencies_s"]
+    pids = {"gw": nodes["gw"].pid, "b2": nodes["b2"].pid}
+    before = cpu.reading(pids)
     throughput = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 10,
                                       size=100, concurrency=concurrency, latencies=False)["throughput_rps"]
-    return {"latencies_s": latencies, "throughput_rps": throughput}
+    spent = cpu.per_op(before, cpu.reading(pids), records * 10)
+    return {"latencies_s": latencies, "throughput_rps": throughput,
+            "node_cpu_us": spent["gw"]["total"] + spent["b2"]["total"]}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -337,6 +351,10 @@ async def main(args: argparse.Namespace) -> None:
     costs = paired_costs(rounds)
     results["tracing_cost"] = {mode: statistics.median(c) for mode, c in costs.items()}
     results["tracing_cost_ci95"] = {mode: median_interval(c) for mode, c in costs.items()}
+    cpu_costs = paired_cpu_costs(rounds)
+    results["node_cpu_us"] = {mode: statistics.median(r["node_cpu_us"] for r in done) for mode, done in rounds.items()}
+    results["tracing_cpu_cost"] = {mode: statistics.median(c) for mode, c in cpu_costs.items()}
+    results["tracing_cpu_cost_ci95"] = {mode: median_interval(c) for mode, c in cpu_costs.items()}
     results["exported"] = exported
     local = results["baseline"]["raw_rtt_in_process"]
     rows = [["raw iroh round trip (64 B, open stream, 2 processes)", "-", rtt["p50_ms"], rtt["p99_ms"], "-", raw_rps, 1.0],
@@ -362,6 +380,13 @@ async def main(args: argparse.Namespace) -> None:
     print("\nthe writer's p50 / floor, each round against its own floor (median, ~95% interval): " + "; ".join(
         f"{mode} {statistics.median(r):.2f} ({lo:.2f} to {hi:.2f})"
         for mode, r in ratios.items() for lo, hi in [results["p50_ratio_ci95"][mode]]))
+    print(f"\ncost of tracing by mode, the median of {args.rounds} rounds' pairs with the SDK off (~95% interval): "
+          "in the writer's throughput, and in the CPU the gateway and the broker spent a record during it\n")
+    print(table(["tracing", "throughput cost", "node CPU a record µs", "CPU cost (1 - off / mode)"],
+                [[mode, f"{results['tracing_cost'][mode]:.3f} ({lo:.2f} to {hi:.2f})",
+                  results["node_cpu_us"][mode], f"{results['tracing_cpu_cost'][mode]:.3f} ({clo:.2f} to {chi:.2f})"]
+                 for mode in results["tracing_cost"]
+                 for (lo, hi), (clo, chi) in [(results["tracing_cost_ci95"][mode], results["tracing_cpu_cost_ci95"][mode])]]))
     if segments:
         print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over "
               f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs "

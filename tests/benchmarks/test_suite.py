@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.produce import median_interval, p50_ratios, paired_costs
+from bench.produce import median_interval, p50_ratios, paired_costs, paired_cpu_costs
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
@@ -29,7 +29,10 @@ def write_results(where: Path) -> None:
                              "off, second cluster": writer(0.85, 7100)},
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK thread": 0.57},
                     "p50_ratio_ci95": {"on": [1.62, 1.93]},
-                    "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]}},
+                    "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]},
+                    "node_cpu_us": {"on": 300.0, "off": 270.0, "exported": 320.0},
+                    "tracing_cpu_cost": {"on": 0.1, "exported": 0.156},
+                    "tracing_cpu_cost_ci95": {"on": [0.05, 0.14], "exported": [0.12, 0.2]}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "pause_suspect": {"p50_ms": 1620}, "join": {"p50_ms": 224},
                     "config": {"tick_interval": 0.2}, "rss_mb": {"max": 56.7},
                     "idle_cpu_pct": {"mean": 1.3, "max": 1.4, "window_s": 10.0}},
@@ -54,6 +57,9 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "Measured 2026-11-26 04:51:15 UTC" in out
     exported = next(line for line in out.splitlines() if "every span exported over OTLP/HTTP" in line)
     assert "4900 vs 7000 rec/s, CI 0.25 to 0.36" in exported and "0.3 " in exported
+    by_cpu = [line for line in out.splitlines() if "the nodes' CPU a record" in line]
+    assert len(by_cpu) == 2  # under "every span recorded" and "exported" only
+    assert "300 vs 270 µs, CI 0.05 to 0.14" in by_cpu[0] and "320 vs 270 µs, CI 0.12 to 0.20" in by_cpu[1]
     noise = next(line for line in out.splitlines() if "a second cluster with the SDK off" in line)
     assert "7100 vs 7000 rec/s" in noise and "CI" not in noise  # no interval recorded for it
     assert "the same through the SDK's export thread" in out
@@ -116,6 +122,14 @@ def test_paired_costs_pair_each_round_with_the_sdk_off_in_that_round():
     rounds = {"off": [{"throughput_rps": 100.0}, {"throughput_rps": 50.0}],
               "on": [{"throughput_rps": 90.0}, {"throughput_rps": 40.0}]}
     assert paired_costs(rounds) == {"on": [pytest.approx(0.1), pytest.approx(0.2)]}
+
+
+def test_paired_cpu_costs_are_the_share_of_a_traced_records_cpu_the_sdk_off_does_not_spend():
+    rounds = {"off": [{"node_cpu_us": 270.0}, {"node_cpu_us": 300.0}],
+              "on": [{"node_cpu_us": 300.0}, {"node_cpu_us": 300.0}],
+              "off, second cluster": [{"node_cpu_us": 280.0}, {"node_cpu_us": 250.0}]}
+    assert paired_cpu_costs(rounds) == {"on": [pytest.approx(0.1), pytest.approx(0.0)],
+                                        "off, second cluster": [pytest.approx(10 / 280), pytest.approx(-0.2)]}
 
 
 def test_p50_ratios_hold_each_round_against_its_own_floor():
