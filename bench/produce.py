@@ -17,8 +17,8 @@ a produce does Python work between the transport's events, during which iroh's r
 fall asleep and must be woken, which a back-to-back echo never pays. Run:
 ``python -m bench.produce``.
 
-Tracing modes, each a cluster of its own (new clusters for every round), measured in interleaved
-rounds: every span recorded
+Tracing modes, each a cluster of its own (a new one for every round, alone on the machine while
+it is measured), measured in interleaved rounds: every span recorded
 (kept in the nodes' rings only), 1% of traces sampled, spans exported over OTLP/HTTP to a sink
 (every span or 1% of traces; every span through the SDK's export thread too, for comparison), every
 span recorded with the spans' C part off (``MESHFABRIC_SPAN_CORE=python``), and the SDK off: the
@@ -128,30 +128,22 @@ def start_cluster(root: Path, env: dict[str, str]) -> dict[str, NodeProcess]:
     return {"b1": b1, "b2": b2, "gw": gw}
 
 
-def start_clusters(root: Path, modes: dict[str, dict[str, str]], concurrency: int) -> dict[str, dict[str, NodeProcess]]:
-    """A cluster per tracing mode (``root/<mode>``), brought up side by side and warmed up
-    (the writer's path: connections, code, the broker's log file grown). Stops what started
-    if one fails to."""
-    started: dict[str, dict[str, NodeProcess]] = {}
-
-    def start(mode: str) -> None:
-        started[mode] = start_cluster(root / mode.replace(" ", "_"), modes[mode])
-
+def start_warm_cluster(root: Path, env: dict[str, str], concurrency: int) -> dict[str, NodeProcess]:
+    """``start_cluster``, then warmed up (the writer's path: connections, code, the broker's
+    log file grown); stopped again if the warm-up fails."""
+    nodes = start_cluster(root, env)
     try:
-        with ThreadPoolExecutor(len(modes)) as pool:
-            list(pool.map(start, modes))  # re-raises a failure, after every start has ended
-        for nodes in started.values():
-            writer_run(nodes, WARMUP, concurrency)
+        writer_run(nodes, WARMUP, concurrency)
     except BaseException:
-        stop_clusters(started)
+        stop_cluster(nodes)
         raise
-    return {mode: started[mode] for mode in modes}
+    return nodes
 
 
-def stop_clusters(clusters: dict[str, dict[str, NodeProcess]]) -> None:
-    """Stop every node of ``clusters`` (a node exports what it still holds as it stops)."""
-    with ThreadPoolExecutor(max(1, len(clusters))) as pool:
-        list(pool.map(NodeProcess.stop, [node for nodes in clusters.values() for node in nodes.values()]))
+def stop_cluster(nodes: dict[str, NodeProcess]) -> None:
+    """Stop every node of a cluster, side by side (a node exports what it still holds as it stops)."""
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(NodeProcess.stop, nodes.values()))
 
 
 async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int) -> dict[str, dict]:
@@ -246,8 +238,9 @@ def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float
 def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:
     """The seed's writer: the gateway itself produces across meshes (one hop), timed in-process:
     ``records`` one at a time (latencies), then ``10 * records``, ``concurrency`` at a time
-    (throughput: long enough to outlast a noisy neighbour's burst); or, with ``batched``,
-    ``20 * records`` in batches of ``concurrency``."""
+    (throughput: long enough to outlast a noisy neighbour's burst; and the CPU the gateway and
+    the broker spent a record meanwhile); or, with ``batched``, ``20 * records`` in batches of
+    ``concurrency``."""
     gw, to = nodes["gw"].control_path, nodes["b2"].name
     if batched:
         return control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 20,
@@ -264,15 +257,19 @@ def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, ba
 
 
 async def main(args: argparse.Namespace) -> None:
-    """Every tracing mode's cluster runs at once; the baselines and the writer figures are
-    measured in ``rounds`` interleaved rounds (baseline, then each mode), so a noisy machine
-    hits all of them alike: latencies pooled, throughputs the median round. Each round has
-    clusters of its own: two clusters of the same code differ by a few percent in CPU a record
-    for as long as they run (their processes' layout in memory, their connections), which one
-    cluster per mode for the whole run would pass off as that mode's cost."""
+    """The baselines and the writer figures are measured in ``rounds`` interleaved rounds
+    (baselines, then each mode, each going first in turn), so a noisy machine hits all of them
+    alike: latencies pooled, throughputs the median round. Every mode runs on a new cluster of
+    its own in every round, started for it and stopped after it, alone on the machine:
+
+    * new every round: two clusters of the same code differ by a few percent in CPU a record
+      for as long as they run (their processes' layout in memory, their connections), which one
+      cluster per mode for the whole run would pass off as that mode's cost;
+    * alone: the other modes' clusters, idle beside it, would gossip on the same two cores
+      (24 nodes heartbeating), load a user's single cluster does not have."""
     with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp, OtlpSink() as sink:
         root = Path(tmp)
-        clusters: dict[str, dict[str, NodeProcess]] = {}
+        running: dict[str, NodeProcess] = {}  # the cluster under measurement, stopped on any way out
         rtts: list[float] = []
         composite: list[float] = []
         paced: list[float] = []
@@ -283,23 +280,16 @@ async def main(args: argparse.Namespace) -> None:
         modes = tracing_modes(sink.endpoint)
         names = list(modes)
         rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in names}
+        results: dict = {"runs": {t: {} for t in names}}
+        cpu_per_op: dict[str, dict[str, float]] = {}
+        segments: list[tuple[str, float]] = []
+        traced = 0
         try:
-            clusters = start_clusters(root / "round-1", modes, args.concurrency)
-            results: dict = {"runs": {}}
-            for tracing, env in modes.items():
-                results["runs"][tracing] = {}
-                if tracing in TRACING:  # every path for these; the writer's alone for the exporting ones
-                    with mock.patch.dict(os.environ, env):  # the client traces (or not) like the nodes
-                        results["runs"][tracing] = await measure(clusters[tracing], args.records, args.concurrency)
             async with (RawEcho() as echo, RawEcho(fsync_to=root / "composite.bin") as echo_fsync,
                         RawEcho(pace_s=PACE_US / 1e6) as echo_paced):
                 for i in range(args.rounds):
-                    if i:  # clusters of its own for every round (see above)
-                        stop_clusters(clusters)
-                        shutil.rmtree(root / f"round-{i}", ignore_errors=True)
-                        clusters = {}  # stopped: a failed start below leaves nothing to stop twice
-                        clusters = start_clusters(root / f"round-{i + 1}", modes, args.concurrency)
-                    print(f"round {i + 1} of {args.rounds}: {len(modes)} clusters", file=sys.stderr, flush=True)
+                    print(f"round {i + 1} of {args.rounds}: {len(modes)} clusters, one at a time",
+                          file=sys.stderr, flush=True)
                     round_rtts, round_fsyncs = await echo.round_trips(args.records), fsyncs(root, args.records)
                     floors.append(statistics.median(round_rtts) + statistics.median(round_fsyncs))
                     rtts += round_rtts
@@ -307,22 +297,31 @@ async def main(args: argparse.Namespace) -> None:
                     grown_samples += grown_file_commits(root, args.records)
                     composite += await echo_fsync.round_trips(args.records)
                     paced += await echo_paced.round_trips(args.records)
-                    order = names[i % len(names):] + names[:i % len(names)]  # each goes first in turn
-                    for tracing in order:
-                        rounds[tracing].append(writer_run(clusters[tracing], args.records, args.concurrency))
                     raw.append(await echo.throughput(args.records * 20, args.concurrency))
-                    for tracing in order:  # the heavy batched runs last, not just before a latency run
-                        rounds[tracing][-1]["batched_rps"] = writer_run(
-                            clusters[tracing], args.records, args.concurrency, batched=True)["throughput_rps"]
+                    for tracing in names[i % len(names):] + names[:i % len(names)]:  # each goes first in turn
+                        where = root / f"round-{i + 1}" / tracing.replace(" ", "_")
+                        running = start_warm_cluster(where, modes[tracing], args.concurrency)
+                        if i == 0 and tracing in TRACING:  # every path for these; the writer's alone for the rest
+                            with mock.patch.dict(os.environ, modes[tracing]):  # the client traces like the nodes
+                                results["runs"][tracing] = await measure(running, args.records, args.concurrency)
+                        run = writer_run(running, args.records, args.concurrency)
+                        run["batched_rps"] = writer_run(running, args.records, args.concurrency,
+                                                        batched=True)["throughput_rps"]
+                        rounds[tracing].append(run)
+                        if i == args.rounds - 1 and tracing == "on":
+                            cpu_per_op |= produce_cpu(running, args.records)
+                            segments, traced = traced_breakdown(running, args.records)
+                        stop_cluster(running)
+                        running = {}
+                        shutil.rmtree(where, ignore_errors=True)
                 echo_pids = {"raw echo: client": os.getpid(), "raw echo: server": echo.server.pid}
                 before = cpu.reading(echo_pids)
                 await echo.round_trips(args.records)
-                cpu_per_op = cpu.per_op(before, cpu.reading(echo_pids), args.records)
-            cpu_per_op |= produce_cpu(clusters["on"], args.records)
-            segments, traced = traced_breakdown(clusters["on"], args.records)
+                cpu_per_op = cpu.per_op(before, cpu.reading(echo_pids), args.records) | cpu_per_op
         finally:
-            stop_clusters(clusters)
-        exported = {"requests": sink.requests, "spans": sink.spans, "rejected": sink.rejected}
+            if running:
+                stop_cluster(running)
+    exported = {"requests": sink.requests, "spans": sink.spans, "rejected": sink.rejected}
     if exported["rejected"] or not exported["spans"]:
         raise RuntimeError(f"the exporting nodes' spans did not all reach the OTLP sink: {exported}")
     local_samples = await in_process_round_trips(args.records)
