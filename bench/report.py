@@ -12,7 +12,10 @@ from typing import Any, Sequence
 
 from fabric import event_loop, spans
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS_ENV = "MESHFABRIC_BENCH_RESULTS"
+# Where every benchmark writes its JSON (and the suite reads it back): ``bench/results/``, or the
+# directory the variable names (a run kept apart from the last one, a test's temporary directory).
+RESULTS = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results")
 
 
 def percentile(samples: Sequence[float], p: float) -> float:
@@ -50,7 +53,7 @@ def _fmt(value: Any) -> str:
 
 
 def save(name: str, results: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2))
     return path
