@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -25,6 +26,17 @@ log = logging.getLogger(__name__)
 
 Operation = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_LINE = 1024 * 1024
+# A Unix socket's path is bound as given (relative or absolute) into ``sun_path``: 108 bytes on
+# Linux, 104 on the BSDs and macOS, the terminating NUL included.
+MAX_SOCKET_PATH_BYTES = (108 if sys.platform.startswith("linux") else 104) - 1
+
+
+def socket_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be a Unix socket's path (too long), or ``None`` if it can."""
+    size = len(os.fsencode(path))
+    if size <= MAX_SOCKET_PATH_BYTES:
+        return None
+    return f"{os.fspath(path)} is {size} bytes long; a Unix socket's path holds at most {MAX_SOCKET_PATH_BYTES}"
 
 
 class ControlServer:

@@ -152,6 +152,9 @@ class NodeConfig:
         self.data_dir = Path(self.data_dir)
         if self.identity_path is None:
             self.identity_path = self.data_dir / "identity.key"
+        if problem := control.socket_path_problem(self.control_path):
+            raise ConfigError(f"the node's control socket cannot live in its data directory: {problem}. "
+                              "Use a shorter --data-dir (a relative one counts as given)")
 
     @property
     def control_path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest_asyncio
 
 from fabric import control
 from fabric.control import MAX_LINE, ControlServer
-from fabric.errors import ControlError, ResolveError
+from fabric.errors import ConfigError, ControlError, ResolveError
+from fabric.node import NodeConfig
 
 
 class Ops:
@@ -218,3 +220,30 @@ async def test_a_socket_that_answers_something_else_is_a_control_error(sock, ans
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+def padded_path(directory: Path, size: int) -> Path:
+    """A path in ``directory`` exactly ``size`` bytes long."""
+    stem = len(str(directory / "s"))
+    assert stem < size, f"{directory} leaves no room for a {size}-byte path"
+    return directory / ("s" * (size - stem + 1))
+
+
+def test_the_socket_path_limit_is_the_kernels(tmp_path: Path):
+    longest = padded_path(tmp_path, control.MAX_SOCKET_PATH_BYTES)
+    assert control.socket_path_problem(longest) is None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(longest))  # the longest path the check allows binds
+    over = padded_path(tmp_path, control.MAX_SOCKET_PATH_BYTES + 1)
+    problem = control.socket_path_problem(over)
+    assert problem is not None and f"{control.MAX_SOCKET_PATH_BYTES + 1} bytes long" in problem
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, pytest.raises(OSError):
+        sock.bind(str(over))  # one byte more does not
+
+
+def test_a_node_whose_control_socket_would_not_fit_is_refused_before_it_boots(tmp_path: Path):
+    deep = padded_path(tmp_path, control.MAX_SOCKET_PATH_BYTES - len("/control.sock") + 1)
+    with pytest.raises(ConfigError, match="shorter --data-dir") as refused:
+        NodeConfig("mesh1", "broker", deep)
+    assert str(deep / "control.sock") in str(refused.value)
+    NodeConfig("mesh1", "broker", deep.parent / "short")  # a shorter one is fine
