@@ -212,9 +212,10 @@ def paired_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[floa
 
 def paired_cpu_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
     """Each round's cost of each tracing mode in the nodes' own CPU: 1 - the SDK off's CPU a
-    record (gateway + broker) / the mode's in that round. What a writer bound by the nodes'
-    CPU would lose in throughput; unlike throughput, it is not moved by what else the machine
-    runs during the run (only the nodes' own CPU time counts), so it scatters less."""
+    record (gateway + broker) / the mode's in that round: what a writer bound by the nodes'
+    CPU would lose in throughput (this one is bound by its produces' latency). Only the nodes'
+    own CPU time counts, so what else the machine runs moves it less directly than throughput
+    (through the caches, not the clock); its intervals came out about as wide all the same."""
     off = [r["node_cpu_us"] for r in rounds["off"]]
     return {mode: [1 - o / r["node_cpu_us"] for r, o in zip(done, off, strict=True)]
             for mode, done in rounds.items() if mode != "off"}
