@@ -10,6 +10,7 @@ returns (the CLI prints its ready line then). Run: ``python -m bench.boot``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import iroh
 
 from bench.isolation import ensure_isolated
-from bench.report import save, summary_ms, table
+from bench.report import median_interval, save, summary_ms, table
 from fabric import event_loop
 from fabric.gc_settings import configure_for_node
 from fabric.node import BOOT_STEPS, Node, NodeConfig
@@ -67,10 +68,18 @@ async def main(rounds: int) -> None:
         results["first_boot"][step], results["restart"][step] = f, r
         rows.append([step if step in ("mesh.node.ready", RETURNED) else f"  {step}", f["p50_ms"], f["p99_ms"],
                      f["p50_ms"] / bind["p50_ms"], r["p50_ms"], r["p99_ms"], r["p50_ms"] / bind["p50_ms"]])
+    # Each round's restart over that round's own bind: how far the ratio moves as the machine does.
+    by_round = [ready / bound for ready, bound in zip(again["mesh.node.ready"], binds, strict=True)]
+    results["restart_ratio_rounds"] = by_round
+    results["restart_ratio_median"] = statistics.median(by_round)
+    results["restart_ratio_ci95"] = median_interval(by_round)
     print(f"\nboot chain: {rounds} rounds, each a bare bind, a first boot (identity minted) and a restart "
           "(identity loaded)\n")
     print(table(["step", "first p50 ms", "first p99 ms", "first / bind", "restart p50 ms", "restart p99 ms",
                  "restart / bind"], rows))
+    low, high = results["restart_ratio_ci95"]
+    print(f"\nrestart / bind, each round against its own bind: median {results['restart_ratio_median']:.2f} "
+          f"(~95% interval {low:.2f} to {high:.2f})")
     print(f"\nresults: {save('boot', results)}")
 
 

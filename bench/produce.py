@@ -57,7 +57,7 @@ from bench.raw_echo import (
     grown_file_commits,
     in_process_round_trips,
 )
-from bench.report import save, summary_ms, table
+from bench.report import median_interval, save, summary_ms, table
 from fabric import control, event_loop
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
@@ -226,14 +226,6 @@ def p50_ratios(rounds: dict[str, list[dict[str, Any]]], floors: list[float]) -> 
     far the pooled ratio moves from round to round on a machine that changes speed."""
     return {mode: [statistics.median(r["latencies_s"]) / floor for r, floor in zip(done, floors, strict=True)]
             for mode, done in rounds.items()}
-
-
-def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float]:
-    """A distribution-free ~95% confidence interval of the median: the order statistics
-    ``k`` places in from either end, ``k = (n - z * sqrt(n)) / 2`` (the sign test's interval)."""
-    ordered = sorted(samples)
-    k = max(0, int((len(ordered) - z * len(ordered) ** 0.5) / 2))
-    return ordered[k], ordered[len(ordered) - 1 - k]
 
 
 def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:

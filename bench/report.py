@@ -38,6 +38,14 @@ def machine() -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free ~95% confidence interval of the median: the order statistics
+    ``k`` places in from either end, ``k = (n - z * sqrt(n)) / 2`` (the sign test's interval)."""
+    ordered = sorted(samples)
+    k = max(0, int((len(ordered) - z * len(ordered) ** 0.5) / 2))
+    return ordered[k], ordered[len(ordered) - 1 - k]
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table (readable in a terminal too)."""
     cells = [[_fmt(c) for c in row] for row in rows]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.produce import median_interval, p50_ratios, paired_costs, paired_cpu_costs
+from bench.produce import p50_ratios, paired_costs, paired_cpu_costs
+from bench.report import median_interval
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
@@ -20,7 +21,8 @@ def writer(p50_ms: float, rps: float) -> dict:
 
 def write_results(where: Path) -> None:
     results = {
-        "boot": {"bind": {"p50_ms": 1.4}, "restart": {"mesh.node.ready": {"p50_ms": 2.1}}},
+        "boot": {"bind": {"p50_ms": 1.4}, "restart": {"mesh.node.ready": {"p50_ms": 2.1}},
+                 "restart_ratio_ci95": [1.38, 1.61]},
         "produce": {"machine": MACHINE,
                     "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000,
                                  "raw_rtt": {"p50_ms": 0.3}, "grown_file_commit": {"p50_ms": 0.15}},
@@ -57,6 +59,8 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "Measured 2026-11-26 04:51:15 UTC" in out
     exported = next(line for line in out.splitlines() if "every span exported over OTLP/HTTP" in line)
     assert "4900 vs 7000 rec/s, CI 0.25 to 0.36" in exported and "0.3 " in exported
+    boot = next(line for line in out.splitlines() if "mesh.node.ready (restart)" in line)
+    assert "2.10 / 1.40 ms, rounds 1.38 to 1.61" in boot and "1.5 " in boot
     by_cpu = [line for line in out.splitlines() if "the nodes' CPU a record" in line]
     assert len(by_cpu) == 2  # under "every span recorded" and "exported" only
     assert "300 vs 270 µs, CI 0.05 to 0.14" in by_cpu[0] and "320 vs 270 µs, CI 0.12 to 0.20" in by_cpu[1]
