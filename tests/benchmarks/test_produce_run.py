@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,21 +16,9 @@ from pathlib import Path
 import pytest
 
 from bench.produce import tracing_modes
+from tests.plugin.leftovers import node_processes
 
 pytestmark = pytest.mark.slow
-
-
-def node_processes_under(directory: str) -> list[str]:
-    """Command lines of running processes that mention ``directory`` (the bench's nodes)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if directory in cmdline and "fabric" in cmdline:
-            found.append(cmdline)
-    return found
 
 
 def test_a_small_run_measures_every_mode_and_leaves_nothing_running(tmp_path: Path):
@@ -54,7 +43,12 @@ def test_a_small_run_measures_every_mode_and_leaves_nothing_running(tmp_path: Pa
         writer = results["runs"]["on"]["cross-mesh, writer on gateway"]
         assert writer["throughput_rps"] > 0 and len(writer["throughput_rounds"]) == 1
         assert "cost of tracing by mode" in done.stdout
-        assert node_processes_under(scratch) == []
+        assert node_processes(Path(scratch)) == []
         assert os.listdir(scratch) == []  # the bench's own temp dir went with it
     finally:
+        for pid in node_processes(Path(scratch)):  # what a failed or timed-out run left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(scratch, ignore_errors=True)
