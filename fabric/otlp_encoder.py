@@ -46,9 +46,8 @@ _built_span_field = _span_wire.span_field if _span_wire is not None else None
 _usable_span_field = _built_span_field if CONTEXT_IS_TUPLE else None  # it reads span contexts as tuples
 _native_span_field = _usable_span_field  # None while the C part is not used (``use_native``)
 # A run of a node's own spans, read from their C fields (where LeanSpan's fields are in C too)
-if _usable_span_field is not None and FIELDS_IN_C:
-    _core = LeanSpan.__mro__[1]  # its base: _span_core.SpanCore, whose struct lean_fields reads
-    _span_wire.configure_lean(LeanSpan, _core, UNSET_STATUS, DEFAULT_TRACE_STATE, tuple(SpanKind))
+if _usable_span_field is not None and FIELDS_IN_C is not None:
+    _span_wire.configure_lean(LeanSpan, FIELDS_IN_C, UNSET_STATUS, DEFAULT_TRACE_STATE, tuple(SpanKind))
     _usable_lean_fields = _span_wire.lean_fields
 else:
     _usable_lean_fields = None
@@ -279,7 +278,8 @@ class _Encoder:
         at, count = 0, len(spans)
         while at < count:
             span = spans[at]
-            if type(span) is LeanSpan:
+            lean = type(span) is LeanSpan
+            if lean:
                 resource, scope = span._resource, span._instrumentation_scope
             else:
                 resource, scope = span.resource, span.instrumentation_scope or None
@@ -289,7 +289,7 @@ class _Encoder:
                 if key not in by_object:
                     by_object[key] = _group(groups, resource, scope)
                 encoded = by_object[key]
-            if lean_fields is not None:  # the run of this group's spans from here that C writes alone
+            if lean and lean_fields is not None:  # the run of this group's spans from here that C writes alone
                 fields, taken = lean_fields(spans, at, resource, scope)
                 if taken:
                     encoded.append(fields)

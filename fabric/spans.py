@@ -141,7 +141,9 @@ class _PySpanFields:
 
 
 _SpanFields: type = _span_core.SpanCore if _span_core is not None else _PySpanFields
-FIELDS_IN_C = _SpanFields is not _PySpanFields  # a LeanSpan's fields are SpanCore's (fabric/_span_fields.h)
+# The C type a LeanSpan's fields live in (_span_core.SpanCore, fabric/_span_fields.h), or None
+# where they are Python attributes: what the encoder's C part may read a span's fields from.
+FIELDS_IN_C: type | None = _span_core.SpanCore if _SpanFields is not _PySpanFields else None
 
 
 class LeanSpan(_SpanFields, trace.Span, ReadableSpan):  # type: ignore[misc,valid-type]
