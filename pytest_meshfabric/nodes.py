@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from .cluster import Cluster
 
 BOOT_ROOT = "mesh.node.ready"
-#: Longest path of a Unix socket (``sun_path``), which the node's control socket must fit in.
-MAX_SOCKET_PATH = 107
 
 
 class NodeHandle:
@@ -39,9 +37,9 @@ class NodeHandle:
         self.paused = False
         self.ready = False  # the current process printed its ready line
         self._launched_ns = 0
-        if len(str(self.control_path)) > MAX_SOCKET_PATH:
-            raise ConfigError(f"the control socket path {self.control_path} is longer than a Unix socket allows "
-                              f"({MAX_SOCKET_PATH}); point TMPDIR at a shorter directory")
+        if problem := control.socket_path_problem(self.control_path):  # the node would refuse it too
+            raise ConfigError(f"the control socket path is longer than a Unix socket allows: {problem}; "
+                              "point TMPDIR at a shorter directory")
 
     # -- who and where --
 

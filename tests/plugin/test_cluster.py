@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
-from fabric import BOOT_STEPS
+from fabric import BOOT_STEPS, control
 from fabric.errors import ConfigError
 from pytest_meshfabric import ClusterSpec, FabricSession, FabricSettings, wait_until
 from pytest_meshfabric.backends import netns_unavailable_reason
 from pytest_meshfabric.backends.netns import sweep_stale
+from pytest_meshfabric.nodes import NodeHandle
 from tests.plugin.leftovers import links, namespaces
 
 pytestmark = pytest.mark.slow
@@ -135,6 +136,15 @@ def test_bad_cluster_specs_say_how_to_fix_them(kwargs, message):
     with pytest.raises(ConfigError) as info:
         ClusterSpec(**kwargs)
     assert message in str(info.value)
+
+
+def test_a_node_whose_control_socket_would_not_fit_is_refused_before_it_starts(tmp_path):
+    deep = tmp_path / ("d" * (control.MAX_SOCKET_PATH_BYTES - len(f"{tmp_path}/") - len("/control.sock")))
+    assert len(str(deep / "control.sock")) == control.MAX_SOCKET_PATH_BYTES  # the longest that fits
+    NodeHandle(None, "mesh1", "broker", deep, None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="point TMPDIR at a shorter directory") as refused:
+        NodeHandle(None, "mesh1", "broker", deep.with_name(deep.name + "d"), None)  # type: ignore[arg-type]
+    assert f"{control.MAX_SOCKET_PATH_BYTES + 1} bytes long" in str(refused.value)
 
 
 @pytest.mark.skipif(netns_unavailable_reason() is not None, reason="needs root and iproute2 (netns backend)")
