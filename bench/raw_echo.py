@@ -1,7 +1,7 @@
 """The transport's floor: a raw iroh echo between two processes, as a produce from the gateway
 to the broker crosses (optionally fsyncing an append before each echo: the composite; or each
 side busy before it sends: the paced echo), the same echo in one process for reference, and
-fsyncs alone. ``bench.produce`` measures the fabric against these. The server side runs as
+commits alone (back to back, or each after a round trip: the rhythm of produces). ``bench.produce`` measures the fabric against these. The server side runs as
 ``python -m bench.raw_echo`` in a process of its own.
 """
 
@@ -14,8 +14,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import iroh
 
@@ -95,6 +95,18 @@ class RawEcho:
         """``n`` 64-byte echoes, one at a time."""
         return await echo_round_trips(self.send, self.recv, n, self.pace_s)
 
+    async def in_rhythm(self, commits: Commits, n: int) -> tuple[list[float], list[float]]:
+        """``n`` steps of one round trip, then one commit, each timed alone: the floor's two
+        parts in the rhythm of sequential produces, whose commits come one round trip and more
+        apart. Back to back, a commit here costs ~0.6x what it costs after a gap of 0.2-0.8 ms,
+        spent asleep or spinning alike (the disk's side, not the CPU's), and a round trip right
+        after another is cheaper than one after a commit: neither is what any produce meets."""
+        round_trips, committed = [], []
+        for _ in range(n):
+            round_trips += await echo_round_trips(self.send, self.recv, 1, self.pace_s)
+            committed.append(commits.one())
+        return round_trips, committed
+
     async def throughput(self, n: int, batch: int) -> float:
         """Messages per second: ``batch`` 100-byte messages per write, echoed, ``n`` in all."""
         chunk = b"m" * 100 * batch
@@ -147,33 +159,50 @@ async def in_process_round_trips(n: int, pace_s: float = 0.0) -> list[float]:
     return samples
 
 
+class Commits:
+    """A file that 100 B records are committed to one at a time, each commit timed: appended
+    and ``fsync``ed (the target's floor), or with ``grown``, written into zeros the file was
+    grown by and ``fdatasync``ed (the broker's log commits so: the size does not change, only
+    the data is written). ``with Commits(path, n) as commits: commits.one()``."""
+
+    def __init__(self, path: Path, n: int, grown: bool = False) -> None:
+        self._grown, self._n = grown, 0
+        if grown:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.posix_fallocate(self._fd, 0, 100 * n)
+            os.fsync(self._fd)
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def one(self) -> float:
+        """Seconds: write the next 100 B and commit them."""
+        start = time.perf_counter()
+        if self._grown:
+            os.pwrite(self._fd, b"r" * 100, 100 * self._n)
+            os.fdatasync(self._fd)
+        else:
+            os.write(self._fd, b"r" * 100)
+            os.fsync(self._fd)
+        self._n += 1
+        return time.perf_counter() - start
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+
 def fsyncs(directory: Path, n: int) -> list[float]:
-    """Seconds each: append 100 B to a file and ``fsync`` it (the target's floor)."""
-    fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    return _timed_commits(fd, n, lambda i: os.write(fd, b"r" * 100), os.fsync)
+    """Seconds each: ``n`` appends of 100 B, each ``fsync``ed, back to back."""
+    with Commits(directory / "fsync.bin", n) as commits:
+        return [commits.one() for _ in range(n)]
 
 
 def grown_file_commits(directory: Path, n: int) -> list[float]:
-    """Seconds each: write 100 B into zeros the file was grown by, then ``fdatasync`` (the
-    broker's log commits so: the size does not change, only the data is written)."""
-    fd = os.open(directory / "grown.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.posix_fallocate(fd, 0, 100 * n)
-    os.fsync(fd)
-    return _timed_commits(fd, n, lambda i: os.pwrite(fd, b"r" * 100, 100 * i), os.fdatasync)
-
-
-def _timed_commits(fd: int, n: int, write: Callable[[int], object], sync: Callable[[int], None]) -> list[float]:
-    """Seconds each of ``n`` commits (the i-th write, then ``sync``); closes ``fd``."""
-    samples = []
-    try:
-        for i in range(n):
-            start = time.perf_counter()
-            write(i)
-            sync(fd)
-            samples.append(time.perf_counter() - start)
-    finally:
-        os.close(fd)
-    return samples
+    """Seconds each: ``n`` commits of 100 B into a grown file (the broker's), back to back."""
+    with Commits(directory / "grown.bin", n, grown=True) as commits:
+        return [commits.one() for _ in range(n)]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ def write_results(where: Path) -> None:
                  "restart_ratio_ci95": [1.38, 1.61]},
         "produce": {"machine": MACHINE,
                     "baseline": {"floor_p50_ms": 0.5, "raw_rtt_with_fsync": {"p50_ms": 0.6}, "raw_throughput_mps": 70000,
-                                 "raw_rtt": {"p50_ms": 0.3}, "grown_file_commit": {"p50_ms": 0.15}},
+                                 "raw_rtt": {"p50_ms": 0.25}, "raw_rtt_in_rhythm": {"p50_ms": 0.3},
+                                 "grown_file_commit_in_rhythm": {"p50_ms": 0.15}, "floor_back_to_back_p50_ms": 0.4},
                     "runs": {"on": writer(0.9, 6700), "off": writer(0.85, 7000), "exported": writer(0.9, 4900),
                              "exported, SDK thread": writer(0.95, 3000), "exported, Python encoder": writer(0.9, 3500),
                              "off, second cluster": writer(0.85, 7100)},
@@ -72,7 +73,9 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "1% of traces exported" not in out  # a mode the results do not have is left out
     assert "56.7 MB" in out
     target = next(line for line in out.splitlines() if "produce cross-mesh p50 (gateway writer)" in line)
-    assert "0.90 / 0.50 ms, rounds 1.62 to 1.93" in target and "1.8 " in target
+    assert "0.90 / 0.50 ms, rounds 1.62 to 1.93" in target and "1.8 " in target and "in a produce's rhythm" in target
+    back_to_back = next(line for line in out.splitlines() if "each back to back" in line)
+    assert "0.90 / 0.40 ms" in back_to_back and "2.25" in back_to_back and "(context)" in back_to_back
     off = next(line for line in out.splitlines() if "the same with the SDK off" in line)
     assert "0.85 / 0.50 ms" in off and "rounds" not in off and "1.7 " in off  # no interval recorded for it
     commit = next(line for line in out.splitlines() if "the broker's commit" in line)
@@ -92,6 +95,19 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert "2.70 s; 0 of 3 (20 s)" in lossy and "0.9 " in lossy
     directory = next(line for line in out.splitlines() if "resolve a node by name" in line)
     assert "10,000 entries / 10" in directory and "0.18 / 0.15 µs" in directory and "1.2 " in directory
+
+
+def test_render_reads_results_from_before_the_floor_was_measured_in_rhythm(tmp_path, capsys):
+    write_results(tmp_path)
+    produce = json.loads((tmp_path / "produce.json").read_text())
+    for key in ("raw_rtt_in_rhythm", "grown_file_commit_in_rhythm", "floor_back_to_back_p50_ms"):
+        del produce["baseline"][key]  # the floor then was its parts back to back
+    (tmp_path / "produce.json").write_text(json.dumps(produce))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    target = next(line for line in out.splitlines() if "produce cross-mesh p50 (gateway writer)" in line)
+    assert "0.90 / 0.50 ms" in target and "rhythm" not in target
+    assert "each back to back" not in out and "the broker's commit" not in out
 
 
 def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):
