@@ -6,13 +6,16 @@
     ├── identity_loaded      load or mint the secret key
     ├── endpoint_created     bind the iroh endpoint (it accepts the node's ALPNs from the start)
     ├── alpn_registered      route the ALPNs of gossip and the services to their handlers
-    ├── gossip_started       join the mesh topic (and watched ones) through the bootstrap peers
+    ├── gossip_started       the mesh topic's (and watched ones') gossip, its ticker started
     └── accept_loop_started  serve incoming connections; start the services' background work
 
 "Ready" is ready for the mesh: when the root ends, peers can reach the node at its address,
-every ALPN has its handler, the first signed digest is in its own directory and on its way to
-the bootstrap peers, and the accept loop's task is started (it takes its first connection on
-the loop's next turn; the endpoint holds what arrives until then). Identity and endpoint are
+every ALPN has its handler, and the gossip's ticker and the accept loop are started as tasks.
+Both first run on the loop's next turn, the ticker first: its first tick (the join) puts the
+node's first signed digest into its own directory and sends it to the bootstrap peers, so the
+node announces an address it already serves, before it handles anything it accepts (the
+endpoint holds what arrives until then). Like iroh-gossip's ``subscribe``, starting the
+gossip does not wait for the join's messages to go out. Identity and endpoint are
 recorded after the bind (the telemetry needs the name), with the times measured around them.
 The control socket (the local operator's door, not the mesh's) opens right after the root,
 before ``start()`` returns: the CLI prints its ready line after ``start()``, so whoever waits
@@ -348,8 +351,8 @@ class Node:
         telemetry.shutdown()
 
     def _on_change(self, change: Change) -> None:
-        """Directory changes are work too: each is a (short) span. The node's own join is
-        part of its boot (``gossip_started``), not a trace of its own."""
+        """Directory changes are work too: each is a (short) span. The node's own entry is
+        not a change of the mesh: its join follows its boot (``gossip_started``)."""
         entry = change.entry
         if self.telemetry is None or change.kind is ChangeKind.HEARTBEAT or entry.node_id == self.node_id:
             return

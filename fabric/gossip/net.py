@@ -96,8 +96,10 @@ class GossipNet:
         return min(core.config.tick_interval for core in self.cores.values())
 
     def start(self) -> None:
-        """Send the first pulls (the join) at once, then tick in the background."""
-        self._dispatch_tick()
+        """Tick in the background, the first tick (the join's first pulls, this node's first
+        digest) at the loop's next turn: after the boot's remaining steps (the node announces an
+        address it already accepts on), before any frame the node accepts is handled (this task
+        is queued ahead of the accept loop's)."""
         self._ticker = asyncio.create_task(self._tick_forever(), name="gossip-ticker")
 
     async def handle(self, remote: str, frame: Frame) -> Frame | None:
@@ -154,8 +156,8 @@ class GossipNet:
 
     async def _tick_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.tick_interval)
             self._dispatch_tick()
+            await asyncio.sleep(self.tick_interval)
 
     def _dispatch_tick(self) -> None:
         now = self.clock()

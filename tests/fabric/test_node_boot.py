@@ -1,13 +1,17 @@
 """A node's boot, in-process on real iroh endpoints (run inside the tests' loopback-only
-namespace): the boot trace, and a boot that fails at its bind or at its telemetry."""
+namespace): the boot trace, the join after it, and a boot that fails at its bind or at its
+telemetry."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
+from fabric.gossip.net import GossipNet
 from fabric.node import BOOT_STEPS, Node, NodeConfig
 from fabric.telemetry import NodeLabels, Telemetry
 from fabric.transport import Transport
@@ -43,6 +47,27 @@ async def test_a_boot_is_one_trace_of_the_five_steps_in_order(tmp_path: Path):
         assert root.start_time == steps[0].start_time and root.end_time >= steps[-1].end_time
         assert steps[1].end_time > steps[1].start_time  # endpoint_created: the bind's own time
         assert root.resource.attributes["service.name"] == node.name
+    finally:
+        await node.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_join_is_the_first_thing_the_loop_does_after_the_boot(tmp_path: Path, monkeypatch):
+    made = Made()
+    node = Node(NodeConfig("mesh1", "broker", tmp_path), made)
+    ticks: list[tuple[bool, bool]] = []  # at each tick: the boot trace ended?  inside a trace?
+    real_tick = GossipNet._dispatch_tick
+
+    def tick(self: GossipNet) -> None:
+        ticks.append(("mesh.node.ready" in made.spans(), trace.get_current_span().get_span_context().is_valid))
+        real_tick(self)
+
+    monkeypatch.setattr(GossipNet, "_dispatch_tick", tick)
+    await node.start()
+    try:
+        await asyncio.sleep(0)  # one loop turn
+        assert ticks == [(True, False)]  # the first tick: after the boot, outside its trace
+        assert node.directory.get(node.node_id) is not None  # the node's own first digest, from it
     finally:
         await node.stop()
 
