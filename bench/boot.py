@@ -21,7 +21,8 @@ from bench.isolation import ensure_isolated
 from bench.report import median_interval, save, summary_ms, table
 from fabric import event_loop
 from fabric.gc_settings import configure_for_node
-from fabric.node import BOOT_STEPS, Node, NodeConfig
+from fabric.node import BOOT_STEPS, Node
+from fabric.node_config import NodeConfig
 from fabric.telemetry import Telemetry
 
 STEPS = ("mesh.node.ready", *BOOT_STEPS)

@@ -18,7 +18,8 @@ from .errors import (ConfigError, ControlError, DigestError, FabricError, Forged
 from .gossip.proto import GossipConfig  # noqa: E402
 from .identity import NODE_TYPES, Identity, load_or_mint, node_name  # noqa: E402
 from .launcher import NodeProcess, NodeStartError  # noqa: E402
-from .node import BOOT_STEPS, Node, NodeConfig  # noqa: E402
+from .node import BOOT_STEPS, Node  # noqa: E402
+from .node_config import NodeConfig  # noqa: E402
 
 __all__ = [
     "BOOT_STEPS", "NODE_TYPES", "ConfigError", "ControlError", "DigestError", "Directory", "Entry",

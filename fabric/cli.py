@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_node(args: argparse.Namespace) -> int:
     from . import event_loop, spans
     from .gc_settings import configure_for_node
-    from .node import Node, NodeConfig
+    from .node import Node
+    from .node_config import NodeConfig
 
     configure_for_node()
     spans.check_span_path()

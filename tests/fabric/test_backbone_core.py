@@ -18,7 +18,7 @@ from fabric.gossip.members import DEAD
 from fabric.gossip.proto import Peer, Send
 from fabric.gossip.sim import FakeKeys
 from fabric.gossip.summary import SummaryPublisher, entries_hash
-from fabric.node import NodeConfig
+from fabric.node_config import NodeConfig
 
 KEYS = FakeKeys()
 CONFIG = BackboneConfig()

@@ -15,7 +15,7 @@ import pytest_asyncio
 from fabric import control
 from fabric.control import MAX_LINE, ControlServer
 from fabric.errors import ConfigError, ControlError, ResolveError
-from fabric.node import NodeConfig
+from fabric.node_config import NodeConfig
 
 
 class Ops:

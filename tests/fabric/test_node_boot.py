@@ -12,7 +12,8 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from fabric.gossip.net import GossipNet
-from fabric.node import BOOT_STEPS, Node, NodeConfig
+from fabric.node import BOOT_STEPS, Node
+from fabric.node_config import NodeConfig
 from fabric.telemetry import NodeLabels, Telemetry
 from fabric.transport import Transport
 

@@ -21,7 +21,7 @@ from .topology import EdgeTracker
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ...node import NodeConfig
+    from ...node_config import NodeConfig
 
 log = logging.getLogger(__name__)
 
