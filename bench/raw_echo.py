@@ -1,8 +1,9 @@
 """The transport's floor: a raw iroh echo between two processes, as a produce from the gateway
 to the broker crosses (optionally fsyncing an append before each echo: the composite; or each
 side busy before it sends: the paced echo), the same echo in one process for reference, and
-commits alone (back to back, or each after a round trip: the rhythm of produces). ``bench.produce`` measures the fabric against these. The server side runs as
-``python -m bench.raw_echo`` in a process of its own.
+commits alone (back to back, or each after a round trip: the rhythm of produces).
+``bench.produce`` measures the fabric against these. The server side runs as ``python -m
+bench.raw_echo`` in a process of its own.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class RawEcho:
     async def in_rhythm(self, commits: Commits, n: int) -> tuple[list[float], list[float]]:
         """``n`` steps of one round trip, then one commit, each timed alone: the floor's two
         parts in the rhythm of sequential produces, whose commits come one round trip and more
-        apart. Back to back, a commit here costs ~0.6x what it costs after a gap of 0.2-0.8 ms,
+        apart. Back to back, a commit here costs ~0.5-0.8x what it costs after a gap of 0.2-0.8 ms,
         spent asleep or spinning alike (the disk's side, not the CPU's), and a round trip right
         after another is cheaper than one after a commit: neither is what any produce meets."""
         round_trips, committed = [], []
@@ -196,12 +197,6 @@ class Commits:
 def fsyncs(directory: Path, n: int) -> list[float]:
     """Seconds each: ``n`` appends of 100 B, each ``fsync``ed, back to back."""
     with Commits(directory / "fsync.bin", n) as commits:
-        return [commits.one() for _ in range(n)]
-
-
-def grown_file_commits(directory: Path, n: int) -> list[float]:
-    """Seconds each: ``n`` commits of 100 B into a grown file (the broker's), back to back."""
-    with Commits(directory / "grown.bin", n, grown=True) as commits:
         return [commits.one() for _ in range(n)]
 
 

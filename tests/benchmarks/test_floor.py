@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.raw_echo import Commits, RawEcho, fsyncs, grown_file_commits
+from bench.raw_echo import Commits, RawEcho, fsyncs
 
 
 def test_appends_grow_the_file_by_each_commit(tmp_path: Path):
@@ -18,7 +18,8 @@ def test_appends_grow_the_file_by_each_commit(tmp_path: Path):
 
 
 def test_commits_into_a_grown_file_write_inside_its_size(tmp_path: Path):
-    samples = grown_file_commits(tmp_path, 8)
+    with Commits(tmp_path / "grown.bin", 8, grown=True) as commits:
+        samples = [commits.one() for _ in range(8)]
     assert len(samples) == 8 and all(s > 0 for s in samples)
     assert (tmp_path / "grown.bin").read_bytes() == b"r" * 800  # grown for all 8 first: the size never moved
     with Commits(tmp_path / "partly.bin", 8, grown=True) as commits:
