@@ -105,6 +105,11 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
             rows.append(["  the same in the nodes' CPU a record (gateway + broker; 1 - off / traced)",
                          f"{spent:.0f} vs {produce['node_cpu_us']['off']:.0f} µs, CI {low:.2f} to {high:.2f}",
                          produce["tracing_cpu_cost"][mode], "(context)"])
+        if mode == "exported" and "sink_cpu_us" in produce:  # the collector's share of the same two cores
+            sink, nodes = produce["sink_cpu_us"][mode], produce["node_cpu_us"][mode]
+            rows.append(["  the OTLP sink's CPU a record (the collector, on the same cores) / the nodes'",
+                         f"{sink:.1f} / {nodes:.0f} µs (SDK off: {produce['sink_cpu_us']['off']:.1f})", sink / nodes,
+                         "(context)"])
     rows += bringup_rows(bringup)
     rows += cluster_rows(cluster)
     loss = load("loss", results) if (results / "loss.json").exists() else {}

@@ -237,21 +237,22 @@ def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, ba
     """The seed's writer: the gateway itself produces across meshes (one hop), timed in-process:
     ``records`` one at a time (latencies), then ``10 * records``, ``concurrency`` at a time
     (throughput: long enough to outlast a noisy neighbour's burst; and the CPU the gateway and
-    the broker spent a record meanwhile); or, with ``batched``, ``20 * records`` in batches of
-    ``concurrency``."""
+    the broker spent a record meanwhile, and this process, which holds the OTLP sink: the
+    collector's share of the same two cores); or, with ``batched``, ``20 * records`` in batches
+    of ``concurrency``."""
     gw, to = nodes["gw"].control_path, nodes["b2"].name
     if batched:
         return control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 20,
                                     size=100, concurrency=4, batch=concurrency)
     latencies = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records,
                                      size=100, concurrency=concurrency)["latencies_s"]
-    pids = {"gw": nodes["gw"].pid, "b2": nodes["b2"].pid}
+    pids = {"gw": nodes["gw"].pid, "b2": nodes["b2"].pid, "sink": os.getpid()}
     before = cpu.reading(pids)
     throughput = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 10,
                                       size=100, concurrency=concurrency, latencies=False)["throughput_rps"]
     spent = cpu.per_op(before, cpu.reading(pids), records * 10)
     return {"latencies_s": latencies, "throughput_rps": throughput,
-            "node_cpu_us": spent["gw"]["total"] + spent["b2"]["total"]}
+            "node_cpu_us": spent["gw"]["total"] + spent["b2"]["total"], "sink_cpu_us": spent["sink"]["total"]}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -360,6 +361,7 @@ async def main(args: argparse.Namespace) -> None:
     results["tracing_cost_ci95"] = {mode: median_interval(c) for mode, c in costs.items()}
     cpu_costs = paired_cpu_costs(rounds)
     results["node_cpu_us"] = {mode: statistics.median(r["node_cpu_us"] for r in done) for mode, done in rounds.items()}
+    results["sink_cpu_us"] = {mode: statistics.median(r["sink_cpu_us"] for r in done) for mode, done in rounds.items()}
     results["tracing_cpu_cost"] = {mode: statistics.median(c) for mode, c in cpu_costs.items()}
     results["tracing_cpu_cost_ci95"] = {mode: median_interval(c) for mode, c in cpu_costs.items()}
     results["exported"] = exported
@@ -393,10 +395,13 @@ async def main(args: argparse.Namespace) -> None:
         f"{mode} {statistics.median(r):.2f} ({lo:.2f} to {hi:.2f})"
         for mode, r in ratios.items() for lo, hi in [results["p50_ratio_ci95"][mode]]))
     print(f"\ncost of tracing by mode, the median of {args.rounds} rounds' pairs with the SDK off (~95% interval): "
-          "in the writer's throughput, and in the CPU the gateway and the broker spent a record during it\n")
-    print(table(["tracing", "throughput cost", "node CPU a record µs", "CPU cost (1 - off / mode)"],
+          "in the writer's throughput, and in the CPU the gateway and the broker spent a record during it; "
+          "beside it, this process's (the OTLP sink, where the mode exports; with the SDK off "
+          f"{results['sink_cpu_us']['off']:.1f} µs)\n")
+    print(table(["tracing", "throughput cost", "node CPU a record µs", "CPU cost (1 - off / mode)", "sink CPU µs"],
                 [[mode, f"{results['tracing_cost'][mode]:.3f} ({lo:.2f} to {hi:.2f})",
-                  results["node_cpu_us"][mode], f"{results['tracing_cpu_cost'][mode]:.3f} ({clo:.2f} to {chi:.2f})"]
+                  results["node_cpu_us"][mode], f"{results['tracing_cpu_cost'][mode]:.3f} ({clo:.2f} to {chi:.2f})",
+                  results["sink_cpu_us"][mode]]
                  for mode in results["tracing_cost"]
                  for (lo, hi), (clo, chi) in [(results["tracing_cost_ci95"][mode], results["tracing_cpu_cost_ci95"][mode])]]))
     if segments:

@@ -34,6 +34,7 @@ def write_results(where: Path) -> None:
                     "p50_ratio_ci95": {"on": [1.62, 1.93]},
                     "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]},
                     "node_cpu_us": {"on": 300.0, "off": 270.0, "exported": 320.0},
+                    "sink_cpu_us": {"on": 1.0, "off": 0.9, "exported": 9.6},
                     "tracing_cpu_cost": {"on": 0.1, "exported": 0.156},
                     "tracing_cpu_cost_ci95": {"on": [0.05, 0.14], "exported": [0.12, 0.2]}},
         "cluster": {"kill_removed": {"p50_ms": 2600}, "pause_suspect": {"p50_ms": 1620}, "join": {"p50_ms": 224},
@@ -65,6 +66,10 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     by_cpu = [line for line in out.splitlines() if "the nodes' CPU a record" in line]
     assert len(by_cpu) == 2  # under "every span recorded" and "exported" only
     assert "300 vs 270 µs, CI 0.05 to 0.14" in by_cpu[0] and "320 vs 270 µs, CI 0.12 to 0.20" in by_cpu[1]
+    sink = next(line for line in out.splitlines() if "the OTLP sink's CPU a record" in line)
+    assert "9.6 / 320 µs (SDK off: 0.9)" in sink and "0.03 " in sink and "(context)" in sink
+    assert out.index("every span exported over OTLP") < out.index("the OTLP sink's CPU") < out.index(
+        "the same through the SDK's export thread")  # under the exported row
     noise = next(line for line in out.splitlines() if "a second cluster with the SDK off" in line)
     assert "7100 vs 7000 rec/s" in noise and "CI" not in noise  # no interval recorded for it
     assert "the same through the SDK's export thread" in out
