@@ -4,7 +4,7 @@ Baselines measured in the same run (``bench/raw_echo.py``): a raw iroh round tri
 open stream, between two processes like every produce here; the same with both ends in one
 process for reference), an ``fsync`` of a small append, and raw stream throughput. The target's floor is the sum of
 the first two, each timed alone but measured in the rhythm of sequential produces: one round
-trip, then one fsync, and again (``RawEcho.in_rhythm``). Back to back, an fsync costs ~0.5-0.8x
+trip, then one fsync, and again (``RawEcho.in_rhythm``). Back to back, an fsync costs ~0.5-0.9x
 what it costs a round trip after the last one (the disk's side: a commit after a gap, spent
 asleep or spinning, is slower; no produce's commit comes right after another's), and a round
 trip right after another is cheaper than one after a commit; the floor with both parts back to

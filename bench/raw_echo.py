@@ -99,7 +99,7 @@ class RawEcho:
     async def in_rhythm(self, commits: Commits, n: int) -> tuple[list[float], list[float]]:
         """``n`` steps of one round trip, then one commit, each timed alone: the floor's two
         parts in the rhythm of sequential produces, whose commits come one round trip and more
-        apart. Back to back, a commit here costs ~0.5-0.8x what it costs after a gap of 0.2-0.8 ms,
+        apart. Back to back, a commit here costs ~0.5-0.9x what it costs after a gap of 0.2-0.8 ms,
         spent asleep or spinning alike (the disk's side, not the CPU's), and a round trip right
         after another is cheaper than one after a commit: neither is what any produce meets."""
         round_trips, committed = [], []
