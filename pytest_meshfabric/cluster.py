@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -123,6 +124,15 @@ def _earlier_processes(entries: Iterable[dict[str, Any]], incarnations: dict[str
     the one running now (``incarnations``: name → incarnation), or ``""``."""
     stale = sorted(e["name"] for e in entries if incarnations.get(e["name"]) not in (None, e.get("incarnation")))
     return f", an earlier process of {stale}" if stale else ""
+
+
+def _unheard_since(entries: Iterable[dict[str, Any]], names: set[str], since: float, asked_at: float) -> str:
+    """``", not heard since the heal [names]"`` for the entries of ``names`` last heard before
+    ``since``, or ``""``. A node's ``last_heard_s`` counts back from its own ``time.monotonic()``
+    when it answered, which is at least ``asked_at``: every process here reads the one
+    system-wide monotonic clock (the harness makes no time namespaces)."""
+    unheard = sorted(e["name"] for e in entries if e["name"] in names and asked_at - e["last_heard_s"] < since)
+    return f", not heard since the heal {unheard}" if unheard else ""
 
 
 class Cluster:
@@ -256,17 +266,21 @@ class Cluster:
         meshes = {node.mesh, *node.watch}
         return {n.name for n in self.nodes if n.mesh in meshes and n.running}
 
-    def divergence(self) -> dict[str, str]:
+    def divergence(self, since: float | None = None) -> dict[str, str]:
         """Running nodes whose directory is not exactly the expected names, all alive and each
-        of the process running now: name → what differs.
+        of the process running now (and, with ``since``, each heard from after that
+        ``time.monotonic()``): name → what differs.
 
         A restart keeps a node's name and id, so a directory still holding the previous
         process's entry (alive for up to ``--suspect-after``) would pass a check by name alone.
-        Each node's own entry says which incarnation runs now.
+        Each node's own entry says which incarnation runs now. Likewise an entry last heard
+        before a network fault was healed stays alive for up to ``--suspect-after`` whether or
+        not its node can be heard again: ``since`` (the heal's time) tells the two apart.
         """
-        report, directories = {}, {}
+        report, directories, asked_at = {}, {}, {}
         for node in (n for n in self.nodes if n.running):
             try:
+                asked_at[node.name] = time.monotonic()
                 directories[node.name] = node.directory()
             except FabricError as exc:
                 report[node.name] = f"no answer ({exc})"
@@ -280,6 +294,8 @@ class Cluster:
             not_alive = sorted(f"{name} ({state})" for name, state in states.items()
                                if name in expected and state != "alive")
             stale = _earlier_processes((e for e in entries if e["name"] in expected), current)
+            if since is not None:
+                stale += _unheard_since(entries, expected - {node.name}, since, asked_at[node.name])
             if missing or extra or not_alive or stale:
                 report[node.name] = f"missing {missing}, unexpected {extra}, not alive {not_alive}{stale}"
             elif self.spec.cross_mesh == "backbone" and node.type in WATCHING_TYPES:
@@ -318,14 +334,17 @@ class Cluster:
                 counts[n.type] = counts.get(n.type, 0) + 1
         return counts
 
-    def wait_converged(self, timeout: float | None = None) -> Cluster:
-        """Wait until every running node's directory lists exactly the running nodes it should, all alive."""
-        wait_until(lambda: not self.divergence(), timeout or self.ready_timeout, "every directory to converge",
-                   describe=lambda _: "; ".join(f"{k}: {v}" for k, v in self.divergence().items()))
+    def wait_converged(self, timeout: float | None = None, since: float | None = None) -> Cluster:
+        """Wait until every running node's directory lists exactly the running nodes it should,
+        all alive (and, with ``since``, each heard from after that ``time.monotonic()``: pass
+        the time a fault was healed, see ``divergence``)."""
+        wait_until(lambda: not self.divergence(since), timeout or self.ready_timeout, "every directory to converge",
+                   describe=lambda _: "; ".join(f"{k}: {v}" for k, v in self.divergence(since).items()))
         return self
 
     def heal(self) -> Cluster:
-        """Resume paused nodes, restart stopped or killed ones, and wait until ready again."""
+        """Resume paused nodes, restart stopped or killed ones, and wait until ready again
+        (every node heard from again by every directory that lists it)."""
         changed = False
         for node in self.nodes:
             if node.alive and node.paused:
@@ -334,7 +353,7 @@ class Cluster:
             elif not node.alive:
                 node.start(self.ready_timeout)
                 changed = True
-        return self.wait_converged() if changed else self
+        return self.wait_converged(since=time.monotonic()) if changed else self
 
     # -- teardown and reports --
 

@@ -340,12 +340,15 @@ class Nemesis:
     # -- teardown --
 
     def restore(self, timeout: float | None = None) -> None:
-        """Heal, restart every node that is down, remove spawned nodes, wait until converged
-        (a delayer that died is reported after the cluster is restored)."""
+        """Heal, restart every node that is down, remove spawned nodes, wait until converged:
+        every directory lists the nodes it should, each alive and heard from since the heal
+        (an entry from before it stays alive for ``--suspect-after`` whether or not its node
+        can be heard again). A delayer that died is reported after the cluster is restored."""
         try:
             self.heal()
         except delay.DelayerError as exc:
             self._delay_failures.append(str(exc))
+        healed_at = time.monotonic()
         for node in self.spawned:
             if node in self.cluster.nodes:
                 self._filter.forget(node.namespace or "")
@@ -354,7 +357,7 @@ class Nemesis:
         for node in self.cluster.nodes:
             if not node.alive:
                 node.start(self.cluster.ready_timeout)
-        self.cluster.wait_converged(timeout)
+        self.cluster.wait_converged(timeout, since=healed_at)
         self._raise_delay_failures()
 
     def close(self) -> None:
