@@ -188,10 +188,10 @@ def run_client(args: argparse.Namespace) -> int:
     if "@" in args.via:
         reply = asyncio.run(_client_call(args))
     elif args.command == "produce":
-        reply = control.request_sync(Path(args.via) / "control.sock", "produce", topic=args.topic,
+        reply = control.request_sync(control.socket_path(args.via), "produce", topic=args.topic,
                                      value=args.value, to=args.to, key=args.key)
     else:
-        reply = control.request_sync(Path(args.via) / "control.sock", "fetch", topic=args.topic,
+        reply = control.request_sync(control.socket_path(args.via), "fetch", topic=args.topic,
                                      offset=args.offset, max_records=args.max_records, **{"from": args.from_})
     reply.pop("ok", None)
     if args.json:
@@ -217,7 +217,7 @@ async def _client_call(args: argparse.Namespace) -> dict:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    path = args.control or (args.data_dir / "control.sock")
+    path = args.control or control.socket_path(args.data_dir)
     reply = control.request_sync(path, args.command)
     if args.json:
         print(json.dumps(reply, indent=2))

@@ -31,6 +31,11 @@ MAX_LINE = 1024 * 1024
 MAX_SOCKET_PATH_BYTES = (108 if sys.platform.startswith("linux") else 104) - 1
 
 
+def socket_path(data_dir: str | os.PathLike[str]) -> Path:
+    """Where the node with data directory ``data_dir`` serves its control socket."""
+    return Path(data_dir) / "control.sock"
+
+
 def socket_path_problem(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be a Unix socket's path (too long), or ``None`` if it can."""
     size = len(os.fsencode(path))

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import control
 from .errors import FabricError
 
 
@@ -54,7 +55,7 @@ class NodeProcess:
 
     @property
     def control_path(self) -> Path:
-        return self.data_dir / "control.sock"
+        return control.socket_path(self.data_dir)
 
     @property
     def name(self) -> str:

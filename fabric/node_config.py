@@ -71,4 +71,4 @@ class NodeConfig:
 
     @property
     def control_path(self) -> Path:
-        return self.data_dir / "control.sock"
+        return control.socket_path(self.data_dir)

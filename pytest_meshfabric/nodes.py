@@ -59,7 +59,7 @@ class NodeHandle:
 
     @property
     def control_path(self) -> Path:
-        return self.data_dir / "control.sock"
+        return control.socket_path(self.data_dir)
 
     @property
     def log_path(self) -> Path:
