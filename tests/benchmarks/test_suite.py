@@ -33,6 +33,8 @@ def write_results(where: Path) -> None:
                     "tracing_cost": {"on": 0.04, "exported": 0.3, "exported, SDK thread": 0.57},
                     "p50_ratio_ci95": {"on": [1.62, 1.93]},
                     "tracing_cost_ci95": {"on": [-0.02, 0.11], "exported": [0.25, 0.36]},
+                    "tracing_cost_batched": {"on": 0.01, "exported": 0.06},
+                    "tracing_cost_batched_ci95": {"on": [-0.03, 0.04], "exported": [0.02, 0.09]},
                     "node_cpu_us": {"on": 300.0, "off": 270.0, "exported": 320.0},
                     "sink_cpu_us": {"on": 1.0, "off": 0.9, "exported": 9.6},
                     "tracing_cpu_cost": {"on": 0.1, "exported": 0.156},
@@ -66,6 +68,11 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     by_cpu = [line for line in out.splitlines() if "the nodes' CPU a record" in line]
     assert len(by_cpu) == 2  # under "every span recorded" and "exported" only
     assert "300 vs 270 µs, CI 0.05 to 0.14" in by_cpu[0] and "320 vs 270 µs, CI 0.12 to 0.20" in by_cpu[1]
+    batched = [line for line in out.splitlines() if "the same in batched throughput" in line]
+    assert len(batched) == 2  # under "every span recorded" and "exported" only
+    assert "46900 vs 49000 rec/s, CI -0.03 to 0.04" in batched[0] and "0.01 " in batched[0]
+    assert "34300 vs 49000 rec/s, CI 0.02 to 0.09" in batched[1] and "0.06 " in batched[1]
+    assert all("< 0.10" in line for line in batched)
     sink = next(line for line in out.splitlines() if "the OTLP sink's CPU a record" in line)
     assert "9.6 / 320 µs (SDK off: 0.9)" in sink and "0.03 " in sink and "(context)" in sink
     assert out.index("every span exported over OTLP") < out.index("the OTLP sink's CPU") < out.index(
@@ -147,6 +154,10 @@ def test_paired_costs_pair_each_round_with_the_sdk_off_in_that_round():
     rounds = {"off": [{"throughput_rps": 100.0}, {"throughput_rps": 50.0}],
               "on": [{"throughput_rps": 90.0}, {"throughput_rps": 40.0}]}
     assert paired_costs(rounds) == {"on": [pytest.approx(0.1), pytest.approx(0.2)]}
+    for mode, batched in (("off", [1000.0, 500.0]), ("on", [990.0, 500.0])):
+        for run, rps in zip(rounds[mode], batched):
+            run["batched_rps"] = rps
+    assert paired_costs(rounds, "batched_rps") == {"on": [pytest.approx(0.01), pytest.approx(0.0)]}
 
 
 def test_paired_cpu_costs_are_the_share_of_a_traced_records_cpu_the_sdk_off_does_not_spend():
