@@ -40,6 +40,7 @@ def test_a_small_run_measures_every_mode_and_leaves_nothing_running(tmp_path: Pa
         assert set(results["node_cpu_us"]) == modes and all(us > 0 for us in results["node_cpu_us"].values())
         assert set(results["sink_cpu_us"]) == modes and all(us >= 0 for us in results["sink_cpu_us"].values())
         assert set(results["tracing_cost"]) == set(results["tracing_cpu_cost"]) == modes - {"off"}
+        assert set(results["tracing_cost_batched"]) == set(results["tracing_cost_batched_ci95"]) == modes - {"off"}
         assert results["exported"]["spans"] > 0 and results["exported"]["rejected"] == 0
         writer = results["runs"]["on"]["cross-mesh, writer on gateway"]
         assert writer["throughput_rps"] > 0 and len(writer["throughput_rounds"]) == 1
