@@ -23,7 +23,7 @@ from fabric import event_loop
 from fabric.gc_settings import configure_for_node
 from fabric.node import BOOT_STEPS, Node
 from fabric.node_config import NodeConfig
-from fabric.telemetry import Telemetry
+from fabric.telemetry import TelemetrySetup
 
 STEPS = ("mesh.node.ready", *BOOT_STEPS)
 RETURNED = "start() returned"
@@ -41,7 +41,7 @@ async def bare_bind() -> float:
 
 async def boot(data_dir: Path) -> dict[str, float]:
     node = Node(NodeConfig(mesh="bench", type="broker", data_dir=data_dir),
-                telemetry_factory=lambda labels: Telemetry(labels))  # no exporter: measure the node
+                telemetry_setup=TelemetrySetup(exporter=None))  # no exporter: measure the node
     start = time.perf_counter()
     await node.start()
     returned = time.perf_counter() - start

@@ -34,7 +34,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -51,7 +51,7 @@ from .gossip.proto import GossipCore
 from .errors import TransportError
 from .identity import Identity, load_or_mint, node_name, verify_signature
 from .node_config import NodeConfig
-from .telemetry import NodeLabels, Telemetry
+from .telemetry import NodeLabels, Telemetry, TelemetrySetup
 from .services.base import Service
 from .services.broker import BrokerService
 from .services.compute import ComputeService
@@ -108,9 +108,11 @@ class Node:
     """One running node. Create, ``await start()``, and ``await stop()`` when done."""
 
     def __init__(self, config: NodeConfig,
-                 telemetry_factory: Callable[[NodeLabels], Telemetry] = Telemetry.from_env) -> None:
+                 telemetry_setup: TelemetrySetup | None = None) -> None:
         self.config = config
-        self.telemetry_factory = telemetry_factory
+        # Everything of the telemetry but the node's name, from the environment now (a bad
+        # exporter setting is a ConfigError here), not cold inside the boot.
+        self.telemetry_setup = telemetry_setup if telemetry_setup is not None else TelemetrySetup.from_env()
         self.identity: Identity | None = None
         self.telemetry: Telemetry | None = None
         self.transport: Transport | None = None
@@ -166,7 +168,8 @@ class Node:
             raise
         bound = time.time_ns()
         try:
-            self.telemetry = self.telemetry_factory(NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id))
+            self.telemetry = Telemetry(NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id),
+                                       setup=self.telemetry_setup)
         except BaseException:
             await self.transport.close()
             raise
@@ -278,7 +281,7 @@ class Node:
         failed = "identity_loaded" if self.identity is None else "endpoint_created"
         labels = (NodeLabels(f"{cfg.mesh}.{cfg.type}.unidentified", cfg.mesh, cfg.type, "") if self.identity is None
                   else NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id))
-        telemetry = self.telemetry_factory(labels)
+        telemetry = Telemetry(labels, setup=self.telemetry_setup)
         root = telemetry.tracer.start_span("mesh.node.ready", start_time=boot_start)
         with trace.use_span(root, end_on_exit=True):
             if self.identity is not None:

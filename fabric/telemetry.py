@@ -29,7 +29,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import (TELEMETRY_SDK_LANGUAGE, TELEMETRY_SDK_NAME, TELEMETRY_SDK_VERSION,
                                          OTELResourceDetector, Resource)
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -176,41 +176,68 @@ def recent_capacity_from_env(environ: Mapping[str, str] = os.environ) -> int:
     return capacity
 
 
-def node_resource(labels: NodeLabels) -> Resource:
-    """The SDK's default resource, ``OTEL_RESOURCE_ATTRIBUTES``, then the node's own labels.
-
-    This is what ``Resource.create`` builds for the default detector, without the thread
-    pool it starts to run detectors (~3 ms of a ~5 ms boot), and what ``merge`` of the three
-    would give (later keys win), validated once instead of five times.
-    """
+def base_resource() -> Resource:
+    """The SDK's default resource and ``OTEL_RESOURCE_ATTRIBUTES`` (what ``Resource.create``
+    builds for the default detector, without the thread pool it starts to run detectors:
+    ~3 ms of a ~5 ms boot), with a new ``service.instance.id``; a node adds its labels."""
     detected = OTELResourceDetector().detect()
     return Resource({TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry",
                      TELEMETRY_SDK_VERSION: _SDK_VERSION, "service.instance.id": str(uuid.uuid4()),
-                     **detected.attributes, "service.name": labels.name, **labels.attributes()},
-                    detected.schema_url)
+                     **detected.attributes}, detected.schema_url)
+
+
+def node_resource(labels: NodeLabels, base: Resource | None = None) -> Resource:
+    """``base`` (default: ``base_resource()``), then the node's own labels: what ``merge``
+    would give (later keys win), validated once."""
+    base = base or base_resource()
+    return Resource({**base.attributes, "service.name": labels.name, **labels.attributes()}, base.schema_url)
+
+
+class TelemetrySetup:
+    """A node's telemetry but its name, read from the environment before the boot: whether the
+    SDK is on, the span limits, the ids' generator, the resource's attributes but the node's
+    own, the ring of recent spans and the exporter's processor (its modules imported).
+    ``Telemetry`` adds the name once the node knows its identity; a node makes its setup when
+    it is made, as any program sets up OpenTelemetry before the work it traces, so none of
+    this runs, cold, inside the boot's trace. One setup serves one ``Telemetry``.
+    """
+
+    def __init__(self, exporter: SpanExporter | None = None, recent_capacity: int = DEFAULT_RECENT_SPANS) -> None:
+        # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op (``OffTracer``,
+        # the API's, cheaper): the benchmarks measure what tracing costs by comparing against it.
+        self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+        self.span_limits = SpanLimits()
+        self.id_generator = PrivateRandomIdGenerator()
+        self.resource = base_resource()
+        self.recent = RecentSpans(recent_capacity)
+        self.span_exporter = exporter
+        self.exporter = export_processor(exporter) if exporter is not None and self.enabled else None
+
+    @classmethod
+    def from_env(cls) -> TelemetrySetup:
+        """The exporter the standard variables ask for (``ConfigError`` for a bad one) and the ring's size."""
+        return cls(exporter_from_env(), recent_capacity_from_env())
 
 
 class Telemetry:
     """A node's tracer provider: resource = the node's name and labels."""
 
     def __init__(self, labels: NodeLabels, exporter: SpanExporter | None = None,
-                 recent_capacity: int = DEFAULT_RECENT_SPANS) -> None:
-        resource = node_resource(labels)
+                 recent_capacity: int = DEFAULT_RECENT_SPANS, *, setup: TelemetrySetup | None = None) -> None:
+        setup = setup or TelemetrySetup(exporter, recent_capacity)
         self.labels = labels
-        # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op (``OffTracer``,
-        # the API's, cheaper): the benchmarks measure what tracing costs by comparing against it.
-        self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
-        self.provider = TracerProvider(resource=resource, id_generator=PrivateRandomIdGenerator())
-        self.recent = RecentSpans(recent_capacity)
+        self.enabled = setup.enabled
+        self.provider = TracerProvider(resource=node_resource(labels, setup.resource),
+                                       id_generator=setup.id_generator, span_limits=setup.span_limits)
+        self.recent = setup.recent
         self.provider.add_span_processor(self.recent)
-        self.exporting = exporter is not None and self.enabled
-        self.span_exporter = exporter
-        self.exporter: SpanProcessor | None = None  # what hands spans to the exporter
+        self.span_exporter = setup.span_exporter
+        self.exporter: SpanProcessor | None = setup.exporter  # what hands spans to the exporter
+        self.exporting = self.exporter is not None
         self.loop_exporter: Any = None  # the same, if it posts from the node's loop (otlp_loop)
-        if self.exporting:
-            from .otlp_loop import LoopBatchSpanProcessor  # h11: loaded only by a node that exports
+        if self.exporter is not None:
+            from .otlp_loop import LoopBatchSpanProcessor  # loaded already: the setup's processor came from it
 
-            self.exporter = export_processor(exporter)  # type: ignore[arg-type]
             self.provider.add_span_processor(self.exporter)
             if isinstance(self.exporter, LoopBatchSpanProcessor):
                 self.loop_exporter = self.exporter
@@ -219,7 +246,7 @@ class Telemetry:
 
     @classmethod
     def from_env(cls, labels: NodeLabels) -> "Telemetry":
-        return cls(labels, exporter_from_env(), recent_capacity_from_env())
+        return cls(labels, setup=TelemetrySetup.from_env())
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Export from ``loop`` (the node's) where the exporter does (``fabric/otlp_loop.py``);

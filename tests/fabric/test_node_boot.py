@@ -11,27 +11,20 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
+from fabric.errors import ConfigError
 from fabric.gossip.net import GossipNet
 from fabric.node import BOOT_STEPS, Node
 from fabric.node_config import NodeConfig
-from fabric.telemetry import NodeLabels, Telemetry
+from fabric.telemetry import TelemetrySetup
 from fabric.transport import Transport
 
 
-class Made:
-    """A telemetry factory that keeps what it made (no exporter: spans stay in the ring)."""
-
-    def __init__(self) -> None:
-        self.telemetries: list[Telemetry] = []
-
-    def __call__(self, labels: NodeLabels) -> Telemetry:
-        telemetry = Telemetry(labels)
-        self.telemetries.append(telemetry)
-        return telemetry
+class Made(TelemetrySetup):
+    """A node's telemetry setup without an exporter, whose ring (the one the node's telemetry
+    records into) the test reads."""
 
     def spans(self) -> dict:
-        (telemetry,) = self.telemetries
-        return {span.name: span for span in telemetry.recent.snapshot()}
+        return {span.name: span for span in self.recent.snapshot()}
 
 
 @pytest.mark.asyncio
@@ -98,9 +91,25 @@ async def test_telemetry_that_cannot_be_made_closes_the_endpoint_just_bound(tmp_
 
     monkeypatch.setattr(Transport, "close", counted_close)
 
-    def no_telemetry(labels: NodeLabels) -> Telemetry:
+    def no_telemetry(*args, **kwargs) -> None:
         raise RuntimeError("no telemetry here")
 
+    monkeypatch.setattr("fabric.node.Telemetry", no_telemetry)
     with pytest.raises(RuntimeError, match="no telemetry here"):
-        await Node(NodeConfig("mesh1", "broker", tmp_path), no_telemetry).start()
+        await Node(NodeConfig("mesh1", "broker", tmp_path), Made()).start()
     assert len(closed) == 1
+
+
+def test_the_telemetry_is_set_up_from_the_environment_when_the_node_is_made(tmp_path, monkeypatch):
+    """What the telemetry reads from the environment is read by ``Node()``, not in the boot:
+    a bad setting fails there, with the variable's error, before anything is bound."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")
+    with pytest.raises(ConfigError, match="unsupported OTEL_EXPORTER_OTLP_PROTOCOL 'thrift'"):
+        Node(NodeConfig("mesh1", "broker", tmp_path))
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+    monkeypatch.setenv("MESHFABRIC_RECENT_SPANS", "7")
+    node = Node(NodeConfig("mesh1", "broker", tmp_path))
+    assert node.telemetry is None and node.telemetry_setup.recent._spans.maxlen == 7
+    assert node.telemetry_setup.exporter is not None  # the exporter's processor, made (and its modules loaded)
+    node.telemetry_setup.exporter.shutdown()

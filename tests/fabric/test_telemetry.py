@@ -117,6 +117,22 @@ def test_unknown_protocol_is_a_config_error(protocol):
 # -- spans carry the node's labels -----------------------------------------------
 
 
+def test_a_setup_made_ahead_gives_the_node_its_parts_and_its_name_wins_in_the_resource(made, monkeypatch):
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,service.name=from-env")
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "3")
+    setup = telemetry.TelemetrySetup()
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "read=late")  # read when the setup was made, not after
+    t = Telemetry(LABELS, setup=setup)
+    made.append(t)
+    assert t.recent is setup.recent and t.provider.id_generator is setup.id_generator
+    assert t.provider._span_limits.max_events == 3
+    resource = t.provider.resource.attributes
+    assert resource["deployment.environment"] == "test" and "read" not in resource
+    assert resource["service.name"] == LABELS.name and resource["node.id"] == NODE_ID  # the node's labels last
+    assert resource["service.instance.id"] == setup.resource.attributes["service.instance.id"]
+    assert dict(resource) == dict(telemetry.node_resource(LABELS, setup.resource).attributes)
+
+
 def test_spans_carry_resource_and_node_attributes(made):
     t = local_telemetry(made)
     assert not t.exporting
