@@ -16,7 +16,9 @@ node's first signed digest into its own directory and sends it to the bootstrap 
 node announces an address it already serves, before it handles anything it accepts (the
 endpoint holds what arrives until then). Like iroh-gossip's ``subscribe``, starting the
 gossip does not wait for the join's messages to go out. Identity and endpoint are
-recorded after the bind (the telemetry needs the name), with the times measured around them.
+recorded after the bind (the telemetry needs the name), with the times measured around them;
+all the rest of the telemetry (``TelemetrySetup``: the environment's settings, the exporter) is
+set up when the ``Node`` is made, as a program sets up OpenTelemetry before what it traces.
 The control socket (the local operator's door, not the mesh's) opens right after the root,
 before ``start()`` returns: the CLI prints its ready line after ``start()``, so whoever waits
 for that line can use the control socket at once.
