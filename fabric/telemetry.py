@@ -212,6 +212,7 @@ class TelemetrySetup:
         self.recent = RecentSpans(recent_capacity)
         self.span_exporter = exporter
         self.exporter = export_processor(exporter) if exporter is not None and self.enabled else None
+        self.used = False  # its ring and processor belong to the one Telemetry made from it
 
     @classmethod
     def from_env(cls) -> TelemetrySetup:
@@ -220,11 +221,16 @@ class TelemetrySetup:
 
 
 class Telemetry:
-    """A node's tracer provider: resource = the node's name and labels."""
+    """A node's tracer provider: resource = the node's name and labels. Made from ``setup``
+    (then ``exporter`` and ``recent_capacity`` are the setup's), or from those two now."""
 
     def __init__(self, labels: NodeLabels, exporter: SpanExporter | None = None,
                  recent_capacity: int = DEFAULT_RECENT_SPANS, *, setup: TelemetrySetup | None = None) -> None:
         setup = setup or TelemetrySetup(exporter, recent_capacity)
+        if setup.used:
+            raise ValueError("this TelemetrySetup has made its Telemetry already (its ring and exporter go "
+                             "with it): make a new setup")
+        setup.used = True
         self.labels = labels
         self.enabled = setup.enabled
         self.provider = TracerProvider(resource=node_resource(labels, setup.resource),

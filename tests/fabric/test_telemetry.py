@@ -456,3 +456,10 @@ def test_inject_of_a_sampled_out_span_agrees_with_the_propagators(made, monkeypa
         propagate.inject(theirs)
         assert telemetry.inject() == theirs and theirs["traceparent"].endswith("-00")
     assert telemetry.inject() == {}  # outside any span: nothing to send
+
+
+def test_a_setup_makes_one_telemetry(made):
+    setup = telemetry.TelemetrySetup()
+    made.append(Telemetry(LABELS, setup=setup))
+    with pytest.raises(ValueError, match="made its Telemetry already"):
+        Telemetry(LABELS, setup=setup)
