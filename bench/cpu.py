@@ -1,29 +1,54 @@
 """CPU time of processes and of their threads, read from ``/proc``.
 
 A process's total (``process_seconds``) counts every thread it ever had, at the clock tick's
-resolution: right for an idle node over seconds. ``by_thread`` reads each live thread's
+resolution: right for an idle node over seconds. ``threads`` reads each live thread's
 ``schedstat`` (nanoseconds) and groups the threads by what they are: the event loop (the
 main thread), iroh's runtime (the bindings' tokio threads), and the rest (the OTLP export
 thread, executors). Dividing a difference of two readings by the operations done between them
 gives CPU per operation, per group: what showed that half of a raw round trip's CPU is
 iroh's runtime thread, and what a produce spends over it.
+
+A process's total between two readings comes from its CPU-time clock (nanoseconds, every
+thread it had in the window, ended ones too); the event loop's and iroh's runtime's shares
+from their threads' ``schedstat``; "other threads" is the rest of the total. Summing live
+threads alone would lose a thread that ends between two readings, and with it the window's
+total could shrink below zero (an HTTP server's connection threads do end).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 GROUPS = ("event loop", "iroh runtime", "other threads")
 _RUNTIME_THREADS = ("tokio", "async-compat")  # what iroh's bindings name their runtime's threads
+_CPUCLOCK_SCHED = 2  # the kernel's process CPU clocks: all its threads' run time, in ns
 
-Reading = dict[str, dict[str, int]]  # label -> group -> nanoseconds
+Threads = dict[int, tuple[str, int]]  # thread id -> (group, nanoseconds on the CPU so far)
+
+
+class Sample(NamedTuple):
+    """One process at one moment: its CPU time so far and its live threads'."""
+
+    process_ns: int
+    threads: Threads
+
+
+Reading = dict[str, Sample]  # label -> its process's sample
 
 
 def process_seconds(pid: int) -> float:
     """CPU time (user + system) a process has used so far, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_ns(pid: int) -> int:
+    """CPU time a process has used so far, in nanoseconds, from its CPU-time clock (the
+    clock id Linux gives process ``pid``: ``clock_getcpuclockid``, which Python lacks)."""
+    return time.clock_gettime_ns(((~pid) << 3) | _CPUCLOCK_SCHED)
 
 
 def group_of(pid: int, tid: int, name: str) -> str:
@@ -33,28 +58,39 @@ def group_of(pid: int, tid: int, name: str) -> str:
     return "iroh runtime" if name.startswith(_RUNTIME_THREADS) else "other threads"
 
 
-def by_thread(pid: int) -> dict[str, int]:
-    """Nanoseconds on the CPU so far of each group of ``pid``'s live threads."""
-    totals = dict.fromkeys(GROUPS, 0)
+def threads(pid: int) -> Threads:
+    """Each of ``pid``'s live threads: its group and its nanoseconds on the CPU so far."""
+    out: Threads = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
             ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue  # the thread ended meanwhile
-        totals[group_of(pid, int(tid), name)] += ns
-    return totals
+        out[int(tid)] = (group_of(pid, int(tid), name), ns)
+    return out
 
 
 def reading(pids: dict[str, int]) -> Reading:
-    """``by_thread`` of each labelled process."""
-    return {label: by_thread(pid) for label, pid in pids.items()}
+    """A ``Sample`` of each labelled process."""
+    return {label: Sample(process_ns(pid), threads(pid)) for label, pid in pids.items()}
 
 
 def per_op(before: Reading, after: Reading, ops: int) -> dict[str, dict[str, float]]:
-    """µs of CPU per operation of each process and group between two readings (and their total)."""
+    """µs of CPU per operation of each process between two readings: its total, and that
+    total by group (the event loop's and iroh's runtime's from their threads, the rest
+    under "other threads")."""
     out: dict[str, dict[str, float]] = {}
-    for label, groups in after.items():
-        spent = {g: (ns - before[label].get(g, 0)) / ops / 1e3 for g, ns in groups.items()}
-        out[label] = {**spent, "total": sum(spent.values())}
+    for label, now in after.items():
+        then = before[label]
+        named = dict.fromkeys(("event loop", "iroh runtime"), 0)
+        for tid, (group, ns) in now.threads.items():
+            if group in named:
+                earlier = then.threads.get(tid, (group, 0))[1]
+                named[group] += ns - earlier if earlier <= ns else ns  # less than before: a new thread, same id
+        total = now.process_ns - then.process_ns
+        # The threads and the clock are read a moment apart: the rest may come out a hair below zero.
+        rest = max(0, total - sum(named.values()))
+        out[label] = {**{g: ns / ops / 1e3 for g, ns in named.items()}, "other threads": rest / ops / 1e3,
+                      "total": total / ops / 1e3}
     return out

@@ -421,7 +421,7 @@ async def main(args: argparse.Namespace) -> None:
               f"{grown['p50_ms'] * 1e3:.0f} in rhythm)\n")
         print(table(["segment", "p50 µs"], segments))
     print(f"\nCPU per sequential round trip or produce (tracing on), by thread, µs ({args.records} each; "
-          "/proc schedstat)\n")
+          "the threads' schedstat; the total from the process's CPU clock, other threads its rest)\n")
     print(table(["process", *cpu.GROUPS, "total"],
                 [[label, *(round(spent[g], 1) for g in (*cpu.GROUPS, "total"))] for label, spent in cpu_per_op.items()]))
     print(f"\nexported to the OTLP sink: {exported['spans']} spans in {exported['requests']} requests "

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+
+import pytest
 
 from bench import cpu
 
@@ -16,26 +20,52 @@ def _spin(cpu_seconds: float) -> None:
 
 
 def test_the_main_threads_work_counts_as_the_event_loop_and_another_threads_as_other():
-    pid = os.getpid()
+    pids = {"me": os.getpid()}
     spun, release = threading.Event(), threading.Event()
 
     def worker() -> None:
         _spin(0.05)
         spun.set()
-        release.wait(10)  # alive while it is read: a thread's time is read from its own entry
+        release.wait(10)
 
-    before = cpu.by_thread(pid)
+    before = cpu.reading(pids)
     _spin(0.05)
     thread = threading.Thread(target=worker)
     thread.start()
     try:
         assert spun.wait(10)
-        after = cpu.by_thread(pid)
+        after = cpu.reading(pids)
     finally:
         release.set()
         thread.join()
-    assert after["event loop"] - before["event loop"] >= 0.05e9
-    assert after["other threads"] - before["other threads"] >= 0.05e9
+    spent = cpu.per_op(before, after, 1)["me"]  # µs
+    assert spent["event loop"] >= 0.05e6
+    assert spent["other threads"] >= 0.05e6
+    assert spent["total"] == pytest.approx(sum(spent[g] for g in cpu.GROUPS))
+
+
+def test_a_thread_that_ends_between_two_readings_still_counts():
+    # An HTTP server's connection thread, say: gone from /proc/<pid>/task at the second reading.
+    pids = {"me": os.getpid()}
+    started = threading.Event()
+    release = threading.Event()
+
+    def worker() -> None:
+        started.set()
+        release.wait(10)
+        _spin(0.05)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert started.wait(10)
+    before = cpu.reading(pids)  # the thread alive in it, before its work
+    release.set()
+    thread.join()
+    spent = cpu.per_op(before, cpu.reading(pids), 1)["me"]
+    # 0.05 s of the thread's own clock; the event loop's share is read a moment before the total
+    assert spent["other threads"] >= 0.045e6
+    assert spent["total"] >= 0.05e6
+    assert all(us >= 0 for us in spent.values())
 
 
 def test_threads_are_grouped_by_what_they_are():
@@ -45,14 +75,39 @@ def test_threads_are_grouped_by_what_they_are():
     assert cpu.group_of(100, 103, "OtelBatchSpanPr") == "other threads"
 
 
-def test_per_op_divides_each_groups_difference_and_totals_them():
-    before = {"node": {"event loop": 1_000, "iroh runtime": 0, "other threads": 500}}
-    after = {"node": {"event loop": 401_000, "iroh runtime": 200_000, "other threads": 500}}
+def test_per_op_divides_each_groups_difference_and_puts_the_rest_of_the_total_under_other():
+    before = {"node": cpu.Sample(10_000, {100: ("event loop", 1_000), 101: ("iroh runtime", 0),
+                                          102: ("other threads", 500), 103: ("iroh runtime", 90_000)})}
+    # 102 ended; 103's id now belongs to a new runtime thread (less time than the old one had)
+    after = {"node": cpu.Sample(1_010_000, {100: ("event loop", 401_000), 101: ("iroh runtime", 150_000),
+                                            103: ("iroh runtime", 50_000)})}
     assert cpu.per_op(before, after, 100) == {
-        "node": {"event loop": 4.0, "iroh runtime": 2.0, "other threads": 0.0, "total": 6.0}}
+        "node": {"event loop": 4.0, "iroh runtime": 2.0, "other threads": 4.0, "total": 10.0}}
+
+
+def test_per_op_never_reads_a_negative_rest():
+    # The clock is read a moment after the threads: the rest of the total may come out a hair below zero.
+    before = {"node": cpu.Sample(1_000, {100: ("event loop", 1_000)})}
+    after = {"node": cpu.Sample(2_000, {100: ("event loop", 2_050)})}
+    assert cpu.per_op(before, after, 1)["node"]["other threads"] == 0.0
 
 
 def test_process_seconds_grows_with_the_processes_work():
     before = cpu.process_seconds(os.getpid())
     _spin(0.05)
     assert cpu.process_seconds(os.getpid()) - before >= 0.04  # clock ticks: 10 ms resolution
+
+
+def test_process_ns_reads_another_processes_cpu_clock():
+    spin_then_wait = ("import sys, time\nend = time.process_time() + 0.1\n"
+                      "while time.process_time() < end: pass\nsys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", spin_then_wait], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while cpu.process_ns(child.pid) < 0.1e9:
+            assert time.monotonic() < deadline, "the child never spent its 0.1 s"
+            time.sleep(0.01)
+        assert cpu.process_ns(child.pid) >= 0.1e9
+    finally:
+        child.kill()
+        child.wait()
