@@ -142,11 +142,11 @@ static PyMethodDef methods[] = {
      "          unset_status, exit_failed, detach, baggage_key)\n--\n\nThe OTel objects this module uses."},
     {"remote_context", (PyCFunction)remote_context, METH_O,
      "remote_context(traceparent)\n--\n\n"
-     "The context a W3C traceparent header gives, as telemetry.extract makes it (an empty one for an invalid\n"
+     "The context a W3C traceparent header gives, as propagation.extract makes it (an empty one for an invalid\n"
      "header); NotImplemented for any header but the canonical 55 characters, which Python then parses."},
     {"current_traceparent", (PyCFunction)current_traceparent, METH_NOARGS,
      "current_traceparent()\n--\n\n"
-     "The current span's W3C traceparent header, as telemetry.inject writes it; None when there is no span;\n"
+     "The current span's W3C traceparent header, as propagation.inject writes it; None when there is no span;\n"
      "NotImplemented where Python must write it (baggage, a trace state, another span type, an invalid one)."},
     {NULL, NULL, 0, NULL},
 };

@@ -228,7 +228,7 @@ PyObject *remote_context(PyObject *Py_UNUSED(module), PyObject *header) {
     for (int i = 0; i < TRACEPARENT_LEN; i++)
         if (i != 2 && i != 35 && i != 52 && hex_value((unsigned char)text[i]) < 0)
             Py_RETURN_NOTIMPLEMENTED;
-    /* what telemetry.extract rejects: version ff, an all-zero id ("00" with more fields has none here) */
+    /* what propagation.extract rejects: version ff, an all-zero id ("00" with more fields has none here) */
     if (text[0] == 'f' && text[1] == 'f')
         return empty_context();
     int zero;

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from opentelemetry.trace import Span, SpanKind, Tracer
 
-from . import rpc, telemetry
+from . import propagation, rpc
 from .errors import FabricError, RemoteError, TransportError
 from .services.broker import ALPN as BROKER_ALPN
 from .services.broker import messaging_attributes
@@ -53,7 +53,7 @@ class Producer:
         with self._span(broker, topic, seq, 1) as span:
             # The record carries this span's context, so its consumers continue the trace; so
             # does the request (the same headers, injected once).
-            context = telemetry.inject()
+            context = propagation.inject()
             args = {"topic": topic, "value": value, "key": key, "headers": {**(headers or {}), **context},
                     "producer_id": producer_id or self.producer_id, "seq": seq}
             ack = await self._call(span, broker, "produce", args, timeout, attempts, context)
@@ -65,7 +65,7 @@ class Producer:
         """Produce many records in one request (one append, one fsync on the broker)."""
         seq = self.next_seq(len(values))
         with self._span(broker, topic, seq, len(values)) as span:
-            headers = telemetry.inject()  # sent once: the broker stores it with every record
+            headers = propagation.inject()  # sent once: the broker stores it with every record
             args = {"topic": topic, "records": [{"value": v} for v in values], "headers": headers,
                     "producer_id": self.producer_id, "seq": seq}
             return await self._call(span, broker, "produce_batch", args, timeout, attempts, headers)

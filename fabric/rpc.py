@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from opentelemetry import context as otel_context
 
-from . import telemetry
+from . import propagation
 from .errors import (ConfigError, FabricError, FrameError, RemoteError, ResolveError,
                      TransportError)
 from .frames import Frame, Kind
@@ -51,7 +51,7 @@ class Router:
                                "unknown_op")
         if not isinstance(args, dict):
             return error_frame("'args' must be a map", "bad_request")
-        token = otel_context.attach(telemetry.extract(frame.body.get("trace")))
+        token = otel_context.attach(propagation.extract(frame.body.get("trace")))
         try:
             return Frame(Kind.RESPONSE, await operation(remote, args))
         except FabricError as exc:
@@ -67,7 +67,7 @@ async def call(transport: Transport, node_id: str, addrs: list[str] | tuple[str,
 
     ``trace``: the current context's headers, if the caller has them already.
     """
-    request = Frame(Kind.REQUEST, {"op": op, "args": args, "trace": telemetry.inject() if trace is None else trace})
+    request = Frame(Kind.REQUEST, {"op": op, "args": args, "trace": propagation.inject() if trace is None else trace})
     reply = await transport.request(node_id, addrs, alpn, request, timeout)
     if reply.kind is Kind.ERROR:
         raise RemoteError(str(reply.body.get("code", "failed")), str(reply.body.get("message", "")))

@@ -27,7 +27,7 @@ ended in C where the install built ``fabric/_span_core.c`` (``_span_core``): the
 under load it cut what recording costs a produce by about two thirds (docs/performance-rounds.md,
 fourteenth round). Anything else falls back to the Python path below, which is also all there
 is without the C part (``fabric/span_path.py`` says when the C part is used).
-``telemetry.inject``/``extract`` use its ``traceparent`` functions.
+``propagation.inject``/``extract`` use its ``traceparent`` functions.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
-from .. import rpc, telemetry
+from .. import propagation, rpc
 from ..errors import ConfigError, FabricError
 from .base import Service
 from .broker import ALPN as BROKER_ALPN
@@ -83,7 +83,7 @@ class ComputeService(Service):
         return len(batch["records"])
 
     async def _process(self, record: dict[str, Any], source: str, sink: str) -> None:
-        parent = telemetry.extract(record.get("headers"))
+        parent = propagation.extract(record.get("headers"))
         producer_ctx = trace.get_current_span(parent).get_span_context()
         links = [Link(producer_ctx)] if producer_ctx.is_valid else []
         with self.node.telemetry.tracer.start_as_current_span(

@@ -33,7 +33,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from fabric import otlp_encoder, otlp_exporters, telemetry
+from fabric import otlp_encoder, otlp_exporters, propagation, telemetry
 from fabric.captured import from_sdk
 from fabric.errors import ConfigError
 from fabric.otlp import decode_body
@@ -176,7 +176,7 @@ def node_spans() -> Iterator[tuple[Telemetry, list[ReadableSpan]]]:
 def test_a_nodes_own_spans_encode_as_the_sdk_does(node_spans):
     t, snapshot = node_spans
     tracer = t.tracer
-    remote = telemetry.extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    remote = propagation.extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
     with tracer.start_as_current_span("produce", kind=SpanKind.SERVER, attributes={"messaging.system": "meshfabric"}):
         with tracer.start_as_current_span("send t", kind=SpanKind.PRODUCER, attributes={"meshfabric.seq": 3}) as s:
             s.set_attribute("meshfabric.offset", 2**40)

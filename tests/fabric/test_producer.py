@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from fabric import telemetry
+from fabric import propagation
 from fabric.errors import TransportError
 from fabric.frames import Frame, Kind
 from fabric.identity import Identity, node_name
@@ -48,7 +48,7 @@ def test_the_send_span_records_the_attempts_the_retries_and_the_offset(failures)
     assert send.attributes["meshfabric.offset"] == ack["offset"]
     assert [e.name for e in send.events] == ["retry"] * failures
     assert [e.attributes["attempt"] for e in send.events] == list(range(1, failures + 1))
-    sent = {trace.get_current_span(telemetry.extract(r.body["trace"])).get_span_context().span_id
+    sent = {trace.get_current_span(propagation.extract(r.body["trace"])).get_span_context().span_id
             for r in transport.requests}
     assert sent == {send.context.span_id}  # every attempt carries the send span's context
     assert all(r.body["args"]["headers"] == r.body["trace"] for r in transport.requests)

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
-from fabric import spans, telemetry
+from fabric import propagation, spans
 from fabric.errors import ConfigError
 from fabric.identity import node_name
 from fabric.spans import LeanSpan, LeanTracer
@@ -71,7 +71,7 @@ def scenario(tracer: trace.Tracer) -> None:
         tracer.start_span("linked", links=[trace.Link(root.get_span_context())]).end()  # the SDK's span
         tracer.start_span("plain").end(7_000)
     for sampled in ("01", "00"):
-        remote = telemetry.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-{sampled}"})
+        remote = propagation.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-{sampled}"})
         token = context_api.attach(remote)
         try:
             with tracer.start_as_current_span(f"under a remote parent {sampled}") as span:
@@ -180,7 +180,7 @@ def test_attributes_are_kept_or_left_to_the_sdk_alike(attributes, parent_sampled
             try:
                 token = None
                 if parent_sampled is not None:
-                    remote = telemetry.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-{'01' if parent_sampled else '00'}"})
+                    remote = propagation.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-{'01' if parent_sampled else '00'}"})
                     token = context_api.attach(remote)
                 try:
                     span = made.tracer.start_span("s", attributes=attributes)
@@ -216,11 +216,11 @@ def test_starting_ending_and_propagating_spans_keeps_no_memory(made):
 
     def requests(count: int) -> None:
         for _ in range(count):
-            token = context_api.attach(telemetry.extract({"traceparent": header}))
+            token = context_api.attach(propagation.extract({"traceparent": header}))
             try:
                 with (made.tracer.start_as_current_span("receive", attributes={"k": 1}),
                       made.tracer.start_as_current_span("append")):
-                    telemetry.inject()
+                    propagation.inject()
             finally:
                 context_api.detach(token)
 
@@ -291,7 +291,7 @@ def test_current_can_be_made_for_any_span():
 
 
 def test_the_canonical_traceparent_is_read_and_written_in_c(made):
-    """The propagation the tests in test_telemetry.py compare with the propagators, on both
+    """The propagation the tests in test_propagation.py compare with the propagators, on both
     paths, is C's for the header every request carries; anything else is Python's."""
     header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     context = core.remote_context(header)

@@ -132,7 +132,7 @@ def test_a_lean_span_is_always_a_sampled_one(sampler):
 
 def _seen_by(tracer: trace.Tracer) -> list[object]:
     """What code inside and after a span sees, under an upstream (remote) span made current."""
-    from fabric.telemetry import inject
+    from fabric.propagation import inject
 
     remote = trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED)))
     token = context_api.attach(trace.set_span_in_context(remote))
