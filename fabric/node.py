@@ -173,6 +173,7 @@ class Node:
             self.telemetry = Telemetry(NodeLabels(self.name, cfg.mesh, cfg.type, self.node_id),
                                        setup=self.telemetry_setup)
         except BaseException:
+            self.telemetry_setup.shutdown()
             await self.transport.close()
             raise
         self.telemetry.attach(asyncio.get_running_loop())
@@ -362,3 +363,5 @@ class Node:
             await self.telemetry.drain()
             self.telemetry.flush()
             self.telemetry.shutdown()
+        else:  # never started, or its boot failed: the setup's processor is still its own
+            self.telemetry_setup.shutdown()

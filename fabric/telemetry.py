@@ -214,6 +214,14 @@ class TelemetrySetup:
         """The exporter the standard variables ask for (``ConfigError`` for a bad one) and the ring's size."""
         return cls(exporter_from_env(), recent_capacity_from_env())
 
+    def shutdown(self) -> None:
+        """Shut the exporter's processor down (the SDK's has a thread) where no ``Telemetry``
+        took it: a node made and stopped unstarted, or whose telemetry could not be made.
+        A ``Telemetry``'s own ``shutdown`` does it for the setup it was made from."""
+        if not self.used and self.exporter is not None:
+            self.exporter.shutdown()
+        self.used = True  # nothing may take the processor now
+
 
 class Telemetry:
     """A node's tracer provider: resource = the node's name and labels. Made from ``setup``
@@ -223,8 +231,8 @@ class Telemetry:
                  recent_capacity: int = DEFAULT_RECENT_SPANS, *, setup: TelemetrySetup | None = None) -> None:
         setup = setup or TelemetrySetup(exporter, recent_capacity)
         if setup.used:
-            raise ValueError("this TelemetrySetup has made its Telemetry already (its ring and exporter go "
-                             "with it): make a new setup")
+            raise ValueError("this TelemetrySetup has made its Telemetry already, or was shut down (its ring "
+                             "and exporter go with it): make a new setup")
         setup.used = True
         self.labels = labels
         self.enabled = setup.enabled

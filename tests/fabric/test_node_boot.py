@@ -18,6 +18,8 @@ from fabric.node_config import NodeConfig
 from fabric.telemetry import TelemetrySetup
 from fabric.transport import Transport
 
+from .counted_exporter import CountedExporter
+
 
 class Made(TelemetrySetup):
     """A node's telemetry setup without an exporter, whose ring (the one the node's telemetry
@@ -95,9 +97,20 @@ async def test_telemetry_that_cannot_be_made_closes_the_endpoint_just_bound(tmp_
         raise RuntimeError("no telemetry here")
 
     monkeypatch.setattr("fabric.node.Telemetry", no_telemetry)
+    exporter = CountedExporter()
     with pytest.raises(RuntimeError, match="no telemetry here"):
-        await Node(NodeConfig("mesh1", "broker", tmp_path), Made()).start()
+        await Node(NodeConfig("mesh1", "broker", tmp_path), TelemetrySetup(exporter)).start()
     assert len(closed) == 1
+    assert exporter.shutdowns == 1  # and the exporter's processor the telemetry would have taken
+
+
+@pytest.mark.asyncio
+async def test_a_node_stopped_unstarted_shuts_its_telemetry_setups_processor_down(tmp_path):
+    exporter = CountedExporter()
+    node = Node(NodeConfig("mesh1", "broker", tmp_path), TelemetrySetup(exporter))
+    assert node.telemetry_setup.exporter is not None
+    await node.stop()
+    assert exporter.shutdowns == 1
 
 
 def test_the_telemetry_is_set_up_from_the_environment_when_the_node_is_made(tmp_path, monkeypatch):

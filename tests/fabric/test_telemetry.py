@@ -7,12 +7,16 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from fabric import telemetry
 from fabric.errors import ConfigError
 from fabric.identity import Identity, node_name
 from fabric.telemetry import NodeLabels, Telemetry, exporter_from_env, span_to_dict
 from pytest_meshfabric.capture import OtlpReceiver
+
+from .counted_exporter import CountedExporter
 
 NODE_ID = Identity.generate().node_id
 LABELS = NodeLabels(name=node_name("mesh1", "broker", NODE_ID), mesh="mesh1", type="broker", node_id=NODE_ID)
@@ -239,8 +243,6 @@ def test_ids_do_not_repeat_when_the_global_random_is_reseeded():
 
 
 def test_ended_lean_spans_are_the_readable_spans_the_processors_get(made):
-    from opentelemetry.sdk.trace import ReadableSpan
-
     t = local_telemetry(made)
     with t.tracer.start_as_current_span("outer", attributes={"a": 1}) as span:
         span.add_event("e", {"k": "v"})
@@ -256,3 +258,24 @@ def test_a_setup_makes_one_telemetry(made):
     made.append(Telemetry(LABELS, setup=setup))
     with pytest.raises(ValueError, match="made its Telemetry already"):
         Telemetry(LABELS, setup=setup)
+
+
+def test_a_setup_no_telemetry_took_shuts_its_exporters_processor_down():
+    exporter = CountedExporter()
+    setup = telemetry.TelemetrySetup(exporter)
+    assert isinstance(setup.exporter, BatchSpanProcessor)  # the SDK's: a worker thread of its own
+    setup.shutdown()
+    setup.shutdown()
+    assert exporter.shutdowns == 1
+    with pytest.raises(ValueError, match="or was shut down"):
+        Telemetry(LABELS, setup=setup)
+
+
+def test_a_setups_shutdown_leaves_the_processor_of_the_telemetry_made_from_it_alone():
+    exporter = CountedExporter()
+    setup = telemetry.TelemetrySetup(exporter)
+    made = Telemetry(LABELS, setup=setup)
+    setup.shutdown()  # the telemetry's to shut down now
+    assert exporter.shutdowns == 0
+    made.shutdown()
+    assert exporter.shutdowns == 1
