@@ -82,7 +82,8 @@ class Producer:
         """Call the broker, retrying transport failures with the same arguments (and sequence);
         the attempts and retries are noted on ``span`` (the send's).
 
-        Each attempt gets ``timeout / attempts``: a broker that was killed and restarted leaves
+        Each attempt gets ``timeout / attempts`` (of what is left of the request this serves,
+        if less: ``rpc.budget``): a broker that was killed and restarted leaves
         a QUIC connection that swallows requests until its 30 s idle timeout, and a timed-out
         attempt drops it, so the next attempt dials the new process.
 
@@ -91,6 +92,7 @@ class Producer:
         yet), not all of them: a dead one would swallow each until its timeout, and the caller
         hears why (``the broker is suspected down``) instead of a timeout seconds later.
         """
+        timeout = rpc.budget(timeout)  # inside a request served: no longer than its caller waits
         last: FabricError | None = None
         tried_while_down = False
         for attempt in range(1, attempts + 1):

@@ -198,7 +198,7 @@ class Transport:
                 return await self._dials.join((key, frozenset(addrs)), lambda: self._dial(key, addrs))
         except TimeoutError:
             self.stats["connect_timeouts"] += 1
-            raise PeerTimeout(f"connect to {node_id[:6]} at {list(addrs)} timed out after {timeout:g}s") from None
+            raise PeerTimeout(f"connect to {node_id[:6]} at {list(addrs)} timed out after {timeout:.3g}s") from None
         except iroh.IrohError as exc:
             self.stats["connect_failed"] += 1
             raise TransportError(f"connect to {node_id[:6]} at {list(addrs)} failed: {describe(exc)}") from exc
@@ -331,7 +331,7 @@ class Transport:
                 return await work
         except TimeoutError:
             self.forget(node_id, alpn)
-            raise PeerTimeout(f"{what} to {node_id[:6]} timed out after {timeout:g}s") from None
+            raise PeerTimeout(f"{what} to {node_id[:6]} timed out after {timeout:.3g}s") from None
         except iroh.IrohError as exc:
             self.forget(node_id, alpn)
             raise TransportError(f"{what} to {node_id[:6]} failed: {describe(exc)}") from exc

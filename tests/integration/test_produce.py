@@ -102,6 +102,29 @@ async def test_a_produce_to_a_broker_that_just_died_fails_with_the_reason(spawn)
 
 
 @pytest.mark.asyncio
+async def test_a_gateway_gives_up_on_a_dead_broker_when_its_client_does_and_says_why(spawn, receiver):
+    """The client's timeout travels with its request: the gateway's attempts share what is
+    left of it (less a tenth for the answer), so the client hears the gateway's reason, not
+    its own timeout, and the gateway's send span has ended, in error, by then (its own
+    budget, 5 s, would outlast the client's 2 s)."""
+    broker = spawn("mesh1", "broker")
+    gw = spawn("mesh1", "gateway", [broker.address])
+    wait_until(lambda: broker.name in directory_names(gw), 10, "the gateway to see the broker")
+    async with await FabricClient.connect(gw.address, service_name="impatient", timeout=2.0) as client:
+        await client.produce("t", b"before", to=broker.name)
+        broker.kill()
+        with pytest.raises(RemoteError, match=f"produce to {broker.name} failed") as info:
+            await client.produce("t", b"after", to=broker.name)
+    assert info.value.code == "unreachable"
+
+    def the_failed_send(spans: list) -> list:
+        return [s for s in spans if s.name == "send t" and s.service_name == gw.name and s.status == "ERROR"]
+
+    (send,) = receiver.store.wait_for(the_failed_send, timeout=10, description="the gateway's failed send span")
+    assert (send.end_ns - send.start_ns) / 1e9 < 2.0
+
+
+@pytest.mark.asyncio
 async def test_a_retried_produce_is_stored_once(spawn):
     broker = spawn("mesh1", "broker")
     node_id, _, addrs = broker.address.partition("@")
