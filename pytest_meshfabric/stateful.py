@@ -90,11 +90,14 @@ class FabricMachine(RuleBasedStateMachine):
     max_spawned: ClassVar[int] = 1
     latency_ms: ClassVar[tuple[int, int]] = (20, 200)  # the delay a slowed link gets, each way
     convergence_timeout: ClassVar[float] = 20.0
+    #: How long a produce may take before it is recorded as indeterminate (``info``): a produce
+    #: to a killed broker waits it out (the gateway cannot tell a dead peer from a slow one).
+    produce_timeout: ClassVar[float] = 3.0
     last_failure: ClassVar[list[str] | None] = None  # the steps of the last failing example
 
     def __init__(self) -> None:
         super().__init__()
-        self.history = History(self.cluster)
+        self.history = History(self.cluster, timeout=self.produce_timeout)
         self.steps: list[str] = []
         self.killed: list[NodeHandle] = []
         self.paused: list[NodeHandle] = []
