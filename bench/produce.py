@@ -54,6 +54,7 @@ from bench import cpu
 from bench.breakdown import breakdown
 from bench.isolation import ensure_isolated
 from bench.otlp_sink import OtlpSink
+from bench.produce_report import print_report
 from bench.raw_echo import (
     PACE_US,
     WARMUP,
@@ -62,7 +63,7 @@ from bench.raw_echo import (
     fsyncs,
     in_process_round_trips,
 )
-from bench.report import median_interval, save, summary_ms, table
+from bench.report import median_interval, save, summary_ms
 from fabric import control, event_loop
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
@@ -371,61 +372,7 @@ async def main(args: argparse.Namespace) -> None:
     results["tracing_cpu_cost"] = {mode: statistics.median(c) for mode, c in cpu_costs.items()}
     results["tracing_cpu_cost_ci95"] = {mode: median_interval(c) for mode, c in cpu_costs.items()}
     results["exported"] = exported
-    local = results["baseline"]["raw_rtt_in_process"]
-    rows = [["raw iroh round trip (64 B, open stream, 2 processes), back to back", "-", rtt["p50_ms"], rtt["p99_ms"],
-             "-", raw_rps, 1.0],
-            ["  the same, both ends in one process (reference)", "-", local["p50_ms"], local["p99_ms"], "-", "-", "-"],
-            ["  the same, each after a commit (in a produce's rhythm)", "-", rhythm_rtt["p50_ms"],
-             rhythm_rtt["p99_ms"], "-", "-", "-"],
-            ["fsync of a 100 B append, back to back", "-", fs["p50_ms"], fs["p99_ms"], "-", "-", "-"],
-            ["  the same, each after a round trip (in a produce's rhythm)", "-", rhythm_fs["p50_ms"],
-             rhythm_fs["p99_ms"], "-", "-", "-"],
-            ["  100 B into a grown file + fdatasync (the broker's commit), in rhythm", "-",
-             grown["p50_ms"], grown["p99_ms"], "-", "-", "-"],
-            ["raw round trip, server fsyncs a 100 B append first (composite)", "-", both["p50_ms"],
-             both["p99_ms"], both["p50_ms"] / floor_ms, "-", "-"],
-            [f"raw round trip, each side busy {PACE_US} µs before it sends (less the server's)", "-",
-             results["baseline"]["raw_rtt_paced"]["p50_ms"], results["baseline"]["raw_rtt_paced"]["p99_ms"],
-             "-", "-", "-"]]
-    for tracing, runs in results["runs"].items():
-        for label, r in runs.items():
-            rows.append([label, tracing, r["p50_ms"], r["p99_ms"], r["p50_ms"] / floor_ms,
-                         r["throughput_rps"], r["throughput_rps"] / raw_rps])
-    print(f"\nproduce: {args.records} sequential records per path, then {args.records} with "
-          f"{args.concurrency} in flight; the writer on the gateway and the baselines in {args.rounds} interleaved "
-          f"rounds; floor = raw round trip + fsync, each in a produce's rhythm = {floor_ms:.3f} ms (back to back: "
-          f"{back_to_back_ms:.3f} ms); raw stream throughput = "
-          f"{args.concurrency} x 100 B messages per write, echoed\n")
-    print(table(["path", "tracing", "p50 ms", "p99 ms", "p50 / floor", "records/s", "/ raw stream"], rows))
-    print("\nthe writer's p50 / floor, each round against its own floor (median, ~95% interval): " + "; ".join(
-        f"{mode} {statistics.median(r):.2f} ({lo:.2f} to {hi:.2f})"
-        for mode, r in ratios.items() for lo, hi in [results["p50_ratio_ci95"][mode]]))
-    print(f"\ncost of tracing by mode, the median of {args.rounds} rounds' pairs with the SDK off (~95% interval): "
-          "in the writer's throughput, and in the CPU the gateway and the broker spent a record during it; "
-          "beside it, this process's (the OTLP sink, where the mode exports; with the SDK off "
-          f"{results['sink_cpu_us']['off']:.1f} µs); and in the writer's throughput in batches, one trace a batch\n")
-    print(table(["tracing", "throughput cost", "node CPU a record µs", "CPU cost (1 - off / mode)", "sink CPU µs",
-                 f"batched throughput cost (batches of {args.concurrency})"],
-                [[mode, f"{results['tracing_cost'][mode]:.3f} ({lo:.2f} to {hi:.2f})",
-                  results["node_cpu_us"][mode], f"{results['tracing_cpu_cost'][mode]:.3f} ({clo:.2f} to {chi:.2f})",
-                  results["sink_cpu_us"][mode], f"{results['tracing_cost_batched'][mode]:.3f} ({blo:.2f} to {bhi:.2f})"]
-                 for mode in results["tracing_cost"]
-                 for (lo, hi), (clo, chi), (blo, bhi) in [(results["tracing_cost_ci95"][mode],
-                                                            results["tracing_cpu_cost_ci95"][mode],
-                                                            results["tracing_cost_batched_ci95"][mode])]]))
-    if segments:
-        print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over "
-              f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs "
-              f"(~ {results['baseline']['raw_rtt_paced']['p50_ms'] / 2 * 1e3:.0f} µs paced), "
-              f"fsync {fs['p50_ms'] * 1e3:.0f} µs, {rhythm_fs['p50_ms'] * 1e3:.0f} in rhythm, the broker's commit "
-              f"{grown['p50_ms'] * 1e3:.0f} in rhythm)\n")
-        print(table(["segment", "p50 µs"], segments))
-    print(f"\nCPU per sequential round trip or produce (tracing on), by thread, µs ({args.records} each; "
-          "the threads' schedstat; the total from the process's CPU clock, other threads its rest)\n")
-    print(table(["process", *cpu.GROUPS, "total"],
-                [[label, *(round(spent[g], 1) for g in (*cpu.GROUPS, "total"))] for label, spent in cpu_per_op.items()]))
-    print(f"\nexported to the OTLP sink: {exported['spans']} spans in {exported['requests']} requests "
-          f"({exported['rejected']} rejected)")
+    print_report(results, args.records, args.concurrency)
     print(f"\nresults: {save('produce', results)}")
 
 
