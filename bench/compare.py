@@ -17,18 +17,33 @@ from bench.__main__ import summary
 from bench.report import RESULTS, table
 
 
+def keyed(rows: list[list]) -> dict[tuple[str, str], list]:
+    """Each summary row under its figure and, for a sub-row (indented: "  the same in the
+    nodes' CPU a record"), the figure above it: sub-rows of the same wording under different
+    figures are different figures."""
+    out: dict[tuple[str, str], list] = {}
+    parent = ""
+    for row in rows:
+        label = row[0]
+        if label.startswith(" "):
+            out[(parent, label)] = row
+        else:
+            parent = label
+            out[("", label)] = row
+    return out
+
+
 def compare_rows(before: list[list], after: list[list]) -> list[list]:
     """``[figure, measured before, measured after, ratio before, ratio after, after / before, target]``
     for every figure either run has, in the order the newer run lists them."""
-    old = {row[0]: row for row in before}
-    new = {row[0]: row for row in after}
-    order = [row[0] for row in after] + [label for label in old if label not in new]
+    old, new = keyed(before), keyed(after)
+    order = list(new) + [key for key in old if key not in new]
     rows = []
-    for label in order:
-        b, a = old.get(label), new.get(label)
+    for key in order:
+        b, a = old.get(key), new.get(key)
         ratio_b, ratio_a = (b[2] if b else float("nan")), (a[2] if a else float("nan"))
         change = ratio_a / ratio_b if b and a and ratio_b else float("nan")
-        rows.append([label, b[1] if b else "-", a[1] if a else "-", ratio_b, ratio_a, change, (a or b)[3]])
+        rows.append([key[1], b[1] if b else "-", a[1] if a else "-", ratio_b, ratio_a, change, (a or b)[3]])
     return rows
 
 
