@@ -233,7 +233,6 @@ class Telemetry:
         if setup.used:
             raise ValueError("this TelemetrySetup has made its Telemetry already, or was shut down (its ring "
                              "and exporter go with it): make a new setup")
-        setup.used = True
         self.labels = labels
         self.enabled = setup.enabled
         self.provider = TracerProvider(resource=node_resource(labels, setup.resource),
@@ -252,6 +251,7 @@ class Telemetry:
                 self.loop_exporter = self.exporter
         self.tracer: trace.Tracer = (LeanTracer(self.provider, TRACER_NAME, labels.attributes())
                                      if self.enabled else OffTracer())
+        setup.used = True  # only once made: a failed Telemetry leaves the setup's shutdown its processor
 
     @classmethod
     def from_env(cls, labels: NodeLabels) -> "Telemetry":

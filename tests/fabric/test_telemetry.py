@@ -279,3 +279,17 @@ def test_a_setups_shutdown_leaves_the_processor_of_the_telemetry_made_from_it_al
     assert exporter.shutdowns == 0
     made.shutdown()
     assert exporter.shutdowns == 1
+
+
+def test_a_telemetry_that_fails_to_be_made_leaves_its_setups_processor_to_the_setup(monkeypatch):
+    exporter = CountedExporter()
+    setup = telemetry.TelemetrySetup(exporter)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no tracer here")
+
+    monkeypatch.setattr(telemetry, "LeanTracer", broken)  # fails after the provider took the processor
+    with pytest.raises(RuntimeError, match="no tracer here"):
+        Telemetry(LABELS, setup=setup)
+    setup.shutdown()  # what a node whose telemetry failed does
+    assert exporter.shutdowns == 1
