@@ -20,7 +20,7 @@ no code of ours between the transport and the disk would take, wake-ups included
 same round trip with each side busy for ``PACE_US`` before it sends (less the server's part):
 a produce does Python work between the transport's events, during which iroh's runtime threads
 fall asleep and must be woken, which a back-to-back echo never pays. Run:
-``python -m bench.produce``.
+``python -m bench.produce`` (``--report`` prints the last saved run's tables again).
 
 Tracing modes, each a cluster of its own (a new one for every round, alone on the machine while
 it is measured), measured in interleaved rounds: every span recorded
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -63,7 +64,7 @@ from bench.raw_echo import (
     fsyncs,
     in_process_round_trips,
 )
-from bench.report import median_interval, save, summary_ms
+from bench.report import RESULTS, median_interval, save, summary_ms
 from fabric import control, event_loop
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
@@ -372,16 +373,34 @@ async def main(args: argparse.Namespace) -> None:
     results["tracing_cpu_cost"] = {mode: statistics.median(c) for mode, c in cpu_costs.items()}
     results["tracing_cpu_cost_ci95"] = {mode: median_interval(c) for mode, c in cpu_costs.items()}
     results["exported"] = exported
+    results["settings"] = {"records": args.records, "concurrency": args.concurrency}
     print_report(results, args.records, args.concurrency)
     print(f"\nresults: {save('produce', results)}")
 
 
+def print_last_report() -> None:
+    """The last saved run's tables again, without running anything."""
+    path = RESULTS / "produce.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"bench.produce: no saved run at {path}: run `python -m bench.produce` first") from None
+    settings = results.get("settings", {"records": "?", "concurrency": "?"})  # older runs did not save them
+    print(f"bench.produce: the run of {results['machine']['date']} ({path})")
+    print_report(results, settings["records"], settings["concurrency"])
+
+
 if __name__ == "__main__":
-    ensure_isolated("bench.produce")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=12,
                         help="interleaved rounds of baselines and writer runs (tracing's cost: the median of the "
                              "rounds' paired ratios)")
-    event_loop.run(main(parser.parse_args()))
+    parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
+    arguments = parser.parse_args()
+    if arguments.report:
+        print_last_report()
+    else:
+        ensure_isolated("bench.produce")
+        event_loop.run(main(arguments))

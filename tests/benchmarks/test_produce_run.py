@@ -45,6 +45,11 @@ def test_a_small_run_measures_every_mode_and_leaves_nothing_running(tmp_path: Pa
         writer = results["runs"]["on"]["cross-mesh, writer on gateway"]
         assert writer["throughput_rps"] > 0 and len(writer["throughput_rounds"]) == 1
         assert "cost of tracing by mode" in done.stdout
+        again = subprocess.run([sys.executable, "-m", "bench.produce", "--report"], env=env, capture_output=True,
+                               text=True, timeout=60, check=False)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "20 sequential records per path, then 20 with 4 in flight" in again.stdout
+        assert again.stdout.split("\n", 1)[1].strip() == done.stdout.rsplit("\nresults:", 1)[0].strip()
         assert node_processes(Path(scratch)) == []
         assert os.listdir(scratch) == []  # the bench's own temp dir went with it
     finally:
