@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bench.cpu import process_seconds
+from bench.cpu import process_ns
 from bench.isolation import ensure_isolated
 from bench.report import save, summary_ms, table
 from fabric import control
@@ -62,9 +62,9 @@ def main(rounds: int) -> None:
         time_until(lambda: all(set(names_seen(n)) == everyone for n in nodes))
         time.sleep(2.0)  # idle, for the memory reading
         memory = [rss_mb(n.pid) for n in nodes]
-        before, start = [process_seconds(n.pid) for n in nodes], time.monotonic()
+        before, start = [process_ns(n.pid) for n in nodes], time.monotonic()
         time.sleep(IDLE_S)  # a measurement window, not a wait for anything
-        idle_cpu = [100 * (process_seconds(n.pid) - b) / (time.monotonic() - start) for n, b in zip(nodes, before, strict=True)]
+        idle_cpu = [100 * (process_ns(n.pid) - b) / 1e9 / (time.monotonic() - start) for n, b in zip(nodes, before, strict=True)]
         try:
             for r in range(rounds):
                 joiner = NodeProcess("m1", "compute", root / f"j{r}", [seed.address]).start()

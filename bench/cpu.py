@@ -1,7 +1,7 @@
 """CPU time of processes and of their threads, read from ``/proc``.
 
-A process's total (``process_seconds``) counts every thread it ever had, at the clock tick's
-resolution: right for an idle node over seconds. ``threads`` reads each live thread's
+A process's total (``process_ns``, from its CPU-time clock) counts every thread it ever had,
+in nanoseconds. ``threads`` reads each live thread's
 ``schedstat`` (nanoseconds) and groups the threads by what they are: the event loop (the
 main thread), iroh's runtime (the bindings' tokio threads), and the rest (the OTLP export
 thread, executors). Dividing a difference of two readings by the operations done between them
@@ -37,12 +37,6 @@ class Sample(NamedTuple):
 
 
 Reading = dict[str, Sample]  # label -> its process's sample
-
-
-def process_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_ns(pid: int) -> int:
