@@ -374,7 +374,7 @@ async def main(args: argparse.Namespace) -> None:
     results["tracing_cpu_cost_ci95"] = {mode: median_interval(c) for mode, c in cpu_costs.items()}
     results["exported"] = exported
     results["settings"] = {"records": args.records, "concurrency": args.concurrency}
-    print_report(results, args.records, args.concurrency)
+    print_report(results)
     print(f"\nresults: {save('produce', results)}")
 
 
@@ -385,9 +385,8 @@ def print_last_report() -> None:
         results = json.loads(path.read_text())
     except FileNotFoundError:
         raise SystemExit(f"bench.produce: no saved run at {path}: run `python -m bench.produce` first") from None
-    settings = results.get("settings", {"records": "?", "concurrency": "?"})  # older runs did not save them
     print(f"bench.produce: the run of {results['machine']['date']} ({path})")
-    print_report(results, settings["records"], settings["concurrency"])
+    print_report(results)
 
 
 if __name__ == "__main__":

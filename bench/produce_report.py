@@ -9,9 +9,11 @@ from bench import cpu
 from bench.report import table
 
 
-def print_report(results: dict[str, Any], records: int, concurrency: int) -> None:
+def print_report(results: dict[str, Any]) -> None:
     """The paths' latencies and throughputs against the baselines, the p50 by round, tracing's
     costs, where a produce's time goes and the CPU a round trip, by thread."""
+    settings = results.get("settings", {"records": "?", "concurrency": "?"})  # older runs did not save them
+    records, concurrency = settings["records"], settings["concurrency"]
     base = results["baseline"]
     rtt, fs, local = base["raw_rtt"], base["fsync"], base["raw_rtt_in_process"]
     rhythm_rtt, rhythm_fs = base["raw_rtt_in_rhythm"], base["fsync_in_rhythm"]
@@ -35,7 +37,7 @@ def print_report(results: dict[str, Any], records: int, concurrency: int) -> Non
             ["raw round trip, server fsyncs a 100 B append first (composite)", "-", both["p50_ms"],
              both["p99_ms"], both["p50_ms"] / floor_ms, "-", "-"],
             [f"raw round trip, each side busy {base['pace_us']} µs before it sends (less the server's)", "-",
-             results["baseline"]["raw_rtt_paced"]["p50_ms"], results["baseline"]["raw_rtt_paced"]["p99_ms"],
+             base["raw_rtt_paced"]["p50_ms"], base["raw_rtt_paced"]["p99_ms"],
              "-", "-", "-"]]
     for tracing, runs in results["runs"].items():
         for label, r in runs.items():
@@ -66,7 +68,7 @@ def print_report(results: dict[str, Any], records: int, concurrency: int) -> Non
     if segments:
         print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over "
               f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs "
-              f"(~ {results['baseline']['raw_rtt_paced']['p50_ms'] / 2 * 1e3:.0f} µs paced), "
+              f"(~ {base['raw_rtt_paced']['p50_ms'] / 2 * 1e3:.0f} µs paced), "
               f"fsync {fs['p50_ms'] * 1e3:.0f} µs, {rhythm_fs['p50_ms'] * 1e3:.0f} in rhythm, the broker's commit "
               f"{grown['p50_ms'] * 1e3:.0f} in rhythm)\n")
         print(table(["segment", "p50 µs"], segments))
