@@ -46,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -213,9 +214,7 @@ def paired_costs(rounds: dict[str, list[dict[str, Any]]], measure: str = "throug
     record a produce, or ``"batched_rps"``) / the SDK off's in that round (every round runs
     the modes back to back, so a machine getting faster or slower between rounds moves both
     sides of a pair alike)."""
-    off = [r[measure] for r in rounds["off"]]
-    return {mode: [1 - r[measure] / o for r, o in zip(done, off, strict=True)]
-            for mode, done in rounds.items() if mode != "off"}
+    return _paired(rounds, lambda mode, off: 1 - mode[measure] / off[measure])
 
 
 def paired_cpu_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
@@ -224,8 +223,12 @@ def paired_cpu_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[
     CPU would lose in throughput (this one is bound by its produces' latency). Only the nodes'
     own CPU time counts, so what else the machine runs moves it less directly than throughput
     (through the caches, not the clock); its intervals came out about as wide all the same."""
-    off = [r["node_cpu_us"] for r in rounds["off"]]
-    return {mode: [1 - o / r["node_cpu_us"] for r, o in zip(done, off, strict=True)]
+    return _paired(rounds, lambda mode, off: 1 - off["node_cpu_us"] / mode["node_cpu_us"])
+
+
+def _paired(rounds: dict[str, list[dict[str, Any]]], cost: Callable[[dict, dict], float]) -> dict[str, list[float]]:
+    """``cost(mode's round, the SDK off's round)`` for each mode but the SDK off, round by round."""
+    return {mode: [cost(r, off) for r, off in zip(done, rounds["off"], strict=True)]
             for mode, done in rounds.items() if mode != "off"}
 
 

@@ -1,7 +1,7 @@
 /* The hot path of fabric/spans.py in C: starting a span, making it current, ending it.
  *
  *   SpanCore       the fields of a LeanSpan (`_name`, `_context`, ...) and its `end`,
- *                  `is_recording` and `get_span_context`; fabric.spans.LeanSpan subclasses it
+ *                  `is_recording` and `get_span_context`; fabric.lean_span.LeanSpan subclasses it
  *   Current        the context manager `start_as_current_span` returns (spans._PyCurrent in C)
  *   start(state, tracer, name, kind, attributes, start_time, record_exception, set_status)
  *                  LeanTracer.start_span's common case: a span whose parent is the current
@@ -29,7 +29,7 @@ PyObject *RuntimeVar;           /* the ContextVar behind OTel's runtime context 
 PyObject *SpanKey;              /* the key a context keeps its current span under */
 PyObject *Flags[256];           /* TraceFlags(0..255), by a traceparent's flags byte */
 PyObject *DefaultTraceState;    /* trace.DEFAULT_TRACE_STATE */
-PyObject *UnsetStatus;          /* spans.UNSET_STATUS */
+PyObject *UnsetStatus;          /* lean_span.UNSET_STATUS */
 PyObject *ExitFailed;           /* spans._exit_failed(span, exc, record, set_status) */
 PyObject *Detach;               /* opentelemetry.context.detach */
 PyObject *BaggageKey;           /* the key a context keeps its baggage under */

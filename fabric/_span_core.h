@@ -16,7 +16,7 @@ extern PyObject *RuntimeVar;           /* the ContextVar behind OTel's runtime c
 extern PyObject *SpanKey;              /* the key a context keeps its current span under */
 extern PyObject *Flags[256];           /* TraceFlags(0..255), by a traceparent's flags byte */
 extern PyObject *DefaultTraceState;    /* trace.DEFAULT_TRACE_STATE */
-extern PyObject *UnsetStatus;          /* spans.UNSET_STATUS */
+extern PyObject *UnsetStatus;          /* lean_span.UNSET_STATUS */
 extern PyObject *ExitFailed;           /* spans._exit_failed(span, exc, record, set_status) */
 extern PyObject *Detach;               /* opentelemetry.context.detach */
 extern PyObject *BaggageKey;           /* the key a context keeps its baggage under */

@@ -1,5 +1,5 @@
 /* A LeanSpan's fields in C: fabric._span_core defines the type (SpanCore, which
- * fabric.spans.LeanSpan subclasses); fabric._span_wire reads them to encode a node's spans. */
+ * fabric.lean_span.LeanSpan subclasses); fabric._span_wire reads them to encode a node's spans. */
 #ifndef FABRIC_SPAN_FIELDS_H
 #define FABRIC_SPAN_FIELDS_H
 #define PY_SSIZE_T_CLEAN

@@ -3,8 +3,8 @@
  * struct it has (SpanCore, _span_fields.h), checked by configure_lean to be that struct. */
 #include "_span_wire.h"
 
-/* Handed over by configure_lean(): fabric.spans.LeanSpan (whose fields are SpanCore's, from
- * _span_fields.h), spans.UNSET_STATUS, trace.DEFAULT_TRACE_STATE and SpanKind's members in order. */
+/* Handed over by configure_lean(): fabric.lean_span.LeanSpan (whose fields are SpanCore's, from
+ * _span_fields.h), lean_span.UNSET_STATUS, trace.DEFAULT_TRACE_STATE and SpanKind's members in order. */
 static PyObject *LeanType, *UnsetStatus, *DefaultTraceState, *Kinds;
 
 PyObject *configure_lean(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {

@@ -34,7 +34,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, SpanKind
 from opentelemetry.trace.status import Status
 
-from .spans import CONTEXT_IS_TUPLE, FIELDS_IN_C, UNSET_STATUS, LeanSpan
+from .lean_span import FIELDS_IN_C, UNSET_STATUS, LeanSpan
+from .span_path import CONTEXT_IS_TUPLE
 
 log = logging.getLogger(__name__)
 

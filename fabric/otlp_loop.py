@@ -40,8 +40,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .errors import ConfigError
+from .lean_span import LeanSpan
 from .otlp_transport import is_plain_loopback
-from .spans import LeanSpan
 
 logger = logging.getLogger(__name__)
 

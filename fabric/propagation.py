@@ -22,7 +22,9 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import spans
-from .spans import CONTEXT_IS_TUPLE, OWN_SPANS, current_context, valid_span_context
+from .lean_span import OWN_SPANS, TRACE_FLAGS, valid_span_context
+from .span_path import CONTEXT_IS_TUPLE
+from .spans import current_context
 
 
 def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -72,7 +74,7 @@ def _default_propagators() -> bool:
 
 _checked: list[Any] = [None, False]
 _TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
-_TRACE_FLAGS = {f"{bits:02x}": flags for bits, flags in spans._FLAGS.items()}  # by a traceparent's flags
+_TRACE_FLAGS = {f"{bits:02x}": flags for bits, flags in TRACE_FLAGS.items()}  # by a traceparent's flags
 _BAGGAGE_KEY = getattr(baggage, "_BAGGAGE_KEY", None)  # where the API keeps a context's baggage
 
 

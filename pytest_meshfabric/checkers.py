@@ -57,10 +57,14 @@ class Op:
         return f"#{self.index} produce {self.value.decode()} to {self.target}: {self.status} ({outcome})"
 
 
+#: How long a history's produce may take before it is recorded as indeterminate (``info``).
+PRODUCE_TIMEOUT = 3.0
+
+
 class History:
     """The produces of one run, on a topic of its own, through one (reconnecting) client."""
 
-    def __init__(self, cluster: Cluster, via: str | None = None, timeout: float = 3.0) -> None:
+    def __init__(self, cluster: Cluster, via: str | None = None, timeout: float = PRODUCE_TIMEOUT) -> None:
         self.cluster = cluster
         self.via = via
         self.timeout = timeout

@@ -37,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, i
 
 from . import artifacts
 from . import latency as delay
-from .checkers import History, check_directories, check_queue, check_traces
+from .checkers import PRODUCE_TIMEOUT, History, check_directories, check_queue, check_traces
 from .cluster import Cluster
 from .nemesis import FaultEvent, Nemesis
 from .nodes import NodeHandle
@@ -92,7 +92,7 @@ class FabricMachine(RuleBasedStateMachine):
     convergence_timeout: ClassVar[float] = 20.0
     #: How long a produce may take before it is recorded as indeterminate (``info``): a produce
     #: to a killed broker waits it out (the gateway cannot tell a dead peer from a slow one).
-    produce_timeout: ClassVar[float] = 3.0
+    produce_timeout: ClassVar[float] = PRODUCE_TIMEOUT
     last_failure: ClassVar[list[str] | None] = None  # the steps of the last failing example
 
     def __init__(self) -> None:

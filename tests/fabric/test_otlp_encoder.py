@@ -36,10 +36,10 @@ from opentelemetry.util.types import Attributes
 from fabric import otlp_encoder, otlp_exporters, propagation, telemetry
 from fabric.captured import from_sdk
 from fabric.errors import ConfigError
+from fabric.lean_span import FIELDS_IN_C, UNSET_STATUS, LeanSpan
 from fabric.otlp import decode_body
 from fabric.otlp_encoder import encode_request
 from fabric.span_path import span_path_from_env
-from fabric.spans import FIELDS_IN_C, UNSET_STATUS, LeanSpan
 from fabric.telemetry import NodeLabels, Telemetry
 
 LABELS = NodeLabels("mesh1.broker.abcdef", "mesh1", "broker", "ab" * 32)

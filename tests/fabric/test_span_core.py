@@ -32,7 +32,8 @@ from opentelemetry.trace import SpanKind
 from fabric import propagation, spans
 from fabric.errors import ConfigError
 from fabric.identity import node_name
-from fabric.spans import LeanSpan, LeanTracer
+from fabric.lean_span import TRACE_FLAGS, UNSET_STATUS, LeanSpan
+from fabric.spans import LeanTracer
 from fabric.telemetry import NodeLabels, Telemetry
 
 from .span_paths import python_start_path
@@ -196,8 +197,8 @@ def test_attributes_are_kept_or_left_to_the_sdk_alike(attributes, parent_sampled
 
 def test_a_span_holds_no_reference_it_does_not_give_back(made):
     tracer = made.tracer
-    watched = [tracer, tracer.labels, made.provider.resource, tracer.scope, spans.UNSET_STATUS,
-               trace.DEFAULT_TRACE_STATE, "kept name", *spans._FLAGS.values(), LABELS.node_id]
+    watched = [tracer, tracer.labels, made.provider.resource, tracer.scope, UNSET_STATUS,
+               trace.DEFAULT_TRACE_STATE, "kept name", *TRACE_FLAGS.values(), LABELS.node_id]
     gc.collect()  # what earlier tests left in cycles
     before = [sys.getrefcount(x) for x in watched]
     for _ in range(2_000):

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from fabric import spans
 from fabric.identity import Identity, node_name
-from fabric.spans import LeanSpan
+from fabric.lean_span import LeanSpan, valid_span_context
 from fabric.telemetry import NodeLabels, Telemetry
 
 from .span_paths import python_start_path
@@ -40,7 +40,7 @@ def tracer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 def test_the_shortcut_span_context_is_the_constructors():
     flags = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
-    fast = spans.valid_span_context(0xABC, 0xDEF, flags, trace.DEFAULT_TRACE_STATE)
+    fast = valid_span_context(0xABC, 0xDEF, flags, trace.DEFAULT_TRACE_STATE)
     slow = SpanContext(0xABC, 0xDEF, False, flags, trace.DEFAULT_TRACE_STATE)
     assert fast == slow and type(fast) is SpanContext
     assert (fast.trace_id, fast.span_id, fast.is_remote, fast.trace_flags, fast.is_valid) == (
