@@ -12,6 +12,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.report import RESULTS, machine, table
@@ -237,12 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no complete results in {args.results} (it needs {', '.join(SUMMARISED)}): run python -m bench first",
               file=sys.stderr)
         return 2
+    started = time.monotonic()
     for name in [] if args.render else args.only or SUITE:
         print(f"\n=== bench.{name}", flush=True)
+        began = time.monotonic()
         done = subprocess.run([sys.executable, "-m", f"bench.{name}", *SUITE[name]])
         if done.returncode != 0:
             print(f"bench.{name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode
+        print(f"=== bench.{name} took {time.monotonic() - began:.0f} s", flush=True)
+    if not args.render:
+        print(f"\n(the suite took {(time.monotonic() - started) / 60:.1f} min)")
     text = render(args.results)
     print("\n=== summary\n\n" + text)
     if not args.no_readme and update_readme(text):

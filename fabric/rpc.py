@@ -46,6 +46,7 @@ def budget(timeout: float) -> float:
         return timeout
     return max(0.0, min(timeout, serving[1] - time.monotonic()))
 
+
 _CODES: list[tuple[type[FabricError], str]] = [
     (ConfigError, "bad_request"), (ResolveError, "unknown_target"), (TransportError, "unreachable"),
 ]
