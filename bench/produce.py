@@ -46,7 +46,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from bench import cpu
 from bench.breakdown import breakdown
 from bench.isolation import ensure_isolated
 from bench.otlp_sink import OtlpSink
+from bench.produce_costs import p50_ratios, paired_costs, paired_cpu_costs
 from bench.produce_report import print_report
 from bench.raw_echo import (
     PACE_US,
@@ -207,36 +207,6 @@ def produce_cpu(nodes: dict[str, NodeProcess], records: int) -> dict[str, dict[s
     control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
                          topic="bench", count=records, size=100, concurrency=1, latencies=False)
     return cpu.per_op(before, cpu.reading(pids), records)
-
-
-def paired_costs(rounds: dict[str, list[dict[str, Any]]], measure: str = "throughput_rps") -> dict[str, list[float]]:
-    """Each round's cost of each tracing mode: 1 - its writer throughput (``measure``: one
-    record a produce, or ``"batched_rps"``) / the SDK off's in that round (every round runs
-    the modes back to back, so a machine getting faster or slower between rounds moves both
-    sides of a pair alike)."""
-    return _paired(rounds, lambda mode, off: 1 - mode[measure] / off[measure])
-
-
-def paired_cpu_costs(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
-    """Each round's cost of each tracing mode in the nodes' own CPU: 1 - the SDK off's CPU a
-    record (gateway + broker) / the mode's in that round: what a writer bound by the nodes'
-    CPU would lose in throughput (this one is bound by its produces' latency). Only the nodes'
-    own CPU time counts, so what else the machine runs moves it less directly than throughput
-    (through the caches, not the clock); its intervals came out about as wide all the same."""
-    return _paired(rounds, lambda mode, off: 1 - off["node_cpu_us"] / mode["node_cpu_us"])
-
-
-def _paired(rounds: dict[str, list[dict[str, Any]]], cost: Callable[[dict, dict], float]) -> dict[str, list[float]]:
-    """``cost(mode's round, the SDK off's round)`` for each mode but the SDK off, round by round."""
-    return {mode: [cost(r, off) for r, off in zip(done, rounds["off"], strict=True)]
-            for mode, done in rounds.items() if mode != "off"}
-
-
-def p50_ratios(rounds: dict[str, list[dict[str, Any]]], floors: list[float]) -> dict[str, list[float]]:
-    """Each round's p50 of each mode's sequential produces over that round's own floor: how
-    far the pooled ratio moves from round to round on a machine that changes speed."""
-    return {mode: [statistics.median(r["latencies_s"]) / floor for r, floor in zip(done, floors, strict=True)]
-            for mode, done in rounds.items()}
 
 
 def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, batched: bool = False) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.produce import p50_ratios, paired_costs, paired_cpu_costs
+from bench.produce_costs import p50_ratios, paired_costs, paired_cpu_costs
 from bench.report import median_interval
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
