@@ -1,8 +1,11 @@
-"""Run the whole benchmark suite: ``python -m bench`` (a few minutes on 2 cores).
+"""Run the whole benchmark suite: ``python -m bench`` (~5 minutes on 2 cores).
 
 Each benchmark runs in its own process (inside a loopback-only namespace when root) and
 writes JSON under ``bench/results/``; this prints the summary against the project's targets
 and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
+``--full`` (~7 minutes) also measures what is context for the fabric's developers rather than a
+target's figure: what the spans' and the encoder's C parts and the loop export save, the chaos
+figures of a second, smaller cluster, and a third bring-up of each size.
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from bench.report import RESULTS, machine, table
 
 SUITE = {
     "boot": ["--rounds", "40"],
-    "produce": ["--records", "300", "--concurrency", "32"],
+    "produce": ["--records", "300", "--concurrency", "32", "--modes", "targets"],
     "cluster": ["--rounds", "5"],
     "loss": ["--rounds", "2", "--hold", "10"],
+    "bringup": ["--repeat", "2"],
+    "chaos": ["--sizes", "2x5", "--rounds", "2"],
+    "directory": [],
+}
+FULL = SUITE | {  # --full
+    "produce": ["--records", "300", "--concurrency", "32", "--modes", "all"],
     "bringup": ["--repeat", "3"],
     "chaos": ["--sizes", "1x4,2x5", "--rounds", "2"],
-    "directory": [],
 }
 README = Path(__file__).parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -229,6 +237,9 @@ def update_readme(text: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
+    parser.add_argument("--full", action="store_true",
+                        help="also measure the developers' context: the C parts' and the loop export's savings, "
+                             "a second chaos cluster, a third bring-up (~7 minutes instead of ~5)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     parser.add_argument("--render", action="store_true",
                         help="run nothing: print the summary of the results there are (and rewrite README.md's table)")
@@ -238,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no complete results in {args.results} (it needs {', '.join(SUMMARISED)}): run python -m bench first",
               file=sys.stderr)
         return 2
-    started = time.monotonic()
-    for name in [] if args.render else args.only or SUITE:
+    started, suite = time.monotonic(), FULL if args.full else SUITE
+    for name in [] if args.render else args.only or suite:
         print(f"\n=== bench.{name}", flush=True)
         began = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", f"bench.{name}", *SUITE[name]])
+        done = subprocess.run([sys.executable, "-m", f"bench.{name}", *suite[name]])
         if done.returncode != 0:
             print(f"bench.{name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode

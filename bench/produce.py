@@ -97,11 +97,18 @@ SAME_AS_OFF = "off, second cluster"
 SPANS_IN_PYTHON = "on, spans in Python"
 
 
-def tracing_modes(endpoint: str) -> dict[str, dict[str, str]]:
-    """Every mode measured, with its nodes' environment (exports go to ``endpoint``)."""
+# What the fabric's own C parts and loop export save, each against the mode it replaces: context
+# for its developers, not a target's figure (``--modes targets`` leaves them out).
+DIAGNOSTIC = ("exported, SDK thread", "exported, Python encoder", SPANS_IN_PYTHON)
+
+
+def tracing_modes(endpoint: str, diagnostics: bool = True) -> dict[str, dict[str, str]]:
+    """Every mode measured, with its nodes' environment (exports go to ``endpoint``); without
+    ``diagnostics``, only the modes the targets and the A/A control need."""
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-    return {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()},
-            SPANS_IN_PYTHON: {"MESHFABRIC_SPAN_CORE": "python"}, SAME_AS_OFF: TRACING["off"]}
+    modes = {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()},
+             SPANS_IN_PYTHON: {"MESHFABRIC_SPAN_CORE": "python"}, SAME_AS_OFF: TRACING["off"]}
+    return {mode: env for mode, env in modes.items() if diagnostics or mode not in DIAGNOSTIC}
 
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
@@ -255,7 +262,7 @@ async def main(args: argparse.Namespace) -> None:
         paced: list[float] = []
         raw: list[float] = []
         floors: list[float] = []  # each round's own floor (s): its round trips' p50 + its fsyncs' p50, in rhythm
-        modes = tracing_modes(sink.endpoint)
+        modes = tracing_modes(sink.endpoint, diagnostics=args.modes == "all")
         names = list(modes)
         rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in names}
         results: dict = {"runs": {t: {} for t in names}}
@@ -369,6 +376,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=12,
                         help="interleaved rounds of baselines and writer runs (tracing's cost: the median of the "
                              "rounds' paired ratios)")
+    parser.add_argument("--modes", choices=("all", "targets"), default="all",
+                        help="all tracing modes (default), or only those the targets and the A/A control need "
+                             "(leaves out what the C parts and the loop export save: 3 clusters a round fewer)")
     parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
     arguments = parser.parse_args()
     if arguments.report:

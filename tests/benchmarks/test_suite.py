@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import main
+from bench.__main__ import FULL, SUITE, main
+from bench.produce import DIAGNOSTIC, SAME_AS_OFF, tracing_modes
 from bench.produce_costs import p50_ratios, paired_costs, paired_cpu_costs
 from bench.report import median_interval
 
@@ -135,6 +136,28 @@ def test_render_without_the_pause_and_join_figures_leaves_their_rows_out(tmp_pat
     assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "kill -> removed" in out and "pause" not in out and "a join" not in out and "CPU per idle" not in out
+
+
+def test_the_suite_measures_every_target_and_leaves_the_developers_context_to_full():
+    every, targets = tracing_modes("http://sink"), tracing_modes("http://sink", diagnostics=False)
+    assert set(every) - set(targets) == set(DIAGNOSTIC) and len(DIAGNOSTIC) == 3
+    assert {"on", "off", "sampled 1%", "exported", "exported, 1% sampled", SAME_AS_OFF} == set(targets)
+    assert set(FULL) == set(SUITE)
+    assert SUITE["produce"][-2:] == ["--modes", "targets"] and FULL["produce"][-2:] == ["--modes", "all"]
+    assert "2x5" in SUITE["chaos"] and "1x4,2x5" in FULL["chaos"]
+
+
+def test_render_without_the_developers_modes_leaves_their_rows_out(tmp_path, capsys):
+    write_results(tmp_path)
+    produce = json.loads((tmp_path / "produce.json").read_text())
+    for mode in DIAGNOSTIC:
+        produce["runs"].pop(mode, None)
+        produce["tracing_cost"].pop(mode, None)
+    (tmp_path / "produce.json").write_text(json.dumps(produce))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "export thread" not in out and "encoder in Python" not in out
+    assert "every span recorded" in out and "every span exported" in out and "second cluster" in out
 
 
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
