@@ -41,6 +41,7 @@ INVALID = object()  # what ``clean`` gives for a value OTel does not allow
 TRACE_FLAGS = {bits: TraceFlags(bits) for bits in range(256)}  # 0-3: sampled x random trace id
 UNSET_STATUS = Status(StatusCode.UNSET)  # immutable: shared by every span until one sets its own
 
+
 def valid_span_context(trace_id: int, span_id: int, flags: TraceFlags, state: Any,
                        is_remote: bool = False) -> SpanContext:
     """``SpanContext(...)`` for ids known to be valid (non-zero, in range), without its range
