@@ -28,7 +28,9 @@ it is measured), measured in interleaved rounds: every span recorded
 (every span or 1% of traces; every span through the SDK's export thread too, for comparison), every
 span recorded with the spans' C part off (``MESHFABRIC_SPAN_CORE=python``), and the SDK off: the
 baseline of tracing's cost. A second cluster with the SDK off is measured the same
-way: its difference from the first is the measurement's own noise in that run.
+way: its difference from the first is the measurement's own noise in that run. ``--modes
+targets`` (what ``python -m bench`` runs) leaves out the three modes that only show what the C
+parts and the loop export save (``DIAGNOSTIC``).
 
 Last, the CPU of each thread (``bench/cpu.py``) per raw round trip, on both sides of the echo,
 and per sequential produce, on the gateway and the broker: where the time over the floor is
