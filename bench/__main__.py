@@ -11,14 +11,13 @@ figures of a second, smaller cluster, and a third bring-up of each size.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.report import RESULTS, machine, table
+from bench.report import RESULTS, load, machine, table
 
 SUITE = {
     "boot": ["--rounds", "40"],
@@ -39,10 +38,6 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 SUMMARISED = ("boot", "produce", "cluster", "bringup")  # the results the summary needs (chaos: if there)
-
-
-def load(name: str, results: Path = RESULTS) -> dict:
-    return json.loads((results / f"{name}.json").read_text())
 
 
 def summary(results: Path = RESULTS) -> tuple[list[list], dict]:

@@ -24,7 +24,6 @@ Ratios are against the same cluster's bring-up in the same run. Run: ``python -m
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from typing import Any
 from hypothesis import settings
 
 from bench.isolation import ensure_isolated
-from bench.report import RESULTS, save, table
+from bench.report import last_run, load, save, table
 from pytest_meshfabric import (ChaosFailure, Cluster, ClusterSpec, FabricMachine, FabricSession, FabricSettings,
                                HarnessTimeout, Nemesis, run_machine, wait_until)
 from pytest_meshfabric.backends import netns_unavailable_reason
@@ -271,7 +270,7 @@ def report(saved: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> None:
     if args.report:
-        print(report(json.loads((RESULTS / "chaos.json").read_text())))
+        print(report(last_run("chaos")))
         return
     backend = "netns" if netns_unavailable_reason() is None else "local"
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
@@ -281,7 +280,7 @@ def main(args: argparse.Namespace) -> None:
     finally:
         session.close()
     path = save("chaos", {"backend": backend, "rounds": args.rounds, "seed": args.seed, "runs": results})
-    print("\n" + report(json.loads(path.read_text())))
+    print("\n" + report(load("chaos")))  # as saved, as --report reads it
     print(f"\nresults: {path}")
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -67,7 +66,7 @@ from bench.raw_echo import (
     fsyncs,
     in_process_round_trips,
 )
-from bench.report import RESULTS, median_interval, save, summary_ms
+from bench.report import RESULTS, last_run, median_interval, save, summary_ms
 from fabric import control, event_loop
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
@@ -362,12 +361,8 @@ async def main(args: argparse.Namespace) -> None:
 
 def print_last_report() -> None:
     """The last saved run's tables again, without running anything."""
-    path = RESULTS / "produce.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SystemExit(f"bench.produce: no saved run at {path}: run `python -m bench.produce` first") from None
-    print(f"bench.produce: the run of {results['machine']['date']} ({path})")
+    results = last_run("produce")
+    print(f"bench.produce: the run of {results['machine']['date']} ({RESULTS / 'produce.json'})")
     print_report(results)
 
 

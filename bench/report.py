@@ -65,3 +65,17 @@ def save(name: str, results: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2))
     return path
+
+
+def load(name: str, results: Path = RESULTS) -> dict[str, Any]:
+    """What ``save(name, ...)`` wrote (in ``results``, default ``RESULTS``)."""
+    return json.loads((results / f"{name}.json").read_text())
+
+
+def last_run(name: str) -> dict[str, Any]:
+    """``bench.<name>``'s last saved run, for its ``--report``; none saved exits saying what to run."""
+    try:
+        return load(name)
+    except FileNotFoundError:
+        raise SystemExit(f"bench.{name}: no saved run at {RESULTS / f'{name}.json'}: "
+                         f"run `python -m bench.{name}` first") from None
