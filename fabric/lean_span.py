@@ -87,11 +87,11 @@ class _PySpanFields:
             each.on_end(self)
 
 
-_span_core = span_path.load_core()
-_SpanFields: type = _span_core.SpanCore if _span_core is not None else _PySpanFields
+SPAN_CORE = span_path.load_core()  # fabric._span_core where it is used, else None: read once, here
+_SpanFields: type = SPAN_CORE.SpanCore if SPAN_CORE is not None else _PySpanFields
 # The C type a LeanSpan's fields live in (_span_core.SpanCore, fabric/_span_fields.h), or None
 # where they are Python attributes: what the encoder's C part may read a span's fields from.
-FIELDS_IN_C: type | None = _span_core.SpanCore if _SpanFields is not _PySpanFields else None
+FIELDS_IN_C: type | None = SPAN_CORE.SpanCore if _SpanFields is not _PySpanFields else None
 
 
 class LeanSpan(_SpanFields, trace.Span, ReadableSpan):  # type: ignore[misc,valid-type]

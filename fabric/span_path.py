@@ -58,7 +58,7 @@ def span_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
 def load_core() -> Any:
     """``fabric._span_core`` where the install built it, OTel's runtime context is the default
     one and its span contexts are tuples, unless ``MESHFABRIC_SPAN_CORE=python``; else ``None``.
-    ``spans`` reads it once, at import: a bad value counts as ``auto`` here, and a node refuses
+    ``lean_span`` reads it once, at import: a bad value counts as ``auto`` here, and a node refuses
     it at start (``spans.check_span_path``)."""
     try:
         asked = span_path_from_env()

@@ -54,6 +54,7 @@ from .errors import ConfigError
 from .lean_span import (
     INVALID,
     SCALAR_TYPES,
+    SPAN_CORE,
     TRACE_FLAGS,
     UNSET_STATUS,
     LeanSpan,
@@ -65,7 +66,7 @@ from .span_path import CONTEXT_IS_TUPLE, SPAN_CORE_ENV, span_path_from_env
 _STR = frozenset((str,))
 _CONTEXT = span_path.CONTEXT_VAR
 current_context = _CONTEXT.get if _CONTEXT is not None else context_api.get_current  # what get_current gives
-_span_core = span_path.load_core()
+_span_core = SPAN_CORE  # read by the tracer and propagation at each call: a test switches the C path off here
 
 
 def path_in_use() -> str:
