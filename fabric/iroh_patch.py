@@ -15,6 +15,14 @@ on the loop's thread is scheduled with ``call_soon`` (no self-pipe); from the ru
 thread it still goes through ``call_soon_threadsafe``. In-process echo round trip ~0.36 ->
 ~0.33 ms.
 
+Around each call the generated glue also builds a status struct with ``default()`` (a
+second struct inside it: ~0.65 µs, where a zeroed one is the same fields for ~0.07) and
+keeps each poll's future in a handle map that takes a lock on every insert and remove.
+``_make_call_with_error`` and ``_make_async_calls`` do the same steps with a zeroed status
+and a plain dict: a request's round trip between two transports in one process makes 14
+calls with a status and 4 awaits (both sides together) and costs the loop's thread ~16-35 µs less CPU
+(medians ~238-252 -> ~218-222 µs in two A/Bs of 30-40 runs of 3,000 requests, alternated).
+
 The runtime thread that completes those futures is not a Python thread: each callback from it
 made a Python thread state (``PyGILState_Ensure``) and destroyed it on return, which in 3.11
 maps and unmaps the state's frame stack (an ``mmap``/``munmap`` pair a callback; an ``munmap``
@@ -35,6 +43,7 @@ written and tested against; any other version is left alone.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import struct
 import threading
@@ -46,6 +55,12 @@ log = logging.getLogger(__name__)
 PATCHED_VERSION = "1.2.0"
 _applied = False
 continuation = None  # the patched continuation callback (a ctypes function: kept alive here)
+waiting: dict[int, tuple] = {}  # the patched async calls' polls awaiting their continuation
+# What the patched async glue replaces or uses in the generated module.
+ASYNC_GLUE = ("_uniffi_continuation_callback", "_uniffi_rust_call_async", "_uniffi_rust_call_with_error",
+              "_uniffi_check_call_status", "_uniffi_set_future_result", "_UniffiRustCallStatus",
+              "_UNIFFI_GLOBAL_EVENT_LOOP", "_UNIFFI_RUST_FUTURE_POLL_READY",
+              "_UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK")
 
 
 _pointer_in = ctypes.c_void_p.from_buffer
@@ -97,14 +112,40 @@ def _keep_thread_state() -> None:
         _gil_state_ensure()
 
 
-def _make_continuation(ffi):  # type: ignore[no-untyped-def]
-    """The bindings' continuation callback, resolving the future at once on the loop's thread."""
-    handles, set_result = ffi._UniffiContinuationHandleMap, ffi._uniffi_set_future_result
-    ready = ffi._UNIFFI_RUST_FUTURE_POLL_READY
+def _make_call_with_error(ffi):  # type: ignore[no-untyped-def]
+    """The bindings' ``_uniffi_rust_call_with_error`` (every sync call, every async call's
+    completion): a zeroed status struct instead of ``default()`` (the same fields: code 0, an
+    empty buffer; ~0.65 -> ~0.07 µs), and the status checked only when its code is not 0."""
+    status_of, check, byref = ffi._UniffiRustCallStatus, ffi._uniffi_check_call_status, ctypes.byref
+
+    def call_with_error(error_ffi_converter, fn, *args):  # type: ignore[no-untyped-def]
+        status = status_of()
+        result = fn(*args, byref(status))
+        if status.code:
+            check(error_ffi_converter, status)
+        return result
+
+    return call_with_error
+
+
+def _make_async_calls(ffi):  # type: ignore[no-untyped-def]
+    """The bindings' continuation callback and ``_uniffi_rust_call_async``, sharing a plain dict
+    of the futures awaiting a poll instead of the generated handle map (a lock taken on every
+    insert and remove: ~0.5 -> ~0.1 µs a poll; a dict's ``pop`` and an ``itertools.count`` are
+    atomic under the GIL, and the continuation runs holding it).
+
+    The continuation resolves the future at once on the loop's thread (see the module's
+    docstring); the call polls, awaits, completes with the status checked as
+    ``_make_call_with_error`` does, and frees the Rust future on every way out, as generated.
+    Handles stay odd, as the generated map makes them."""
+    status_of, check, byref = ffi._UniffiRustCallStatus, ffi._uniffi_check_call_status, ctypes.byref
+    set_result, ready = ffi._uniffi_set_future_result, ffi._UNIFFI_RUST_FUTURE_POLL_READY
+    waiting: dict[int, tuple] = {}  # handle -> (loop, future) of each poll not yet called back
+    handles = itertools.count(1, 2)
 
     @ffi._UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK
-    def _continuation(future_ptr, poll_code):  # type: ignore[no-untyped-def]
-        loop, future = handles.remove(future_ptr)
+    def _continuation(handle, poll_code):  # type: ignore[no-untyped-def]
+        loop, future = waiting.pop(handle)
         if events._get_running_loop() is not loop:  # not the loop's thread: iroh's runtime's
             _keep_thread_state()
             loop.call_soon_threadsafe(set_result, future, poll_code)
@@ -113,7 +154,26 @@ def _make_continuation(ffi):  # type: ignore[no-untyped-def]
         else:  # "poll again": after a loop turn, or a future that keeps waking itself would spin
             loop.call_soon(set_result, future, poll_code)
 
-    return _continuation
+    async def call_async(rust_future, ffi_poll, ffi_complete, ffi_free, lift_func,  # type: ignore[no-untyped-def]
+                         error_ffi_converter):
+        try:
+            loop = ffi._UNIFFI_GLOBAL_EVENT_LOOP or events.get_running_loop()  # as ``_uniffi_get_event_loop``
+            while True:
+                future = loop.create_future()
+                handle = next(handles)
+                waiting[handle] = (loop, future)
+                ffi_poll(rust_future, _continuation, handle)
+                if await future == ready:
+                    break
+            status = status_of()
+            result = ffi_complete(rust_future, byref(status))
+            if status.code:
+                check(error_ffi_converter, status)
+            return lift_func(result)
+        finally:
+            ffi_free(rust_future)
+
+    return _continuation, call_async, waiting
 
 
 def _make_converters(ffi):  # type: ignore[no-untyped-def]
@@ -145,7 +205,7 @@ def _make_converters(ffi):  # type: ignore[no-untyped-def]
 
 def apply() -> bool:
     """Patch the bindings if they are the pinned version; return whether the patch is active."""
-    global _applied, continuation
+    global _applied, continuation, waiting
     if _applied:
         return True
     try:
@@ -161,8 +221,10 @@ def apply() -> bool:
         return False
     builder.write = _write
     builder._pack_into = _pack_into
-    if hasattr(iroh_ffi, "_uniffi_continuation_callback") and hasattr(iroh_ffi, "_UniffiContinuationHandleMap"):
-        continuation = iroh_ffi._uniffi_continuation_callback = _make_continuation(iroh_ffi)
+    if all(hasattr(iroh_ffi, name) for name in ASYNC_GLUE):
+        continuation, call_async, waiting = _make_async_calls(iroh_ffi)
+        iroh_ffi._uniffi_continuation_callback, iroh_ffi._uniffi_rust_call_async = continuation, call_async
+        iroh_ffi._uniffi_rust_call_with_error = _make_call_with_error(iroh_ffi)
     converter = getattr(iroh_ffi, "_UniffiConverterRustBuffer", None)
     if converter is not None and hasattr(iroh_ffi, "_UniffiRustBufferStream"):
         converter.lift, converter.lower = _make_converters(iroh_ffi)

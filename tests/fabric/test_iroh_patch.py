@@ -21,6 +21,11 @@ def test_the_patch_is_active_on_the_pinned_version():
     assert iroh_ffi._UniffiRustBufferBuilder.write is iroh_patch._write
 
 
+def _options() -> iroh.EndpointOptions:
+    """A loopback endpoint's options: no relay, no discovery."""
+    return iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")
+
+
 def _original_write(builder, value):
     """The generated code's byte-at-a-time loop, as shipped in iroh 1.2.0."""
     with builder._reserve(len(value)):
@@ -55,8 +60,7 @@ def test_patched_write_builds_the_same_buffer_as_the_generated_code(writes):
 @pytest.mark.asyncio
 async def test_a_bulk_transfer_arrives_byte_for_byte():
     iroh_patch.apply()
-    options = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
-    a, b = await iroh.Endpoint.bind(options()), await iroh.Endpoint.bind(options())
+    a, b = await iroh.Endpoint.bind(_options()), await iroh.Endpoint.bind(_options())
     a.set_alpns([b"test/bulk"])
     payload = bytes(range(256)) * 8192 + b"tail"  # 2 MiB and a bit
 
@@ -79,8 +83,7 @@ async def test_a_bulk_transfer_arrives_byte_for_byte():
 
 async def _echo(alpn: bytes, payloads: list[bytes]) -> None:
     """Two endpoints in this process: each payload sent on one bi stream and read back whole."""
-    options = lambda: iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")  # noqa: E731
-    a, b = await iroh.Endpoint.bind(options()), await iroh.Endpoint.bind(options())
+    a, b = await iroh.Endpoint.bind(_options()), await iroh.Endpoint.bind(_options())
     a.set_alpns([alpn])
 
     async def serve() -> None:
@@ -223,3 +226,70 @@ def test_thread_states_are_kept_once_per_thread_and_only_up_to_the_limit(monkeyp
         thread.join()
     assert ensured == ["t0", "t1"]
     assert iroh_patch.kept_states == iroh_patch.MAX_KEPT_STATES
+
+
+def test_the_async_glue_is_patched():
+    assert iroh_patch.apply() is True
+    assert iroh_ffi._uniffi_rust_call_async.__qualname__ == "_make_async_calls.<locals>.call_async"
+    assert iroh_ffi._uniffi_rust_call_with_error.__qualname__ == "_make_call_with_error.<locals>.call_with_error"
+
+
+def test_a_zeroed_status_has_the_generated_defaults_fields():
+    """The patched glue makes its status structs zeroed, not with ``default()``: the same fields."""
+    zeroed, default = iroh_ffi._UniffiRustCallStatus(), iroh_ffi._UniffiRustCallStatus.default()
+    assert (zeroed.code, zeroed.error_buf.capacity, zeroed.error_buf.len) == (0, 0, 0)
+    assert (default.code, default.error_buf.capacity, default.error_buf.len) == (0, 0, 0)
+    assert not zeroed.error_buf.data and not default.error_buf.data  # both null pointers
+
+
+def test_a_failing_call_still_raises_the_bindings_error():
+    """An error status from a sync call is lifted into the bindings' own exception."""
+    assert iroh_patch.apply() is True
+    with pytest.raises(iroh.IrohError):
+        iroh.EndpointId.from_string("not a key")
+
+
+@pytest.mark.asyncio
+async def test_a_failing_await_still_raises_the_bindings_error():
+    """An async call whose Rust future completes with an error raises it from the ``await``
+    (here: opening a stream on a connection this side closed)."""
+    assert iroh_patch.apply() is True
+    a, b = await iroh.Endpoint.bind(_options()), await iroh.Endpoint.bind(_options())
+    a.set_alpns([b"test/closed"])
+    try:
+        dialling = asyncio.create_task(
+            b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"test/closed"))
+        await (await (await a.accept_next()).accept()).connect()
+        conn = await asyncio.wait_for(dialling, 20)
+        conn.close(0, b"done")
+        with pytest.raises(iroh.IrohError):
+            await asyncio.wait_for(conn.open_bi(), 20)
+    finally:
+        await b.close()
+        await a.close()
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_await_frees_its_rust_future_and_its_poll():
+    """Cancelling an await into the bindings frees the Rust future, which calls the pending
+    poll's continuation once more: nothing is left waiting for it."""
+    assert iroh_patch.apply() is True
+    endpoint = await iroh.Endpoint.bind(_options())
+    try:
+        for _ in range(5):
+            before = set(iroh_patch.waiting)  # other tests' loops may have left polls behind
+            accepting = asyncio.create_task(endpoint.accept_next())
+            deadline = asyncio.get_running_loop().time() + 5
+            while not set(iroh_patch.waiting) - before and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.001)
+            polls = set(iroh_patch.waiting) - before
+            assert polls, "the accept's poll should be pending: no one is dialling"
+            accepting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await accepting
+            deadline = asyncio.get_running_loop().time() + 5
+            while polls & set(iroh_patch.waiting) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
+            assert not polls & set(iroh_patch.waiting)
+    finally:
+        await endpoint.close()
