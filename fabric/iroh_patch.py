@@ -22,6 +22,8 @@ keeps each poll's future in a handle map that takes a lock on every insert and r
 and a plain dict: a request's round trip between two transports in one process makes 14
 calls with a status and 4 awaits (both sides together) and costs the loop's thread ~16-35 µs less CPU
 (medians ~238-252 -> ~218-222 µs in two A/Bs of 30-40 runs of 3,000 requests, alternated).
+The bytes of every ``write_all`` are lowered into a buffer of their final size
+(``_make_bytes_lower``): one call into the bindings, not an allocation and then a growth.
 
 The runtime thread that completes those futures is not a Python thread: each callback from it
 made a Python thread state (``PyGILState_Ensure``) and destroyed it on return, which in 3.11
@@ -203,6 +205,28 @@ def _make_converters(ffi):  # type: ignore[no-untyped-def]
     return classmethod(lift), classmethod(lower)
 
 
+def _make_bytes_lower(ffi):  # type: ignore[no-untyped-def]
+    """``lower`` for ``_UniffiFfiConverterBytes`` (every ``write_all``): the buffer allocated at
+    its final size, the length and the bytes copied in (the generated builder allocates 16
+    bytes, then grows the buffer through a second call into the bindings: ~6.5 -> ~3.8 µs for
+    150 bytes). The same bytes: a big-endian i32 length, then the data."""
+    alloc, data_offset = ffi._UniffiRustBuffer.alloc, ffi._UniffiRustBuffer.data.offset
+    pack_length = struct.Struct(">i").pack
+
+    def lower(cls, value):  # type: ignore[no-untyped-def]
+        data = value if isinstance(value, bytes) else bytes(value)
+        size = len(data)
+        header = pack_length(size)  # over 2 GiB: ``struct.error``, as the generated ``write_i32``
+        rbuf = alloc(4 + size)
+        address = _pointer_in(rbuf, data_offset).value
+        ctypes.memmove(address, header, 4)
+        ctypes.memmove(address + 4, data, size)
+        rbuf.len = 4 + size
+        return rbuf
+
+    return classmethod(lower)
+
+
 def apply() -> bool:
     """Patch the bindings if they are the pinned version; return whether the patch is active."""
     global _applied, continuation, waiting
@@ -228,5 +252,7 @@ def apply() -> bool:
     converter = getattr(iroh_ffi, "_UniffiConverterRustBuffer", None)
     if converter is not None and hasattr(iroh_ffi, "_UniffiRustBufferStream"):
         converter.lift, converter.lower = _make_converters(iroh_ffi)
+        if hasattr(iroh_ffi, "_UniffiFfiConverterBytes"):
+            iroh_ffi._UniffiFfiConverterBytes.lower = _make_bytes_lower(iroh_ffi)
     _applied = True
     return True

@@ -130,7 +130,7 @@ def _original_lift(converter, rbuf):
 
 
 CONVERTERS = [
-    (iroh_ffi._UniffiFfiConverterBytes, st.binary(max_size=3000)),
+    (iroh_ffi._UniffiFfiConverterBytes, st.binary(max_size=3000) | st.binary(max_size=100).map(bytearray)),
     (iroh_ffi._UniffiFfiConverterOptionalBytes, st.none() | st.binary(max_size=200)),
     (iroh_ffi._UniffiFfiConverterSequenceBytes, st.lists(st.binary(max_size=50), max_size=8)),
     (iroh_ffi._UniffiFfiConverterSequenceString, st.lists(st.text(max_size=20), max_size=8)),
@@ -140,8 +140,9 @@ CONVERTERS = [
 def test_the_converters_use_the_patched_lift_and_lower():
     assert iroh_patch.apply() is True
     for converter, _ in CONVERTERS:
+        lower = "_make_bytes_lower" if converter is iroh_ffi._UniffiFfiConverterBytes else "_make_converters"
         assert converter.lift.__func__.__qualname__ == "_make_converters.<locals>.lift"
-        assert converter.lower.__func__.__qualname__ == "_make_converters.<locals>.lower"
+        assert converter.lower.__func__.__qualname__ == f"{lower}.<locals>.lower"
 
 
 @settings(max_examples=100, deadline=None)
@@ -176,8 +177,22 @@ def test_a_lower_that_fails_discards_its_buffer(monkeypatch):
     monkeypatch.setattr(iroh_ffi._UniffiRustBufferBuilder, "discard",
                         lambda self: (discarded.append(1), original_discard(self)))
     with pytest.raises(TypeError):
-        iroh_ffi._UniffiFfiConverterBytes.lower("not bytes")
+        iroh_ffi._UniffiFfiConverterSequenceBytes.lower([b"bytes", "not bytes"])
     assert discarded == [1]
+
+
+def test_a_bytes_lower_that_fails_allocates_nothing(monkeypatch):
+    """The patched bytes ``lower`` checks its value before it allocates a buffer."""
+    iroh_patch.apply()
+    calls = []  # every call into the bindings (``_UniffiRustBuffer.alloc`` makes one)
+    original_call = iroh_ffi._uniffi_rust_call
+    monkeypatch.setattr(iroh_ffi, "_uniffi_rust_call", lambda fn, *args: (calls.append(fn), original_call(fn, *args))[1])
+    iroh_ffi._UniffiFfiConverterBytes.lower(b"ok").free()
+    assert calls, "the bytes lower allocates through the bindings"
+    calls.clear()
+    with pytest.raises(TypeError):
+        iroh_ffi._UniffiFfiConverterBytes.lower("not bytes")
+    assert calls == []
 
 
 def test_the_runtime_threads_python_state_is_kept_across_callbacks(monkeypatch):
