@@ -162,6 +162,11 @@ def stop_cluster(nodes: dict[str, NodeProcess]) -> None:
         list(pool.map(NodeProcess.stop, nodes.values()))
 
 
+async def _gated_produce(client: FabricClient, gate: asyncio.Semaphore, target: str) -> None:
+    async with gate:
+        await client.produce("bench", b"v" * 100, to=target)
+
+
 async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int) -> dict[str, dict]:
     out: dict[str, dict] = {}
     paths = {"direct to broker": (nodes["b1"].address, nodes["b1"].name),
@@ -177,13 +182,8 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
                 await client.produce("bench", b"v" * 100, to=target)
                 samples.append(time.perf_counter() - start)
             gate = asyncio.Semaphore(concurrency)
-
-            async def one() -> None:
-                async with gate:
-                    await client.produce("bench", b"v" * 100, to=target)
-
             start = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(records)))
+            await asyncio.gather(*(_gated_produce(client, gate, target) for _ in range(records)))
             throughput = records / (time.perf_counter() - start)
         out[label] = {**summary_ms(samples), "throughput_rps": throughput}
     return out
