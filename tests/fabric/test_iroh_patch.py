@@ -274,7 +274,8 @@ async def test_a_failing_await_still_raises_the_bindings_error():
     try:
         dialling = asyncio.create_task(
             b.connect(iroh.EndpointAddr(a.id(), None, a.addr().direct_addresses()), b"test/closed"))
-        await (await (await a.accept_next()).accept()).connect()
+        incoming = await asyncio.wait_for(a.accept_next(), 20)
+        await asyncio.wait_for((await incoming.accept()).connect(), 20)
         conn = await asyncio.wait_for(dialling, 20)
         conn.close(0, b"done")
         with pytest.raises(iroh.IrohError):
