@@ -1,9 +1,9 @@
-"""Run the whole benchmark suite: ``python -m bench`` (~5 minutes on 2 cores).
+"""Run the whole benchmark suite: ``python -m bench`` (~6-7 minutes on 2 cores).
 
 Each benchmark runs in its own process (inside a loopback-only namespace when root) and
 writes JSON under ``bench/results/``; this prints the summary against the project's targets
 and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
-``--full`` (~7 minutes) also measures what is context for the fabric's developers rather than a
+``--full`` (~8-9 minutes) also measures what is context for the fabric's developers rather than a
 target's figure: what the spans' and the encoder's C parts and the loop export save, the chaos
 figures of a second, smaller cluster, and a third bring-up of each size.
 """
@@ -22,6 +22,7 @@ from bench.report import RESULTS, load, machine, table
 SUITE = {
     "boot": ["--rounds", "40"],
     "produce": ["--records", "300", "--concurrency", "32", "--modes", "targets"],
+    "side_by_side": ["--rounds", "12"],
     "cluster": ["--rounds", "5"],
     "loss": ["--rounds", "2", "--hold", "10"],
     "bringup": ["--repeat", "2"],
@@ -121,6 +122,8 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
             rows.append(["  the OTLP sink's CPU a record (the collector, on the same cores) / the nodes'",
                          f"{sink:.1f} / {nodes:.0f} µs (SDK off: {produce['sink_cpu_us']['off']:.1f})", sink / nodes,
                          "(context)"])
+    if (results / "side_by_side.json").exists():
+        rows += side_by_side_rows(load("side_by_side", results))
     rows += bringup_rows(bringup)
     rows += cluster_rows(cluster)
     loss = load("loss", results) if (results / "loss.json").exists() else {}
@@ -141,6 +144,30 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
 def batched_run(runs: dict) -> dict:
     """The writer's run in batches among one tracing mode's runs (its label names the batch size)."""
     return next(v for label, v in runs.items() if "batches" in label)
+
+
+def side_by_side_rows(side_by_side: dict) -> list[list]:
+    """Tracing's cost with each mode's cluster and an SDK-off one writing at the same moment
+    (``bench/side_by_side.py``): the machine's drift hits both alike, so its rounds agree far
+    more closely than ``bench.produce``'s; its A/A control is context."""
+    labels = {"every span recorded": ("cost of tracing, every span recorded, side by side", "< 0.10"),
+              "every span exported": ("cost of tracing, every span exported, side by side", "< 0.10"),
+              "A/A: SDK off beside SDK off": ("  noise: side by side, an SDK-off cluster beside another", "(context)")}
+    rounds = side_by_side["settings"]["rounds"]
+    rows = []
+    for mode, done in side_by_side["modes"].items():
+        label, target = labels.get(mode, (f"cost of tracing, {mode}, side by side", "(context)"))
+        if target != "(context)":
+            label += " (an SDK-off cluster writing at the same time)"
+        throughput, low, high = done["throughput_rps"], *done["cost_ci95"]
+        measured = f"{throughput['traced']:.0f} vs {throughput['off']:.0f} rec/s, CI {low:.2f} to {high:.2f}"
+        rows.append([label, f"{measured}, {rounds} rounds", done["cost"], target])
+        if target != "(context)":
+            spent, cpu_low, cpu_high = done["node_cpu_us"], *done["cpu_cost_ci95"]
+            rows.append(["  the same in CPU a record (both nodes of each; 1 - off / traced)",
+                         f"{spent['traced']:.0f} vs {spent['off']:.0f} µs, CI {cpu_low:.2f} to {cpu_high:.2f}",
+                         done["cpu_cost"], "(context)"])
+    return rows
 
 
 def cluster_rows(cluster: dict) -> list[list]:
@@ -234,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
     parser.add_argument("--full", action="store_true",
                         help="also measure the developers' context: the C parts' and the loop export's savings, "
-                             "a second chaos cluster, a third bring-up (~7 minutes instead of ~5)")
+                             "a second chaos cluster, a third bring-up (~8-9 minutes instead of ~6-7)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     parser.add_argument("--render", action="store_true",
                         help="run nothing: print the summary of the results there are (and rewrite README.md's table)")

@@ -123,6 +123,29 @@ def test_render_reads_results_from_before_the_floor_was_measured_in_rhythm(tmp_p
     assert "each back to back" not in out and "the broker's commit" not in out
 
 
+def test_render_shows_the_side_by_side_costs_where_they_were_measured(tmp_path, capsys):
+    write_results(tmp_path)
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    assert "side by side" not in capsys.readouterr().out  # results from before it was measured
+    modes = {mode: {"cost": cost, "cost_ci95": [cost - 0.02, cost + 0.01], "cpu_cost": cost * 1.5,
+                    "cpu_cost_ci95": [cost, cost * 2], "throughput_rps": {"traced": 6000.0, "off": 6600.0},
+                    "node_cpu_us": {"traced": 150.0, "off": 130.0}}
+             for mode, cost in (("every span recorded", 0.09), ("every span exported", 0.13),
+                                ("A/A: SDK off beside SDK off", -0.01))}
+    (tmp_path / "side_by_side.json").write_text(json.dumps({"modes": modes, "settings": {"rounds": 12}}))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    recorded = next(line for line in out.splitlines() if "every span recorded, side by side" in line)
+    assert "6000 vs 6600 rec/s, CI 0.07 to 0.10, 12 rounds" in recorded and "0.09 " in recorded and "< 0.10" in recorded
+    exported = next(line for line in out.splitlines() if "every span exported, side by side" in line)
+    assert "0.13 " in exported and "< 0.10" in exported
+    by_cpu = [line for line in out.splitlines() if "the same in CPU a record (both nodes of each" in line]
+    assert len(by_cpu) == 2 and "150 vs 130 µs, CI 0.09 to 0.18" in by_cpu[0] and "(context)" in by_cpu[0]
+    noise = next(line for line in out.splitlines() if "an SDK-off cluster beside another" in line)
+    assert "-0.01" in noise and "(context)" in noise
+    assert out.index("every span recorded, side by side") > out.index("every span exported over OTLP")  # after produce's
+
+
 def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):
     write_results(tmp_path)
     (tmp_path / "loss.json").write_text(json.dumps({"skipped": "not root"}))
@@ -143,6 +166,7 @@ def test_the_suite_measures_every_target_and_leaves_the_developers_context_to_fu
     assert set(every) - set(targets) == set(DIAGNOSTIC) and len(DIAGNOSTIC) == 3
     assert {"on", "off", "sampled 1%", "exported", "exported, 1% sampled", SAME_AS_OFF} == set(targets)
     assert set(FULL) == set(SUITE)
+    assert "side_by_side" in SUITE
     assert SUITE["produce"][-2:] == ["--modes", "targets"] and FULL["produce"][-2:] == ["--modes", "all"]
     assert "2x5" in SUITE["chaos"] and "1x4,2x5" in FULL["chaos"]
 

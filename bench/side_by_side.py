@@ -1,0 +1,165 @@
+"""Tracing's cost with both clusters running at once: ``python -m bench.side_by_side``.
+
+``bench.produce`` measures each tracing mode on a cluster of its own, one cluster at a time,
+and pairs each mode's run with the SDK-off run of the same round. Those runs are ~1-2 s apart,
+and this shared machine changes speed from one second to the next: a pair's cost moves by
+±0.15-0.2 and the median of 12 rounds by ±0.1, wider than the 10% the target allows (an A/A
+control with two SDK-off clusters shows it: docs/performance-rounds.md, twenty-second round).
+
+Here each round starts two fresh clusters, the SDK off and the mode's, both warmed up, and
+runs their writers at the same moment (the gateway's own writer, ``records`` at
+``concurrency`` in flight each, as ``bench.produce``'s): whatever the machine does meanwhile
+happens to both. The two clusters share the two cores, so each runs nearer the machine's
+limit than a cluster alone, and what tracing costs in CPU shows more in throughput. A round's
+cost is 1 - the mode's throughput / the SDK-off cluster's, and the same from the nodes' CPU a
+record; the figure is the median of the rounds with a ~95% interval. The A/A control runs two
+SDK-off clusters the same way: its cost is the measurement's own noise and any bias between the
+two clusters' places. Exporting clusters post to the OTLP sink (``bench/otlp_sink.py``), which
+runs in this process, on the same cores, for whichever cluster exports.
+``--report`` prints the last saved run's table again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from bench import cpu
+from bench.isolation import ensure_isolated
+from bench.otlp_sink import OtlpSink
+from bench.produce import start_warm_cluster, stop_cluster
+from bench.report import RESULTS, last_run, median_interval, save, table
+from fabric import control
+from fabric.launcher import NodeProcess
+
+OFF = {"OTEL_SDK_DISABLED": "true"}
+MODES = ("every span recorded", "every span exported", "A/A: SDK off beside SDK off")
+
+
+def mode_env(mode: str, endpoint: str) -> dict[str, str]:
+    """The environment of the cluster measured beside the SDK-off one (exports go to ``endpoint``)."""
+    return {"every span recorded": {},
+            "every span exported": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            "A/A: SDK off beside SDK off": OFF}[mode]
+
+
+def run_together(clusters: dict[str, dict[str, NodeProcess]], records: int,
+                 concurrency: int) -> dict[str, dict[str, float]]:
+    """Each cluster's writer started at the same moment: ``{name: {throughput_rps, node_cpu_us}}``
+    (the gateway's and the broker's CPU a record, over the time both writers ran)."""
+    pids = {f"{name} {node}": nodes[node].pid for name, nodes in clusters.items() for node in ("gw", "b2")}
+    start = threading.Barrier(len(clusters) + 1)
+    throughput: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def write(name: str) -> None:
+        nodes = clusters[name]
+        start.wait()
+        try:
+            throughput[name] = control.request_sync(
+                nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name, topic="bench",
+                count=records, size=100, concurrency=concurrency, latencies=False)["throughput_rps"]
+        except Exception as exc:  # noqa: BLE001 (raised again on the calling thread)
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(name,)) for name in clusters]
+    for writer in writers:
+        writer.start()
+    before = cpu.reading(pids)
+    start.wait()
+    for writer in writers:
+        writer.join()
+    spent = cpu.per_op(before, cpu.reading(pids), records)
+    if errors:
+        raise errors[0]
+    return {name: {"throughput_rps": throughput[name],
+                   "node_cpu_us": spent[f"{name} gw"]["total"] + spent[f"{name} b2"]["total"]} for name in clusters}
+
+
+def costs(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """The median cost of a mode's rounds and its ~95% interval, in throughput and in CPU."""
+    by_throughput = [1 - r["traced"]["throughput_rps"] / r["off"]["throughput_rps"] for r in rounds]
+    by_cpu = [1 - r["off"]["node_cpu_us"] / r["traced"]["node_cpu_us"] for r in rounds]
+    return {"cost": statistics.median(by_throughput), "cost_ci95": median_interval(by_throughput),
+            "cpu_cost": statistics.median(by_cpu), "cpu_cost_ci95": median_interval(by_cpu),
+            "throughput_rps": {side: statistics.median(r[side]["throughput_rps"] for r in rounds)
+                               for side in ("traced", "off")},
+            "node_cpu_us": {side: statistics.median(r[side]["node_cpu_us"] for r in rounds)
+                            for side in ("traced", "off")},
+            "rounds": rounds}
+
+
+def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
+    """Every mode beside the SDK off, ``rounds`` times, modes interleaved (each first in turn)."""
+    by_mode: dict[str, list] = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory(prefix="meshfabric-bench-") as tmp, OtlpSink() as sink:
+        for i in range(rounds):
+            print(f"round {i + 1} of {rounds}: {len(MODES)} pairs of clusters, each pair at once",
+                  file=sys.stderr, flush=True)
+            for mode in MODES[i % len(MODES):] + MODES[:i % len(MODES)]:
+                where = Path(tmp) / f"round-{i + 1}"
+                clusters: dict[str, dict[str, NodeProcess]] = {}
+                try:
+                    for side, env in (("off", OFF), ("traced", mode_env(mode, sink.endpoint))):
+                        clusters[side] = start_warm_cluster(where / side, env, concurrency)
+                    before = sink.spans
+                    by_mode[mode].append(run_together(clusters, records, concurrency))
+                    by_mode[mode][-1]["sink_spans"] = sink.spans - before
+                finally:
+                    for nodes in clusters.values():
+                        stop_cluster(nodes)
+                    shutil.rmtree(where, ignore_errors=True)
+        exported = {"spans": sink.spans, "rejected": sink.rejected}
+    if exported["rejected"] or not exported["spans"]:
+        raise RuntimeError(f"the exporting clusters' spans did not all reach the OTLP sink: {exported}")
+    return {"modes": {mode: costs(done) for mode, done in by_mode.items()}, "exported": exported,
+            "settings": {"rounds": rounds, "records": records, "concurrency": concurrency}}
+
+
+def report(results: dict[str, Any]) -> str:
+    """The table of costs, one row a mode."""
+    settings = results["settings"]
+    rows = []
+    for mode, done in results["modes"].items():
+        low, high = done["cost_ci95"]
+        cpu_low, cpu_high = done["cpu_cost_ci95"]
+        rows.append([mode, f"{done['throughput_rps']['traced']:.0f} vs {done['throughput_rps']['off']:.0f}",
+                     f"{done['cost']:.3f} ({low:.3f} to {high:.3f})",
+                     f"{done['node_cpu_us']['traced']:.0f} vs {done['node_cpu_us']['off']:.0f}",
+                     f"{done['cpu_cost']:.3f} ({cpu_low:.3f} to {cpu_high:.3f})"])
+    heading = (f"tracing's cost, each mode's cluster beside an SDK-off one, both writers at once "
+               f"({settings['rounds']} rounds, {settings['records']} records at {settings['concurrency']} in flight "
+               "each; medians of the rounds, ~95% intervals)")
+    return heading + "\n" + table(["mode", "rec/s (vs SDK off)", "cost", "nodes' CPU µs a record (vs off)",
+                                   "cost in CPU"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=16, help="pairs of clusters a mode (default 16)")
+    parser.add_argument("--records", type=int, default=3000, help="records each writer produces a round")
+    parser.add_argument("--concurrency", type=int, default=32, help="records in flight a writer")
+    parser.add_argument("--report", action="store_true", help="print the last saved run's table and exit")
+    args = parser.parse_args()
+    if args.report:
+        results = last_run("side_by_side")
+        print(f"bench.side_by_side: the run of {results['machine']['date']} ({RESULTS / 'side_by_side.json'})")
+        print(report(results))
+        return
+    if min(args.rounds, args.records, args.concurrency) < 1:
+        parser.error("--rounds, --records and --concurrency must be at least 1")
+    ensure_isolated("bench.side_by_side")
+    results = measure(args.rounds, args.records, args.concurrency)
+    print(report(results))
+    print(f"\nresults: {save('side_by_side', results)}")
+
+
+if __name__ == "__main__":
+    main()

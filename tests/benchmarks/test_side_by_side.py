@@ -1,0 +1,57 @@
+"""``python -m bench.side_by_side``: each round's cost from two clusters written to at once, and
+a small run end to end (real node processes, the OTLP sink, nothing left running)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.side_by_side import MODES, costs
+from tests.benchmarks.bench_run import (
+    assert_nothing_left,
+    assert_report_repeats,
+    bench_env,
+    run_bench,
+)
+
+
+def pair(traced_rps: float, off_rps: float, traced_us: float, off_us: float) -> dict:
+    return {"traced": {"throughput_rps": traced_rps, "node_cpu_us": traced_us},
+            "off": {"throughput_rps": off_rps, "node_cpu_us": off_us}}
+
+
+def test_a_rounds_cost_is_its_own_pairs_and_the_figure_their_median():
+    rounds = [pair(900, 1000, 110, 100), pair(450, 500, 120, 100), pair(950, 1000, 100, 100)]
+    done = costs(rounds)
+    assert done["cost"] == pytest.approx(0.1)  # 0.1, 0.1, 0.05: the machine's speed cancels within a round
+    assert done["cpu_cost"] == pytest.approx(1 - 100 / 110)  # 1 - 100/110, 1 - 100/120, 0
+    assert done["cost_ci95"][0] <= done["cost"] <= done["cost_ci95"][1]
+    assert done["throughput_rps"] == {"traced": 900, "off": 1000}
+    assert done["node_cpu_us"] == {"traced": 110, "off": 100}
+
+
+@pytest.mark.slow
+def test_a_small_run_measures_every_mode_beside_the_sdk_off_and_leaves_nothing_running(tmp_path: Path):
+    with bench_env(tmp_path / "results") as (env, scratch):
+        done = run_bench("bench.side_by_side", ["--rounds", "1", "--records", "200", "--concurrency", "4"], env)
+        results = json.loads((tmp_path / "results" / "side_by_side.json").read_text())
+        assert set(results["modes"]) == set(MODES)
+        for mode in MODES:
+            (round_,) = results["modes"][mode]["rounds"]
+            assert all(round_[side]["throughput_rps"] > 0 and round_[side]["node_cpu_us"] > 0
+                       for side in ("traced", "off"))
+            assert (round_["sink_spans"] > 0) == (mode == "every span exported")  # only that cluster exports
+        assert results["exported"]["rejected"] == 0
+        assert "A/A: SDK off beside SDK off" in done.stdout
+        assert_report_repeats("bench.side_by_side", done, env)
+        assert_nothing_left(scratch)
+
+
+def test_bad_arguments_are_a_clear_error():
+    done = subprocess.run([sys.executable, "-m", "bench.side_by_side", "--rounds", "0"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "must be at least 1" in done.stderr
