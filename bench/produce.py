@@ -30,7 +30,9 @@ span recorded with the spans' C part off (``MESHFABRIC_SPAN_CORE=python``), and 
 baseline of tracing's cost. A second cluster with the SDK off is measured the same
 way: its difference from the first is the measurement's own noise in that run. ``--modes
 targets`` (what ``python -m bench`` runs) leaves out the three modes that only show what the C
-parts and the loop export save (``DIAGNOSTIC``).
+parts and the loop export save (``DIAGNOSTIC``) and the two 1% modes, which the suite measures
+side by side (``bench/side_by_side.py``: each beside an SDK-off cluster at the same moment,
+where a run's rounds agree ~3-4x more closely than here).
 
 Last, the CPU of each thread (``bench/cpu.py``) per raw round trip, on both sides of the echo,
 and per sequential produce, on the gateway and the broker: where the time over the floor is
@@ -101,15 +103,18 @@ SPANS_IN_PYTHON = "on, spans in Python"
 # What the fabric's own C parts and loop export save, each against the mode it replaces: context
 # for its developers, not a target's figure (``--modes targets`` leaves them out).
 DIAGNOSTIC = ("exported, SDK thread", "exported, Python encoder", SPANS_IN_PYTHON)
+# The 1% modes: the suite measures them side by side instead (``--modes targets`` leaves them out).
+SIDE_BY_SIDE = ("sampled 1%", "exported, 1% sampled")
 
 
 def tracing_modes(endpoint: str, diagnostics: bool = True) -> dict[str, dict[str, str]]:
     """Every mode measured, with its nodes' environment (exports go to ``endpoint``); without
-    ``diagnostics``, only the modes the targets and the A/A control need."""
+    ``diagnostics``, only the modes the suite's targets and the A/A control need here (every
+    span recorded or exported, the SDK off and its twin)."""
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     modes = {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()},
              SPANS_IN_PYTHON: {"MESHFABRIC_SPAN_CORE": "python"}, SAME_AS_OFF: TRACING["off"]}
-    return {mode: env for mode, env in modes.items() if diagnostics or mode not in DIAGNOSTIC}
+    return {mode: env for mode, env in modes.items() if diagnostics or mode not in DIAGNOSTIC + SIDE_BY_SIDE}
 
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
@@ -374,8 +379,9 @@ if __name__ == "__main__":
                         help="interleaved rounds of baselines and writer runs (tracing's cost: the median of the "
                              "rounds' paired ratios)")
     parser.add_argument("--modes", choices=("all", "targets"), default="all",
-                        help="all tracing modes (default), or only those the targets and the A/A control need "
-                             "(leaves out what the C parts and the loop export save: 3 clusters a round fewer)")
+                        help="all tracing modes (default), or only those the suite's targets and the A/A control "
+                             "need here (leaves out what the C parts and the loop export save, and the 1%% modes "
+                             "the suite measures side by side: 5 clusters a round fewer)")
     parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
     arguments = parser.parse_args()
     if arguments.report:

@@ -12,7 +12,9 @@ runs their writers at the same moment (the gateway's own writer, ``records`` at
 happens to both. The two clusters share the two cores, so each runs nearer the machine's
 limit than a cluster alone, and what tracing costs in CPU shows more in throughput. A round's
 cost is 1 - the mode's throughput / the SDK-off cluster's, and the same from the nodes' CPU a
-record; the figure is the median of the rounds with a ~95% interval. The A/A control runs two
+record; the figure is the median of the rounds with a ~95% interval. The modes: every span
+recorded, every span exported, 1% of traces recorded and 1% exported (head sampling, the
+standard variables). The A/A control runs two
 SDK-off clusters the same way: its cost is the measurement's own noise and any bias between the
 two clusters' places. Exporting clusters post to the OTLP sink (``bench/otlp_sink.py``), which
 runs in this process, on the same cores, for whichever cluster exports.
@@ -39,14 +41,16 @@ from fabric import control
 from fabric.launcher import NodeProcess
 
 OFF = {"OTEL_SDK_DISABLED": "true"}
-MODES = ("every span recorded", "every span exported", "A/A: SDK off beside SDK off")
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}  # 1% of traces
+MODES = ("every span recorded", "every span exported", "1% of traces recorded", "1% of traces exported",
+         "A/A: SDK off beside SDK off")
 
 
 def mode_env(mode: str, endpoint: str) -> dict[str, str]:
     """The environment of the cluster measured beside the SDK-off one (exports go to ``endpoint``)."""
-    return {"every span recorded": {},
-            "every span exported": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+    exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    return {"every span recorded": {}, "every span exported": exporting,
+            "1% of traces recorded": SAMPLED, "1% of traces exported": {**exporting, **SAMPLED},
             "A/A: SDK off beside SDK off": OFF}[mode]
 
 

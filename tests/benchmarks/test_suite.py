@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import FULL, SUITE, main
-from bench.produce import DIAGNOSTIC, SAME_AS_OFF, tracing_modes
+from bench.produce import DIAGNOSTIC, SAME_AS_OFF, SIDE_BY_SIDE, tracing_modes
 from bench.produce_costs import p50_ratios, paired_costs, paired_cpu_costs
 from bench.report import median_interval
+from bench.side_by_side import MODES
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
@@ -163,8 +164,9 @@ def test_render_without_the_pause_and_join_figures_leaves_their_rows_out(tmp_pat
 
 def test_the_suite_measures_every_target_and_leaves_the_developers_context_to_full():
     every, targets = tracing_modes("http://sink"), tracing_modes("http://sink", diagnostics=False)
-    assert set(every) - set(targets) == set(DIAGNOSTIC) and len(DIAGNOSTIC) == 3
-    assert {"on", "off", "sampled 1%", "exported", "exported, 1% sampled", SAME_AS_OFF} == set(targets)
+    assert set(every) - set(targets) == set(DIAGNOSTIC) | set(SIDE_BY_SIDE) and len(DIAGNOSTIC) == 3
+    assert {"on", "off", "exported", SAME_AS_OFF} == set(targets)  # the 1% modes: side by side
+    assert {"1% of traces recorded", "1% of traces exported"} < set(MODES)
     assert set(FULL) == set(SUITE)
     assert "side_by_side" in SUITE
     assert SUITE["produce"][-2:] == ["--modes", "targets"] and FULL["produce"][-2:] == ["--modes", "all"]
