@@ -111,7 +111,8 @@ def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
                 where = Path(tmp) / f"round-{i + 1}"
                 clusters: dict[str, dict[str, NodeProcess]] = {}
                 try:
-                    for side, env in (("off", OFF), ("traced", mode_env(mode, sink.endpoint))):
+                    sides = [("off", OFF), ("traced", mode_env(mode, sink.endpoint))]
+                    for side, env in sides if i % 2 == 0 else sides[::-1]:  # each started first in turn
                         clusters[side] = start_warm_cluster(where / side, env, concurrency)
                     before = sink.spans
                     by_mode[mode].append(run_together(clusters, records, concurrency))
