@@ -3,7 +3,7 @@
 Each benchmark runs in its own process (inside a loopback-only namespace when root) and
 writes JSON under ``bench/results/``; this prints the summary against the project's targets
 and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
-``--full`` (~8-9 minutes) also measures what is context for the fabric's developers rather than a
+``--full`` (~9-10 minutes) also measures what is context for the fabric's developers rather than a
 target's figure: what the spans' and the encoder's C parts and the loop export save, the chaos
 figures of a second, smaller cluster, and a third bring-up of each size.
 """
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
     parser.add_argument("--full", action="store_true",
                         help="also measure the developers' context: the C parts' and the loop export's savings, "
-                             "a second chaos cluster, a third bring-up (~8-9 minutes instead of ~6-7)")
+                             "a second chaos cluster, a third bring-up (~9-10 minutes instead of ~6-7)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     parser.add_argument("--render", action="store_true",
                         help="run nothing: print the summary of the results there are (and rewrite README.md's table)")
