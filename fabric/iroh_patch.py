@@ -118,7 +118,7 @@ def _make_call_with_error(ffi):  # type: ignore[no-untyped-def]
     """The bindings' ``_uniffi_rust_call_with_error`` (every sync call: handle clones, buffer
     allocations and frees): a zeroed status struct instead of ``default()`` (the same fields:
     code 0, an empty buffer; ~0.65 -> ~0.07 µs), and the status checked only when its code is
-    not 0. ``_make_async_calls`` completes its futures the same way."""
+    not 0. ``_make_async_calls`` completes its futures through it."""
     status_of, check, byref = ffi._UniffiRustCallStatus, ffi._uniffi_check_call_status, ctypes.byref
 
     def call_with_error(error_ffi_converter, fn, *args):  # type: ignore[no-untyped-def]
@@ -131,17 +131,16 @@ def _make_call_with_error(ffi):  # type: ignore[no-untyped-def]
     return call_with_error
 
 
-def _make_async_calls(ffi):  # type: ignore[no-untyped-def]
+def _make_async_calls(ffi, call_with_error):  # type: ignore[no-untyped-def]
     """The bindings' continuation callback and ``_uniffi_rust_call_async``, sharing a plain dict
     of the futures awaiting a poll instead of the generated handle map (a lock taken on every
     insert and remove: ~0.5 -> ~0.1 µs a poll; a dict's ``pop`` and an ``itertools.count`` are
     atomic under the GIL, and the continuation runs holding it).
 
     The continuation resolves the future at once on the loop's thread (see the module's
-    docstring); the call polls, awaits, completes with the status checked as
-    ``_make_call_with_error`` does, and frees the Rust future on every way out, as generated.
-    Handles stay odd, as the generated map makes them."""
-    status_of, check, byref = ffi._UniffiRustCallStatus, ffi._uniffi_check_call_status, ctypes.byref
+    docstring); the call polls, awaits, completes through ``call_with_error`` (as the generated
+    code does through its own) and frees the Rust future on every way out, as generated. Handles
+    stay odd, as the generated map makes them."""
     set_result, ready = ffi._uniffi_set_future_result, ffi._UNIFFI_RUST_FUTURE_POLL_READY
     waiting: dict[int, tuple] = {}  # handle -> (loop, future) of each poll not yet called back
     handles = itertools.count(1, 2)
@@ -168,11 +167,7 @@ def _make_async_calls(ffi):  # type: ignore[no-untyped-def]
                 ffi_poll(rust_future, _continuation, handle)
                 if await future == ready:
                     break
-            status = status_of()
-            result = ffi_complete(rust_future, byref(status))
-            if status.code:
-                check(error_ffi_converter, status)
-            return lift_func(result)
+            return lift_func(call_with_error(error_ffi_converter, ffi_complete, rust_future))
         finally:
             ffi_free(rust_future)
 
@@ -247,9 +242,9 @@ def apply() -> bool:
     builder.write = _write
     builder._pack_into = _pack_into
     if all(hasattr(iroh_ffi, name) for name in ASYNC_GLUE):
-        continuation, call_async, waiting = _make_async_calls(iroh_ffi)
+        call_with_error = iroh_ffi._uniffi_rust_call_with_error = _make_call_with_error(iroh_ffi)
+        continuation, call_async, waiting = _make_async_calls(iroh_ffi, call_with_error)
         iroh_ffi._uniffi_continuation_callback, iroh_ffi._uniffi_rust_call_async = continuation, call_async
-        iroh_ffi._uniffi_rust_call_with_error = _make_call_with_error(iroh_ffi)
     converter = getattr(iroh_ffi, "_UniffiConverterRustBuffer", None)
     if converter is not None and hasattr(iroh_ffi, "_UniffiRustBufferStream"):
         converter.lift, converter.lower = _make_converters(iroh_ffi)
