@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.report import RESULTS, load, machine, table
+from bench.side_by_side import A_A
 
 SUITE = {
     "boot": ["--rounds", "40"],
@@ -150,17 +151,13 @@ def side_by_side_rows(side_by_side: dict) -> list[list]:
     """Tracing's cost with each mode's cluster and an SDK-off one writing at the same moment
     (``bench/side_by_side.py``): the machine's drift hits both alike, so its rounds agree far
     more closely than ``bench.produce``'s; its A/A control is context."""
-    labels = {"every span recorded": ("cost of tracing, every span recorded, side by side", "< 0.10"),
-              "every span exported": ("cost of tracing, every span exported, side by side", "< 0.10"),
-              "1% of traces recorded": ("cost of tracing, 1% of traces recorded, side by side", "< 0.10"),
-              "1% of traces exported": ("cost of tracing, 1% of traces exported, side by side", "< 0.10"),
-              "A/A: SDK off beside SDK off": ("  noise: side by side, an SDK-off cluster beside another", "(context)")}
     rounds = side_by_side["settings"]["rounds"]
     rows = []
     for mode, done in side_by_side["modes"].items():
-        label, target = labels.get(mode, (f"cost of tracing, {mode}, side by side", "(context)"))
-        if target != "(context)":
-            label += " (an SDK-off cluster writing at the same time)"
+        if mode == A_A:
+            label, target = "  noise: side by side, an SDK-off cluster beside another", "(context)"
+        else:
+            label, target = f"cost of tracing, {mode}, side by side (an SDK-off cluster writing at the same time)", "< 0.10"
         throughput, low, high = done["throughput_rps"], *done["cost_ci95"]
         measured = f"{throughput['traced']:.0f} vs {throughput['off']:.0f} rec/s, CI {low:.2f} to {high:.2f}"
         rows.append([label, f"{measured}, {rounds} rounds", done["cost"], target])

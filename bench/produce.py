@@ -197,6 +197,13 @@ async def measure(nodes: dict[str, NodeProcess], records: int, concurrency: int)
 BREAKDOWN_CHUNK = 50  # produces between two reads of the rings: 3 gateway spans each, well within 256
 
 
+def gateway_writes(nodes: dict[str, NodeProcess], count: int, **options: Any) -> dict[str, Any]:
+    """The gateway's own writer producing ``count`` records of 100 B to mesh2's broker
+    (``produce_many``; ``options``: ``concurrency``, ``latencies``, ``batch``): its answer."""
+    return control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
+                                topic="bench", count=count, size=100, **options)
+
+
 def traced_breakdown(nodes: dict[str, NodeProcess], records: int) -> tuple[list[tuple[str, float]], int]:
     """Sequential produces by the gateway's writer (tracing on), then where their time went,
     from both nodes' recent spans: read after every chunk of produces (a node keeps its last
@@ -204,9 +211,7 @@ def traced_breakdown(nodes: dict[str, NodeProcess], records: int) -> tuple[list[
     spans: list[dict[str, Any]] = []
     for done in range(0, records, BREAKDOWN_CHUNK):
         started = time.time_ns()  # the nodes' span clock: same machine, same wall clock
-        control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
-                             topic="bench", count=min(BREAKDOWN_CHUNK, records - done), size=100, concurrency=1,
-                             latencies=False)
+        gateway_writes(nodes, min(BREAKDOWN_CHUNK, records - done), concurrency=1, latencies=False)
         spans += [s for n in ("gw", "b2") for s in control.request_sync(nodes[n].control_path, "spans")["spans"]
                   if s["start_ns"] >= started]
     return breakdown(spans, "bench")
@@ -217,8 +222,7 @@ def produce_cpu(nodes: dict[str, NodeProcess], records: int) -> dict[str, dict[s
     ``records`` produced one at a time by the gateway's writer."""
     pids = {"gateway (writer)": nodes["gw"].pid, "broker": nodes["b2"].pid}
     before = cpu.reading(pids)
-    control.request_sync(nodes["gw"].control_path, "produce_many", timeout=120, to=nodes["b2"].name,
-                         topic="bench", count=records, size=100, concurrency=1, latencies=False)
+    gateway_writes(nodes, records, concurrency=1, latencies=False)
     return cpu.per_op(before, cpu.reading(pids), records)
 
 
@@ -230,16 +234,12 @@ def writer_run(nodes: dict[str, NodeProcess], records: int, concurrency: int, ba
     collector's share of the same two cores); or, with ``batched``, ``80 * records`` in batches
     of ``concurrency`` (~0.6 s here, as long as the run one record a produce: its tracing
     cost, paired by round, is as noisy as that one's, not twice)."""
-    gw, to = nodes["gw"].control_path, nodes["b2"].name
     if batched:
-        return control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 80,
-                                    size=100, concurrency=4, batch=concurrency)
-    latencies = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records,
-                                     size=100, concurrency=concurrency)["latencies_s"]
+        return gateway_writes(nodes, records * 80, concurrency=4, batch=concurrency)
+    latencies = gateway_writes(nodes, records, concurrency=concurrency)["latencies_s"]
     pids = {"gw": nodes["gw"].pid, "b2": nodes["b2"].pid, "sink": os.getpid()}
     before = cpu.reading(pids)
-    throughput = control.request_sync(gw, "produce_many", timeout=120, to=to, topic="bench", count=records * 10,
-                                      size=100, concurrency=concurrency, latencies=False)["throughput_rps"]
+    throughput = gateway_writes(nodes, records * 10, concurrency=concurrency, latencies=False)["throughput_rps"]
     spent = cpu.per_op(before, cpu.reading(pids), records * 10)
     return {"latencies_s": latencies, "throughput_rps": throughput,
             "node_cpu_us": spent["gw"]["total"] + spent["b2"]["total"], "sink_cpu_us": spent["sink"]["total"]}
