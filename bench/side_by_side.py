@@ -12,11 +12,13 @@ runs their writers at the same moment (the gateway's own writer, ``records`` at
 happens to both. The two clusters share the two cores, so each runs nearer the machine's
 limit than a cluster alone, and what tracing costs in CPU shows more in throughput. A round's
 cost is 1 - the mode's throughput / the SDK-off cluster's, and the same from the nodes' CPU a
-record; the figure is the median of the rounds with a ~95% interval. The modes: every span
-recorded, every span exported, 1% of traces recorded and 1% exported (head sampling, the
-standard variables). The A/A control runs two
-SDK-off clusters the same way: its cost is the measurement's own noise and any bias between the
-two clusters' places. Exporting clusters post to the OTLP sink (``bench/otlp_sink.py``), which
+record; the figure is the median of the rounds with a ~95% interval. Each pair then writes
+again, both at once, in batches (``concurrency`` records a produce, ``BATCHES_IN_FLIGHT`` produces
+in flight, ``BATCHED`` times the records: one produce and one trace a batch, as
+``bench.produce``'s batched run): tracing's cost in batched throughput, measured the same way.
+The modes: every span recorded, every span exported, 1% of traces recorded and 1% exported
+(head sampling, the standard variables). The A/A control runs two SDK-off clusters the same
+way: its cost is the measurement's own noise and any bias between the two clusters' places. Exporting clusters post to the OTLP sink (``bench/otlp_sink.py``), which
 runs in this process, on the same cores, for whichever cluster exports.
 ``--report`` prints the last saved run's table again.
 """
@@ -43,6 +45,8 @@ from fabric.launcher import NodeProcess
 OFF = {"OTEL_SDK_DISABLED": "true"}
 SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}  # 1% of traces
 A_A = "A/A: SDK off beside SDK off"  # the control: its "cost" is the design's own noise
+BATCHED = 10  # a pair's batched run writes this many times the records of its run of lone produces
+BATCHES_IN_FLIGHT = 4  # as bench.produce's batched run
 MODES = ("every span recorded", "every span exported", "1% of traces recorded", "1% of traces exported", A_A)
 
 
@@ -55,9 +59,10 @@ def mode_env(mode: str, endpoint: str) -> dict[str, str]:
 
 
 def run_together(clusters: dict[str, dict[str, NodeProcess]], records: int,
-                 concurrency: int) -> dict[str, dict[str, float]]:
-    """Each cluster's writer started at the same moment: ``{name: {throughput_rps, node_cpu_us}}``
-    (the gateway's and the broker's CPU a record, over the time both writers ran)."""
+                 **options: int | bool) -> dict[str, dict[str, float]]:
+    """Each cluster's writer started at the same moment, ``records`` each (``options``: the
+    options of ``gateway_writes``): ``{name: {throughput_rps, node_cpu_us}}`` (the gateway's and
+    the broker's CPU a record, over the time both writers ran)."""
     pids = {f"{name} {node}": nodes[node].pid for name, nodes in clusters.items() for node in ("gw", "b2")}
     start = threading.Barrier(len(clusters) + 1)
     throughput: dict[str, float] = {}
@@ -67,8 +72,7 @@ def run_together(clusters: dict[str, dict[str, NodeProcess]], records: int,
         nodes = clusters[name]
         start.wait()
         try:
-            throughput[name] = gateway_writes(nodes, records, concurrency=concurrency,
-                                              latencies=False)["throughput_rps"]
+            throughput[name] = gateway_writes(nodes, records, **options)["throughput_rps"]
         except Exception as exc:  # noqa: BLE001 (raised again on the calling thread)
             errors.append(exc)
 
@@ -86,18 +90,27 @@ def run_together(clusters: dict[str, dict[str, NodeProcess]], records: int,
                    "node_cpu_us": spent[f"{name} gw"]["total"] + spent[f"{name} b2"]["total"]} for name in clusters}
 
 
-def costs(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+def costs(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The median cost of a mode's rounds and its ~95% interval, in throughput and in CPU (each
-    round's pair as ``bench.produce`` pairs a mode with the SDK off)."""
+    round's pair as ``bench.produce`` pairs a mode with the SDK off), and in batched throughput
+    (``batched_*``) where the rounds have batched runs."""
     sides = {side: [r[side] for r in rounds] for side in ("traced", "off")}
     by_throughput, by_cpu = paired_costs(sides)["traced"], paired_cpu_costs(sides)["traced"]
-    return {"cost": statistics.median(by_throughput), "cost_ci95": median_interval(by_throughput),
+    done = {"cost": statistics.median(by_throughput), "cost_ci95": median_interval(by_throughput),
             "cpu_cost": statistics.median(by_cpu), "cpu_cost_ci95": median_interval(by_cpu),
-            "throughput_rps": {side: statistics.median(r[side]["throughput_rps"] for r in rounds)
-                               for side in ("traced", "off")},
-            "node_cpu_us": {side: statistics.median(r[side]["node_cpu_us"] for r in rounds)
-                            for side in ("traced", "off")},
+            "throughput_rps": _medians(sides, "throughput_rps"), "node_cpu_us": _medians(sides, "node_cpu_us"),
             "rounds": rounds}
+    if all("batched" in r for r in rounds):
+        batched = {side: [r["batched"][side] for r in rounds] for side in ("traced", "off")}
+        by_batch = paired_costs(batched)["traced"]
+        done |= {"batched_cost": statistics.median(by_batch), "batched_cost_ci95": median_interval(by_batch),
+                 "batched_throughput_rps": _medians(batched, "throughput_rps")}
+    return done
+
+
+def _medians(sides: dict[str, list[dict[str, float]]], measure: str) -> dict[str, float]:
+    """Each side's median of ``measure`` over the rounds."""
+    return {side: statistics.median(r[measure] for r in done) for side, done in sides.items()}
 
 
 def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
@@ -115,8 +128,11 @@ def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
                     for side, env in sides if i % 2 == 0 else sides[::-1]:  # each started first in turn
                         clusters[side] = start_warm_cluster(where / side, env, concurrency)
                     before = sink.spans
-                    by_mode[mode].append(run_together(clusters, records, concurrency))
-                    by_mode[mode][-1]["sink_spans"] = sink.spans - before
+                    done: dict[str, Any] = run_together(clusters, records, concurrency=concurrency, latencies=False)
+                    done["batched"] = run_together(clusters, records * BATCHED, concurrency=BATCHES_IN_FLIGHT,
+                                                   batch=concurrency)
+                    done["sink_spans"] = sink.spans - before
+                    by_mode[mode].append(done)
                 finally:
                     for nodes in clusters.values():
                         stop_cluster(nodes)
@@ -125,7 +141,8 @@ def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
     if exported["rejected"] or not exported["spans"]:
         raise RuntimeError(f"the exporting clusters' spans did not all reach the OTLP sink: {exported}")
     return {"modes": {mode: costs(done) for mode, done in by_mode.items()}, "exported": exported,
-            "settings": {"rounds": rounds, "records": records, "concurrency": concurrency}}
+            "settings": {"rounds": rounds, "records": records, "concurrency": concurrency,
+                         "batched_records": records * BATCHED, "batches_in_flight": BATCHES_IN_FLIGHT}}
 
 
 def report(results: dict[str, Any]) -> str:
@@ -135,15 +152,22 @@ def report(results: dict[str, Any]) -> str:
     for mode, done in results["modes"].items():
         low, high = done["cost_ci95"]
         cpu_low, cpu_high = done["cpu_cost_ci95"]
+        batched = ["-", "-"]  # a run saved before batches were measured side by side
+        if "batched_cost" in done:
+            (batched_low, batched_high), rps = done["batched_cost_ci95"], done["batched_throughput_rps"]
+            batched = [f"{rps['traced']:.0f} vs {rps['off']:.0f}",
+                       f"{done['batched_cost']:.3f} ({batched_low:.3f} to {batched_high:.3f})"]
         rows.append([mode, f"{done['throughput_rps']['traced']:.0f} vs {done['throughput_rps']['off']:.0f}",
                      f"{done['cost']:.3f} ({low:.3f} to {high:.3f})",
                      f"{done['node_cpu_us']['traced']:.0f} vs {done['node_cpu_us']['off']:.0f}",
-                     f"{done['cpu_cost']:.3f} ({cpu_low:.3f} to {cpu_high:.3f})"])
+                     f"{done['cpu_cost']:.3f} ({cpu_low:.3f} to {cpu_high:.3f})", *batched])
+    batches = (f", then {settings['batched_records']} in batches of {settings['concurrency']}, "
+               f"{settings['batches_in_flight']} in flight" if "batched_records" in settings else "")
     heading = (f"tracing's cost, each mode's cluster beside an SDK-off one, both writers at once "
                f"({settings['rounds']} rounds, {settings['records']} records at {settings['concurrency']} in flight "
-               "each; medians of the rounds, ~95% intervals)")
+               f"each{batches}; medians of the rounds, ~95% intervals)")
     return heading + "\n" + table(["mode", "rec/s (vs SDK off)", "cost", "nodes' CPU µs a record (vs off)",
-                                   "cost in CPU"], rows)
+                                   "cost in CPU", "batched rec/s (vs off)", "cost in batched"], rows)
 
 
 def main() -> None:

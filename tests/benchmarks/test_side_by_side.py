@@ -19,9 +19,13 @@ from tests.benchmarks.bench_run import (
 )
 
 
-def pair(traced_rps: float, off_rps: float, traced_us: float, off_us: float) -> dict:
-    return {"traced": {"throughput_rps": traced_rps, "node_cpu_us": traced_us},
+def pair(traced_rps: float, off_rps: float, traced_us: float, off_us: float, batched: tuple | None = None) -> dict:
+    done = {"traced": {"throughput_rps": traced_rps, "node_cpu_us": traced_us},
             "off": {"throughput_rps": off_rps, "node_cpu_us": off_us}}
+    if batched is not None:
+        done["batched"] = {"traced": {"throughput_rps": batched[0], "node_cpu_us": 5},
+                           "off": {"throughput_rps": batched[1], "node_cpu_us": 5}}
+    return done
 
 
 def test_a_rounds_cost_is_its_own_pairs_and_the_figure_their_median():
@@ -32,6 +36,17 @@ def test_a_rounds_cost_is_its_own_pairs_and_the_figure_their_median():
     assert done["cost_ci95"][0] <= done["cost"] <= done["cost_ci95"][1]
     assert done["throughput_rps"] == {"traced": 900, "off": 1000}
     assert done["node_cpu_us"] == {"traced": 110, "off": 100}
+    assert "batched_cost" not in done  # rounds saved before the batched runs
+
+
+def test_the_batched_cost_pairs_each_rounds_batched_runs_too():
+    rounds = [pair(900, 1000, 110, 100, (30_000, 31_000)), pair(450, 500, 120, 100, (10_000, 20_000)),
+              pair(950, 1000, 100, 100, (29_000, 29_000))]
+    done = costs(rounds)
+    assert done["cost"] == pytest.approx(0.1)
+    assert done["batched_cost"] == pytest.approx(1 - 30_000 / 31_000)  # of 0.032, 0.5 and 0
+    assert done["batched_cost_ci95"][0] <= done["batched_cost"] <= done["batched_cost_ci95"][1]
+    assert done["batched_throughput_rps"] == {"traced": 29_000, "off": 29_000}
 
 
 @pytest.mark.slow
@@ -42,14 +57,16 @@ def test_a_small_run_measures_every_mode_beside_the_sdk_off_and_leaves_nothing_r
         assert set(results["modes"]) == set(MODES)
         for mode in MODES:
             (round_,) = results["modes"][mode]["rounds"]
-            assert all(round_[side]["throughput_rps"] > 0 and round_[side]["node_cpu_us"] > 0
-                       for side in ("traced", "off"))
+            assert all(run[side]["throughput_rps"] > 0 and run[side]["node_cpu_us"] > 0
+                       for run in (round_, round_["batched"]) for side in ("traced", "off"))
+            assert "batched_cost" in results["modes"][mode]
             if mode == "every span exported":
                 assert round_["sink_spans"] > 0
             elif "exported" not in mode:
                 assert round_["sink_spans"] == 0  # only the exporting clusters post to the sink
         assert results["exported"]["rejected"] == 0
-        assert "A/A: SDK off beside SDK off" in done.stdout
+        assert "A/A: SDK off beside SDK off" in done.stdout and "cost in batched" in done.stdout
+        assert results["settings"]["batched_records"] == 2000  # BATCHED times the 200
         assert_report_repeats("bench.side_by_side", done, env)
         assert_nothing_left(scratch)
 

@@ -142,9 +142,28 @@ def test_render_shows_the_side_by_side_costs_where_they_were_measured(tmp_path, 
     assert "0.13 " in exported and "< 0.10" in exported
     by_cpu = [line for line in out.splitlines() if "the same in CPU a record (both nodes of each" in line]
     assert len(by_cpu) == 2 and "150 vs 130 µs, CI 0.09 to 0.18" in by_cpu[0] and "(context)" in by_cpu[0]
+    assert out.count("the same in batched throughput") == 2  # bench.produce's only: not measured side by side
     noise = next(line for line in out.splitlines() if "an SDK-off cluster beside another" in line)
     assert "-0.01" in noise and "(context)" in noise
     assert out.index("every span recorded, side by side") > out.index("every span exported over OTLP")  # after produce's
+
+
+def test_render_shows_the_side_by_side_batched_costs_where_they_were_measured(tmp_path, capsys):
+    write_results(tmp_path)
+    modes = {mode: {"cost": 0.1, "cost_ci95": [0.08, 0.12], "cpu_cost": 0.15, "cpu_cost_ci95": [0.1, 0.2],
+                    "throughput_rps": {"traced": 6000.0, "off": 6600.0}, "node_cpu_us": {"traced": 150.0, "off": 130.0},
+                    "batched_cost": cost, "batched_cost_ci95": [cost - 0.03, cost + 0.04],
+                    "batched_throughput_rps": {"traced": 30000.0, "off": 31000.0}}
+             for mode, cost in (("every span recorded", 0.02), ("every span exported", 0.05),
+                                ("A/A: SDK off beside SDK off", 0.01))}
+    (tmp_path / "side_by_side.json").write_text(json.dumps({"modes": modes, "settings": {"rounds": 12}}))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    exported = lines.index(next(line for line in lines if "every span exported, side by side" in line))
+    batched = lines[exported + 2]  # after its CPU row
+    assert "the same in batched throughput" in batched and "30000 vs 31000 rec/s, CI 0.02 to 0.09" in batched
+    assert "0.05 " in batched and "< 0.10" in batched
+    assert sum("the same in batched throughput" in line for line in lines) == 4  # two of produce's, two here
 
 
 def test_render_leaves_out_a_skipped_loss_benchmark(tmp_path, capsys):
