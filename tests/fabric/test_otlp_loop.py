@@ -1,20 +1,15 @@
-"""The event loop's OTLP exporter: when a node uses it, batching, retries, losses, and the SDK's
-exporter for what no loop can send. Posts go to the harness's real OTLP receiver; only the
-status-code tests use a stand-in HTTP server (aiohttp), to answer what a receiver would not."""
+"""The event loop's OTLP exporter: when a node uses it, batching, losses, and the SDK's exporter
+for what no loop can send. Posts go to the harness's real OTLP receiver. How it meets a
+collector that is down, late, busy or hangs up: ``test_otlp_loop_collector.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Self
 
 import pytest
-from aiohttp import web
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
 )
@@ -26,94 +21,25 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from fabric import otlp_encoder, otlp_exporters
+from fabric import otlp_encoder
 from fabric.errors import ConfigError
-from fabric.identity import Identity, node_name
 from fabric.otlp_loop import EXPORT_ENV, LoopBatchSpanProcessor, choose
-from fabric.telemetry import NodeLabels, Telemetry, export_processor
-from pytest_meshfabric.capture import OtlpReceiver
+from fabric.telemetry import export_processor
+from tests.fabric.otlp_loop_support import (
+    LABELS,
+    attached,
+    end_spans,
+    sdk_export_threads,
+    spans_named,
+    traces_url,
+    until,
+)
 
-NODE_ID = Identity.generate().node_id
-LABELS = NodeLabels(node_name("mesh1", "gateway", NODE_ID), "mesh1", "gateway", NODE_ID)
+pytestmark = pytest.mark.usefixtures("own_encoder")
+
 LOOPBACK = "http://127.0.0.1:4318/v1/traces"
-BATCHING = ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", EXPORT_ENV)
-
-
-@pytest.fixture(autouse=True)
-def own_encoder() -> None:
-    otlp_exporters.adopt_in_http_exporter()  # as a node's exporter_from_env does
-
-
 OWN = "C" if otlp_encoder.native_built() else "Python"  # the encoder a node's status names
 
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as rx:
-        yield rx
-
-
-@pytest.fixture
-def made(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Telemetry]]:
-    """``made(url, **batching)``: a node's Telemetry exporting to ``url``; shut down at teardown."""
-    for name in BATCHING:
-        monkeypatch.delenv(name, raising=False)
-    telemetries: list[Telemetry] = []
-
-    def make(url: str, **env: str) -> Telemetry:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        telemetry = Telemetry(LABELS, HttpExporter(endpoint=url))
-        telemetries.append(telemetry)
-        return telemetry
-
-    yield make
-    for telemetry in telemetries:
-        telemetry.shutdown()
-
-
-def traces_url(rx: OtlpReceiver) -> str:
-    return f"{rx.http_endpoint}/v1/traces"
-
-
-def end_spans(telemetry: Telemetry, names: list[str]) -> None:
-    for name in names:
-        with telemetry.tracer.start_as_current_span(name):
-            pass
-
-
-async def spans_named(rx: OtlpReceiver, names: list[str], timeout: float = 10.0) -> None:
-    wanted = set(names)
-    await rx.store.await_for(lambda spans: wanted <= {s.name for s in spans}, timeout=timeout,
-                             description=f"spans {sorted(wanted)}")
-
-
-async def attached(telemetry: Telemetry) -> None:
-    """Give ``telemetry`` this loop and let its export task reach its wait (one loop turn), so
-    spans ended next find it waiting, as in a running node."""
-    telemetry.attach(asyncio.get_running_loop())
-    await asyncio.sleep(0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (on the loop, so the export task runs) until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-def sdk_export_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("OtelBatch")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# -- which processor a node gets ------------------------------------------------
 
 @pytest.mark.parametrize("url, env, expected", [
     (LOOPBACK, {}, True),
@@ -149,8 +75,8 @@ def test_a_node_gets_the_loop_processor_for_a_loopback_http_collector_else_the_s
             processor.shutdown()
 
 
-def test_the_sdk_processor_when_asked_has_its_thread(receiver, made):
-    telemetry = made(traces_url(receiver), **{EXPORT_ENV: "thread"})
+def test_the_sdk_processor_when_asked_has_its_thread(receiver, exporting):
+    telemetry = exporting(traces_url(receiver), **{EXPORT_ENV: "thread"})
     assert isinstance(telemetry.exporter, BatchSpanProcessor) and telemetry.loop_exporter is None
     assert sdk_export_threads()  # what the loop's exporter does without
     assert telemetry.export_status() == {"via": "SDK thread", "encoder": OWN}
@@ -182,9 +108,9 @@ def test_a_bad_batching_variable_is_a_config_error():
 # -- exporting from the loop ----------------------------------------------------
 
 @pytest.mark.asyncio
-async def test_spans_reach_the_collector_from_the_loop_with_no_thread(receiver, made):
+async def test_spans_reach_the_collector_from_the_loop_with_no_thread(receiver, exporting):
     before = set(sdk_export_threads())  # other tests' may still be winding down
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000")
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000")
     telemetry.attach(asyncio.get_running_loop())
     with telemetry.tracer.start_as_current_span("parent") as parent, telemetry.tracer.start_as_current_span("child"):
         pass
@@ -200,8 +126,8 @@ async def test_spans_reach_the_collector_from_the_loop_with_no_thread(receiver, 
 
 
 @pytest.mark.asyncio
-async def test_a_full_batch_goes_at_once_and_a_partial_one_waits_for_the_schedule(receiver, made):
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="4")
+async def test_a_full_batch_goes_at_once_and_a_partial_one_waits_for_the_schedule(receiver, exporting):
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="4")
     await attached(telemetry)
     exporter = telemetry.exporter
     end_spans(telemetry, ["a1", "a2", "a3", "a4", "b1"])
@@ -211,16 +137,16 @@ async def test_a_full_batch_goes_at_once_and_a_partial_one_waits_for_the_schedul
 
 
 @pytest.mark.asyncio
-async def test_the_schedule_sends_what_is_queued(receiver, made):
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="50")
+async def test_the_schedule_sends_what_is_queued(receiver, exporting):
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="50")
     await attached(telemetry)
     end_spans(telemetry, ["lone"])
     await spans_named(receiver, ["lone"])
 
 
 @pytest.mark.asyncio
-async def test_spans_ended_on_another_thread_are_exported(receiver, made):
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="3")
+async def test_spans_ended_on_another_thread_are_exported(receiver, exporting):
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="3")
     await attached(telemetry)
     worker = threading.Thread(target=end_spans, args=(telemetry, ["t1", "t2", "t3"]))
     worker.start()
@@ -229,17 +155,17 @@ async def test_spans_ended_on_another_thread_are_exported(receiver, made):
 
 
 @pytest.mark.asyncio
-async def test_spans_ended_on_many_threads_while_the_loop_drains_are_each_sent_once(receiver, made):
+async def test_spans_ended_on_many_threads_while_the_loop_drains_are_each_sent_once(receiver, exporting):
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads change hands between nearly any two bytecodes
     try:
-        await ends_on_threads_and_drains(receiver, made)
+        await ends_on_threads_and_drains(receiver, exporting)
     finally:
         sys.setswitchinterval(switch)
 
 
-async def ends_on_threads_and_drains(receiver, made) -> None:
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="20", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="7",
+async def ends_on_threads_and_drains(receiver, exporting) -> None:
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="20", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="7",
                      OTEL_BSP_MAX_QUEUE_SIZE="100000")
     await attached(telemetry)
     names = [[f"w{w}-{i}" for i in range(300)] for w in range(4)]
@@ -254,117 +180,8 @@ async def ends_on_threads_and_drains(receiver, made) -> None:
     assert (telemetry.exporter.dropped, telemetry.exporter.failed, len(telemetry.exporter._queue)) == (0, 0, 0)
 
 
-@pytest.mark.asyncio
-async def test_a_collector_that_is_down_loses_that_batch_only(made, caplog):
-    port = free_port()
-    telemetry = made(f"http://127.0.0.1:{port}/v1/traces", OTEL_BSP_SCHEDULE_DELAY="60000",
-                     OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2", OTEL_EXPORTER_OTLP_TIMEOUT="0.5")
-    await attached(telemetry)
-    exporter = telemetry.exporter
-    with caplog.at_level(logging.WARNING, logger="fabric.otlp_loop"):
-        end_spans(telemetry, ["lost1", "lost2"])
-        await until(lambda: exporter.failed == 2)  # no time for the next attempt: dropped and logged
-    assert "exporting 2 spans" in caplog.text and "dropped" in caplog.text
-    with OtlpReceiver(http_port=port) as receiver:  # the collector comes (back) up
-        end_spans(telemetry, ["kept1", "kept2"])
-        await spans_named(receiver, ["kept1", "kept2"])
-        assert not {"lost1", "lost2"} & {s.name for s in receiver.store.all()}
-        await until(lambda: exporter.posts == 1)
-
-
-class StandIn:
-    """An HTTP server answering each POST with the next status of ``statuses`` (then 200)."""
-
-    def __init__(self, statuses: list[int], keepalive_s: float = 75.0) -> None:
-        self.statuses = list(statuses)
-        self.keepalive_s = keepalive_s
-        self.bodies: list[bytes] = []
-        self.connections: set[int] = set()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.connections.add(id(request.transport))
-        self.bodies.append(await request.read())
-        status = self.statuses.pop(0) if self.statuses else 200
-        return web.Response(status=status, headers={"Retry-After": "0"} if status >= 400 else {})
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/v1/traces", self.handle)
-        self.runner = web.AppRunner(app, keepalive_timeout=self.keepalive_s)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/traces"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
-
-
-@pytest.mark.asyncio
-async def test_a_collector_that_starts_a_moment_later_gets_the_first_spans(made, caplog):
-    port = free_port()
-    telemetry = made(f"http://127.0.0.1:{port}/v1/traces", OTEL_BSP_SCHEDULE_DELAY="60000",
-                     OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
-    await attached(telemetry)
-    with caplog.at_level(logging.DEBUG, logger="fabric.otlp_loop"):
-        end_spans(telemetry, ["early"])
-        await until(lambda: "trying again" in caplog.text)  # refused once, backing off
-    with OtlpReceiver(http_port=port) as receiver:  # as the demo's console starts after its brokers
-        await spans_named(receiver, ["early"])
-    assert telemetry.exporter.failed == 0
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("statuses, posts, failed, requests", [
-    ([503, 429], 1, 0, 3),  # busy: tried again (each answer has Retry-After: 0, so no waiting here)
-    ([400], 0, 1, 1),  # refused: not tried again
-])
-async def test_a_busy_collector_is_tried_again_and_a_refusal_is_not(made, statuses, posts, failed, requests):
-    async with StandIn(statuses) as stand_in:
-        telemetry = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
-        telemetry.attach(asyncio.get_running_loop())
-        end_spans(telemetry, ["one"])
-        await telemetry.drain()
-        assert (telemetry.exporter.posts, telemetry.exporter.failed) == (posts, failed)
-        assert len(stand_in.bodies) == requests
-
-
-@pytest.mark.asyncio
-async def test_posts_share_one_connection(made):
-    async with StandIn([]) as stand_in:
-        telemetry = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
-        telemetry.attach(asyncio.get_running_loop())
-        end_spans(telemetry, ["one", "two", "three"])
-        await telemetry.drain()
-        assert telemetry.exporter.posts == 3
-    assert len(stand_in.connections) == 1
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("noticed", [True, False])
-async def test_a_connection_the_collector_closed_while_idle_is_not_a_failure(made, noticed, caplog):
-    """Noticed (the loop read the close) or not (the next post finds out): a new connection, at
-    once, not a failed attempt and a backoff."""
-    caplog.set_level(logging.DEBUG, logger="fabric.otlp_loop")
-    async with StandIn([], keepalive_s=0.05) as stand_in:
-        telemetry = made(stand_in.url, OTEL_BSP_SCHEDULE_DELAY="60000")
-        telemetry.attach(asyncio.get_running_loop())
-        end_spans(telemetry, ["before"])
-        await telemetry.drain()
-        reader = telemetry.exporter._poster._streams[0]
-        await until(reader.at_eof)  # the collector hung up
-        if not noticed:
-            reader.at_eof = lambda: False  # as if the close arrived while the post was on its way
-        end_spans(telemetry, ["after"])
-        await telemetry.drain()
-        assert (telemetry.exporter.posts, telemetry.exporter.failed) == (2, 0)
-    assert len(stand_in.connections) == 2
-    assert "trying again" not in caplog.text
-
-
-def test_without_a_loop_a_full_queue_drops_and_shutdown_sends_the_rest(receiver, made, caplog):
-    telemetry = made(traces_url(receiver), OTEL_BSP_MAX_QUEUE_SIZE="4", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2")
+def test_without_a_loop_a_full_queue_drops_and_shutdown_sends_the_rest(receiver, exporting, caplog):
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_MAX_QUEUE_SIZE="4", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="2")
     with caplog.at_level(logging.WARNING, logger="fabric.otlp_loop"):
         end_spans(telemetry, ["q1", "q2", "q3", "q4", "over1", "over2"])  # no loop attached: all wait
     assert telemetry.exporter.dropped == 2
@@ -374,8 +191,8 @@ def test_without_a_loop_a_full_queue_drops_and_shutdown_sends_the_rest(receiver,
     assert names == {"q1", "q2", "q3", "q4"}
 
 
-def test_only_sampled_spans_are_queued(receiver, made):
-    telemetry = made(traces_url(receiver))
+def test_only_sampled_spans_are_queued(receiver, exporting):
+    telemetry = exporting(traces_url(receiver))
     recorded_only = ReadableSpan("recorded, not sampled", context=SpanContext(1, 2, False, TraceFlags(0)))
     telemetry.exporter.on_end(recorded_only)
     end_spans(telemetry, ["sampled"])  # a node's own span: sampled, taken without reading its flags
@@ -384,7 +201,7 @@ def test_only_sampled_spans_are_queued(receiver, made):
     assert names == {"sampled"}
 
 
-def test_the_encoder_is_the_http_exporters_own(receiver, made, monkeypatch):
+def test_the_encoder_is_the_http_exporters_own(receiver, exporting, monkeypatch):
     calls: list[int] = []
     ours = http_trace_exporter.encode_spans
 
@@ -395,7 +212,7 @@ def test_the_encoder_is_the_http_exporters_own(receiver, made, monkeypatch):
     monkeypatch.setattr(http_trace_exporter, "encode_spans", counting)  # what MESHFABRIC_OTLP_ENCODER picks
 
     async def run() -> None:
-        telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000")
+        telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000")
         telemetry.attach(asyncio.get_running_loop())
         end_spans(telemetry, ["encoded"])
         await telemetry.drain()
@@ -406,8 +223,8 @@ def test_the_encoder_is_the_http_exporters_own(receiver, made, monkeypatch):
 
 
 @pytest.mark.asyncio
-async def test_an_unexpected_error_does_not_end_the_export(receiver, made, monkeypatch, caplog):
-    telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+async def test_an_unexpected_error_does_not_end_the_export(receiver, exporting, monkeypatch, caplog):
+    telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
     await attached(telemetry)
     exporter = telemetry.exporter
     post = exporter._poster.post
@@ -427,9 +244,9 @@ async def test_an_unexpected_error_does_not_end_the_export(receiver, made, monke
     await spans_named(receiver, ["after the bug"])
 
 
-def test_a_batch_that_cannot_be_encoded_is_dropped_alone(receiver, made, caplog):
+def test_a_batch_that_cannot_be_encoded_is_dropped_alone(receiver, exporting, caplog):
     async def run() -> None:
-        telemetry = made(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
+        telemetry = exporting(traces_url(receiver), OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1")
         encode = telemetry.exporter.encode
         telemetry.exporter.encode = lambda spans: encode(spans) if spans[0].name != "unencodable" else 1 / 0
         await attached(telemetry)
