@@ -17,9 +17,7 @@ SEGMENTS = [
     ("gateway: writer starts -> send starts (resolve, spans)", ("writer", "start"), ("send", "start")),
     ("request: send starts -> broker's receive starts (framing, transport, dispatch)", ("send", "start"),
      ("receive", "start")),
-    ("broker: receive starts -> log.append starts", ("receive", "start"), ("append", "start")),
-    ("broker: log.append (write, group commit, fsync)", ("append", "start"), ("append", "end")),
-    ("broker: log.append ends -> receive ends", ("append", "end"), ("receive", "end")),
+    ("broker: receive (checks, write, group commit, fsync)", ("receive", "start"), ("receive", "end")),
     ("reply: receive ends -> send ends (framing, transport, wake-up)", ("receive", "end"), ("send", "end")),
     ("gateway: send ends -> writer ends", ("send", "end"), ("writer", "end")),
     ("whole produce (writer span)", ("writer", "start"), ("writer", "end")),
@@ -27,10 +25,9 @@ SEGMENTS = [
 
 
 def produce_traces(spans: list[dict[str, Any]], topic: str) -> list[dict[str, dict[str, Any]]]:
-    """Single-record produces whose writer, send, receive and log.append spans are all there."""
+    """Single-record produces whose writer, send and receive spans are all there."""
     by_trace: dict[str, dict[str, dict[str, Any]]] = {}
-    roles = {"writer.produce": "writer", f"send {topic}": "send", f"receive {topic}": "receive",
-             "log.append": "append"}
+    roles = {"writer.produce": "writer", f"send {topic}": "send", f"receive {topic}": "receive"}
     for span in spans:
         role = roles.get(span["name"])
         if role is not None and "messaging.batch.message_count" not in span["attributes"]:

@@ -13,7 +13,7 @@ A shape is a nested mapping (Python or YAML); every key is optional::
       - name: produce             # a child: same keys, plus
         optional: true            #   may be absent
         repeated: true            #   may occur several times in a row
-      - log.append                # a bare string: a child with just this name
+      - resolve mesh2.broker      # a bare string: a child with just this name
 
 ``match(shape, trace)`` aligns children like a diff (a child can be missing, unexpected, or
 paired and different), so the failure points at the first real difference, not at

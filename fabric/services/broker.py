@@ -120,9 +120,12 @@ class BrokerService(Service):
             if log is None:
                 raise ConfigError(f"unknown topic {topic!r} and this broker does not auto-create topics "
                                   f"(known: {sorted(self.log.topics)})")
-            with tracer.start_as_current_span("log.append", attributes={"log.fsync": log.fsync}):
-                appended = log.write_many(records, producer_id, seq)
-                await log.sync_through(max(a.offset for a in appended))  # acknowledged only once durable
+            # The append and its commit are this span's: a child span for them cost a produce
+            # 2-4% of its throughput with every span exported (docs/performance-rounds.md,
+            # twenty-third round) and told little more than this one's duration.
+            span.set_attribute("log.fsync", log.fsync)
+            appended = log.write_many(records, producer_id, seq)
+            await log.sync_through(max(a.offset for a in appended))  # acknowledged only once durable
             span.set_attribute("meshfabric.offset", appended[0].offset)
             span.set_attribute("meshfabric.duplicate", any(a.duplicate for a in appended))
         return {"offsets": [a.offset for a in appended], "duplicates": [a.duplicate for a in appended]}

@@ -13,8 +13,7 @@ def span(trace: str, name: str, start_us: float, end_us: float, **attributes) ->
 def produce(trace: str, offset: float) -> list[dict]:
     at = lambda us: offset + us  # noqa: E731
     return [span(trace, "writer.produce", at(0), at(1000)), span(trace, "resolve mesh2.broker", at(5), at(15)),
-            span(trace, "send bench", at(20), at(990)), span(trace, "receive bench", at(400), at(620)),
-            span(trace, "log.append", at(410), at(610))]
+            span(trace, "send bench", at(20), at(990)), span(trace, "receive bench", at(400), at(620))]
 
 
 def test_segments_are_medians_of_the_gaps_between_spans():
@@ -25,13 +24,13 @@ def test_segments_are_medians_of_the_gaps_between_spans():
     assert [label for label, _ in rows] == [label for label, _, _ in SEGMENTS]
     assert got["gateway: writer starts -> send starts (resolve, spans)"] == 20
     assert got["request: send starts -> broker's receive starts (framing, transport, dispatch)"] == 380
-    assert got["broker: log.append (write, group commit, fsync)"] == 200
+    assert got["broker: receive (checks, write, group commit, fsync)"] == 220
     assert got["reply: receive ends -> send ends (framing, transport, wake-up)"] == 370
     assert got["whole produce (writer span)"] == 1000
 
 
 def test_incomplete_and_batched_traces_are_skipped():
-    partial = [s for s in produce("p", 0) if s["name"] != "log.append"]  # the broker's ring lost it
+    partial = [s for s in produce("p", 0) if s["name"] != "receive bench"]  # the broker's ring lost it
     batched = produce("q", 0)
     batched[2]["attributes"]["messaging.batch.message_count"] = 32
     batched[3]["attributes"]["messaging.batch.message_count"] = 32

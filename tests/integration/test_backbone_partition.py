@@ -46,7 +46,7 @@ STITCHED_TRACE = {
             {"name": "resolve mesh2.broker", "children": [{"name": "lookup mesh2.broker", "allow_extra": True}]},
             {"name": "send orders", "kind": "PRODUCER", "children": [
                 {"name": "receive orders", "service": "mesh2.broker.*", "kind": "CONSUMER",
-                 "children": ["log.append"]}]},
+                 "attributes": {"log.fsync": True}}]},
         ],
     }],
 }

@@ -35,15 +35,14 @@ def build(tree: Tree, trace_id: str = TRACE_ID, parent: str | None = None, start
 
 
 def cross_mesh_tree(broker: str = "mesh2.broker.61182f") -> Tree:
-    """The cross-mesh produce: client → gateway (resolve, send) → mesh2 broker → log.append."""
+    """The cross-mesh produce: client → gateway (resolve, send) → mesh2 broker's receive."""
     gw = "mesh1.gateway.a7e988"
     return ("produce orders", "client.7dc973", "PRODUCER", {"messaging.destination.name": "orders"}, [
         ("produce", gw, "SERVER", {}, [
             ("resolve mesh2.broker", gw, "INTERNAL", {"resolve.name": broker}, []),
             ("send orders", gw, "PRODUCER", {}, [
-                ("receive orders", broker, "CONSUMER", {"messaging.destination.name": "orders"}, [
-                    ("log.append", broker, "INTERNAL", {}, []),
-                ]),
+                ("receive orders", broker, "CONSUMER",
+                 {"messaging.destination.name": "orders", "log.fsync": True}, []),
             ]),
         ]),
     ])

@@ -66,7 +66,7 @@ def test_a_different_shape_fails_with_the_diff_and_how_to_update(gate):
 def test_a_span_that_turns_to_error_is_a_change(gate):
     gate(update=True)(Trace(build(cross_mesh_tree())))
     with pytest.raises(AssertionError, match="status: expected UNSET, got ERROR"):
-        gate()(Trace(build(cross_mesh_tree(), status={"log.append": "ERROR"})))
+        gate()(Trace(build(cross_mesh_tree(), status={"receive orders": "ERROR"})))
 
 
 def test_a_missing_snapshot_is_written_locally_with_a_warning_but_fails_in_ci(gate):
@@ -83,7 +83,7 @@ def test_jaeger_json_has_the_fields_jaeger_ui_reads(tmp_path):
     trace = Trace(build(cross_mesh_tree()))
     doc = to_jaeger(trace)
     [data] = doc["data"]
-    assert data["traceID"] == trace.trace_id and len(data["spans"]) == 6
+    assert data["traceID"] == trace.trace_id and len(data["spans"]) == 5
     by_name = {s["operationName"]: s for s in data["spans"]}
     root, receive, send = by_name["produce orders"], by_name["receive orders"], by_name["send orders"]
     assert root["references"] == []
