@@ -124,11 +124,11 @@ class BrokerService(Service):
             # 2-4% of its throughput with every span exported (docs/performance-rounds.md,
             # twenty-third round) and told little more than this one's duration.
             span.set_attribute("log.fsync", log.fsync)
-            appended = log.write_many(records, producer_id, seq)
-            await log.sync_through(max(a.offset for a in appended))  # acknowledged only once durable
-            span.set_attribute("meshfabric.offset", appended[0].offset)
-            span.set_attribute("meshfabric.duplicate", any(a.duplicate for a in appended))
-        return {"offsets": [a.offset for a in appended], "duplicates": [a.duplicate for a in appended]}
+            written = log.write_many(records, producer_id, seq)
+            await log.sync_through(max(written.offsets))  # acknowledged only once durable
+            span.set_attribute("meshfabric.offset", written.offsets[0])
+            span.set_attribute("meshfabric.duplicate", any(written.duplicates))
+        return {"offsets": written.offsets, "duplicates": written.duplicates}
 
     async def fetch(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
         topic = check_topic(args.get("topic"))

@@ -8,14 +8,17 @@ tail; ``scan`` stops there and says where the valid part ends, so the log can be
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 HEADER = struct.Struct(">II")
+_PACK = functools.partial(msgpack.packb, use_bin_type=True)
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,16 @@ class Record:
 
 
 def encode(record: Record) -> bytes:
-    body = msgpack.packb([record.offset, record.value, record.key, record.headers,
-                          record.timestamp_ms, record.producer_id, record.seq], use_bin_type=True)
+    return encode_fields([record.offset, record.value, record.key, record.headers, record.timestamp_ms,
+                          record.producer_id, record.seq])
+
+
+def encode_fields(fields: list[Any], pack: Callable[[Any], bytes] = _PACK) -> bytes:
+    """A record from its fields in ``Record``'s order (what ``encode`` writes, without a
+    ``Record`` made first); ``pack``: a ``msgpack.Packer(use_bin_type=True)``'s ``pack``, kept
+    by its caller for the records it writes (``packb`` makes a packer each call: 0.8 against
+    0.37 µs)."""
+    body = pack(fields)
     return HEADER.pack(len(body), zlib.crc32(body)) + body
 
 

@@ -64,6 +64,26 @@ def test_retried_sequence_is_stored_once(tmp_path):
     assert len(log) == 2
 
 
+def test_a_batch_reports_each_records_offset_and_skips_the_ones_stored_before(tmp_path):
+    log = TopicLog(tmp_path / "t.log", fsync=False)
+    first = log.write_many([(b"a", None, {}), (b"b", b"k", {"h": "1"})], producer_id="p", seq=0)
+    assert first == log_module.Written([0, 1], [False, False])
+    overlapping = log.write_many([(b"b", b"k", {"h": "1"}), (b"c", None, {})], producer_id="p", seq=1)
+    assert overlapping == log_module.Written([1, 2], [True, False])  # seq 1 was stored, seq 2 is new
+    assert [(r.value, r.key, r.headers, r.seq) for r in log.read(0, 10)] == [
+        (b"a", None, {}, 0), (b"b", b"k", {"h": "1"}, 1), (b"c", None, {}, 2)]
+
+
+def test_the_producer_window_remembers_at_least_its_last_pairs(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "_DEDUP_WINDOW", 8)
+    log = TopicLog(tmp_path / "t.log", fsync=False)
+    for seq in range(40):
+        log.write(b"v", producer_id="p", seq=seq)
+        assert all(log.write(b"v", producer_id="p", seq=recent).duplicate for recent in range(max(0, seq - 7), seq + 1))
+    assert not log.write(b"v", producer_id="p", seq=0).duplicate  # long forgotten: stored again
+    assert len(log._dedup) <= 16
+
+
 def test_log_finds_existing_topics_and_refuses_bad_names(tmp_path):
     log = Log(tmp_path / "log")
     log.topic("orders", create=True).append(b"x")
