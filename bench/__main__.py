@@ -244,7 +244,8 @@ def directory_rows(directory: dict) -> list[list]:
 def render(results: Path = RESULTS) -> str:
     rows, where = summary(results)
     loop = where.get("event_loop", "asyncio")
-    head = (f"Measured {where['date']} on {where['cpus']} CPUs, {where['platform']}, Python {where['python']}, "
+    cpu = f" ({where['cpu']})" if "cpu" in where else ""  # recorded since the twenty-third round
+    head = (f"Measured {where['date']} on {where['cpus']} CPUs{cpu}, {where['platform']}, Python {where['python']}, "
             f"{loop} event loop "
             "(`python -m bench`; ratios are against baselines measured in the same run):\n\n")
     return head + table(["figure", "measured", "ratio", "target"], rows)
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [] if args.render else args.only or suite:
         print(f"\n=== bench.{name}", flush=True)
         began = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", f"bench.{name}", *suite[name]])
+        done = subprocess.run([sys.executable, "-m", f"bench.{name}", *suite[name]], check=False)
         if done.returncode != 0:
             print(f"bench.{name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode

@@ -7,8 +7,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fabric import event_loop, spans
 
@@ -34,8 +35,25 @@ def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
 
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "event_loop": event_loop.chosen(), "span_path": spans.path_in_use(),
+            "cpu": cpu_model(), "event_loop": event_loop.chosen(), "span_path": spans.path_in_use(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first CPU's name, model number and clock, from ``cpuinfo`` (a virtual machine's name
+    alone, "Intel Xeon Processor", does not tell two hosts apart; its model number does), or
+    ``platform.processor()`` where there is none."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name") or platform.processor() or "unknown"
+    details = [f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields
+               else "", f"{float(fields['cpu MHz']):.0f} MHz" if "cpu MHz" in fields else ""]
+    details = [d for d in details if d]
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float]:
@@ -50,7 +68,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table (readable in a terminal too)."""
     cells = [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
+    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
 
 

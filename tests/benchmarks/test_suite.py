@@ -10,7 +10,7 @@ import pytest
 from bench.__main__ import FULL, SUITE, main
 from bench.produce import DIAGNOSTIC, SAME_AS_OFF, SIDE_BY_SIDE, tracing_modes
 from bench.produce_costs import p50_ratios, paired_costs, paired_cpu_costs
-from bench.report import median_interval
+from bench.report import cpu_model, median_interval
 from bench.side_by_side import MODES
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
@@ -62,7 +62,7 @@ def test_render_summarises_the_results_and_runs_nothing(tmp_path, capsys):
     assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "=== bench." not in out  # no benchmark started
-    assert "Measured 2026-11-26 04:51:15 UTC" in out
+    assert "Measured 2026-11-26 04:51:15 UTC on 2 CPUs, Linux" in out  # results from before the CPU's model
     exported = next(line for line in out.splitlines() if "every span exported over OTLP/HTTP" in line)
     assert "4900 vs 7000 rec/s, CI 0.25 to 0.36" in exported and "0.3 " in exported
     boot = next(line for line in out.splitlines() if "mesh.node.ready (restart)" in line)
@@ -253,3 +253,22 @@ def test_render_without_a_two_mesh_bring_up_shows_the_counts_measured(tmp_path, 
     assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
     four = next(line for line in capsys.readouterr().out.splitlines() if "bring-up, 4 meshes x 5 nodes" in line)
     assert "3.40 s" in four and "(context)" in four
+
+
+def test_render_names_the_cpu_where_it_was_recorded(tmp_path, capsys):
+    write_results(tmp_path)
+    produce = json.loads((tmp_path / "produce.json").read_text())
+    produce["machine"]["cpu"] = "Intel(R) Xeon(R) Processor (family 6 model 207, 2100 MHz)"
+    (tmp_path / "produce.json").write_text(json.dumps(produce))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    assert "on 2 CPUs (Intel(R) Xeon(R) Processor (family 6 model 207, 2100 MHz)), Linux" in capsys.readouterr().out
+
+
+def test_the_cpu_model_names_the_first_cpu_and_survives_a_missing_file(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+                       "cpu MHz\t\t: 2100.000\nflags\t\t: fpu vme\n\nprocessor\t: 1\nmodel\t\t: 85\n")
+    assert cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor (family 6 model 207, 2100 MHz)"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert cpu_model(cpuinfo) == "Some CPU"
+    assert cpu_model(tmp_path / "missing")  # platform.processor() or "unknown": never an error
