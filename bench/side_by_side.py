@@ -45,7 +45,7 @@ from fabric.launcher import NodeProcess
 OFF = {"OTEL_SDK_DISABLED": "true"}
 SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}  # 1% of traces
 A_A = "A/A: SDK off beside SDK off"  # the control: its "cost" is the design's own noise
-BATCHED = 10  # a pair's batched run writes this many times the records of its run of lone produces
+BATCHED = 5  # a pair's batched run writes this many times the records of its run of lone produces
 BATCHES_IN_FLIGHT = 4  # as bench.produce's batched run
 MODES = ("every span recorded", "every span exported", "1% of traces recorded", "1% of traces exported", A_A)
 

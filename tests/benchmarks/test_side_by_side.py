@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.side_by_side import MODES, costs
+from bench.side_by_side import BATCHED, MODES, costs
 from tests.benchmarks.bench_run import (
     assert_nothing_left,
     assert_report_repeats,
@@ -66,7 +66,7 @@ def test_a_small_run_measures_every_mode_beside_the_sdk_off_and_leaves_nothing_r
                 assert round_["sink_spans"] == 0  # only the exporting clusters post to the sink
         assert results["exported"]["rejected"] == 0
         assert "A/A: SDK off beside SDK off" in done.stdout and "cost in batched" in done.stdout
-        assert results["settings"]["batched_records"] == 2000  # BATCHED times the 200
+        assert results["settings"]["batched_records"] == 200 * BATCHED
         assert_report_repeats("bench.side_by_side", done, env)
         assert_nothing_left(scratch)
 
