@@ -66,7 +66,7 @@ class Producer:
         seq = self.next_seq(len(values))
         with self._span(broker, topic, seq, len(values)) as span:
             headers = propagation.inject()  # sent once: the broker stores it with every record
-            args = {"topic": topic, "records": [{"value": v} for v in values], "headers": headers,
+            args = {"topic": topic, "values": values, "headers": headers,
                     "producer_id": self.producer_id, "seq": seq}
             return await self._call(span, broker, "produce_batch", args, timeout, attempts, headers)
 

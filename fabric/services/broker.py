@@ -7,7 +7,8 @@ Operations on ``meshfabric/broker/1``:
   offset with ``duplicate: true`` and stores nothing.
 * ``produce_batch {topic, records: [{value, key?, headers?}], headers?, producer_id?, seq?}`` →
   ``{topic, offsets, duplicates}``: one append and one fsync for the whole batch; the batch's
-  ``headers`` (its trace context) go with every record, under the record's own.
+  ``headers`` (its trace context) go with every record, under the record's own. Instead of
+  ``records``, ``values: [value]`` (bare values, no keys: what a node's producer sends).
 * ``fetch {topic, offset, max_records}`` → ``{records: [...], next_offset, end_offset}``.
 * ``topics {}`` → ``{topics: {name: length}}``.
 """
@@ -73,15 +74,34 @@ class BrokerService(Service):
                 "broker": self.node.name}
 
     async def produce_batch(self, remote: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Many records, one request, one append, one fsync: the fast path for throughput."""
+        """Many records, one request, one append, one fsync: the fast path for throughput.
+
+        The records come as ``records`` (each ``{value, key?, headers?}``) or as ``values`` (bare
+        values, each with the batch's ``headers`` and no key: what a node's producer sends, a
+        dict a record fewer to encode, decode and check on each side)."""
         topic = check_topic(args.get("topic"))
-        batch = args.get("records")
-        if not isinstance(batch, list) or not 0 < len(batch) <= MAX_BATCH:
-            raise ConfigError(f"'records' must be a list of 1-{MAX_BATCH} records")
         shared = _check_headers(args.get("headers") or {})
-        records = [self._check_record(r if isinstance(r, dict) else {}, shared) for r in batch]
+        values, batch = args.get("values"), args.get("records")
+        if values is not None:
+            records = self._check_values(values, shared)
+        elif isinstance(batch, list) and 0 < len(batch) <= MAX_BATCH:
+            records = [self._check_record(r if isinstance(r, dict) else {}, shared) for r in batch]
+        else:
+            raise ConfigError(f"'records' (or 'values') must be a list of 1-{MAX_BATCH} records")
         return {"topic": topic, **await self._append(remote, topic, records, *self._check_producer(args)),
                 "broker": self.node.name}
+
+    def _check_values(self, values: Any, headers: dict[str, str]) -> list[tuple[bytes, None, dict[str, str]]]:
+        """A batch of bare values as records (no key, the batch's headers)."""
+        if not isinstance(values, list) or not 0 < len(values) <= MAX_BATCH:
+            raise ConfigError(f"'values' must be a list of 1-{MAX_BATCH} values")
+        for value in values:
+            if not isinstance(value, bytes):
+                raise ConfigError("each of 'values' must be bytes")
+            if len(value) > self.max_record_bytes:
+                raise ConfigError(f"record is {len(value)} bytes, over this broker's "
+                                  f"{self.max_record_bytes}-byte limit")
+        return [(value, None, headers) for value in values]
 
     def _check_record(self, args: dict[str, Any], shared: dict[str, str] | None = None,
                       ) -> tuple[bytes, bytes | None, dict[str, str]]:

@@ -213,7 +213,18 @@ async def test_a_batch_is_stored_in_order_and_its_retry_once(spawn):
         args = {"topic": "retried", "records": [{"value": b"x"}, {"value": b"y"}], "producer_id": "p", "seq": 10}
         first = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce_batch", args)
         again = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce_batch", args)
+        # bare values (what a node's producer sends), the batch's headers on each, one of them a retry
+        bare = {"topic": "retried", "values": [b"y", b"z"], "headers": {"h": "1"}, "producer_id": "p", "seq": 11}
+        mixed = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce_batch", bare)
+        for bad, message in (({"values": []}, "'values' must be a list of 1-"), ({"values": ["text"]}, "must be bytes"),
+                             ({"values": [b"v" * (2 << 20)]}, "byte limit"), ({}, "'records' \\(or 'values'\\)")):
+            with pytest.raises(RemoteError, match=message):
+                await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "produce_batch",
+                               {"topic": "retried", **bad})
+        stored = await rpc.call(transport, node_id, addrs.split(","), BROKER_ALPN, "fetch", {"topic": "retried"})
     finally:
         await transport.close()
     assert first["offsets"] == again["offsets"] == [0, 1]
     assert again["duplicates"] == [True, True]
+    assert mixed["offsets"] == [1, 2] and mixed["duplicates"] == [True, False]
+    assert [(r["value"], r["headers"]) for r in stored["records"]] == [(b"x", {}), (b"y", {}), (b"z", {"h": "1"})]
