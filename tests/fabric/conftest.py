@@ -12,7 +12,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from fabric import otlp_exporters
 from fabric.telemetry import Telemetry
-from pytest_meshfabric.capture import OtlpReceiver
 from tests.fabric.otlp_loop_support import BATCHING
 from tests.fabric.otlp_loop_support import LABELS as LOOP_LABELS
 from tests.fabric.otlp_spans import LABELS
@@ -30,13 +29,6 @@ def node_spans() -> Iterator[tuple[Telemetry, list[ReadableSpan]]]:
 def own_encoder() -> None:
     """The HTTP exporter encoding with ``fabric/otlp_encoder.py``, as a node's ``exporter_from_env`` sets it."""
     otlp_exporters.adopt_in_http_exporter()
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    """The harness's real OTLP receiver, on free ports."""
-    with OtlpReceiver() as rx:
-        yield rx
 
 
 @pytest.fixture

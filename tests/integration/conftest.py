@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -20,12 +20,6 @@ FAST_GOSSIP = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after",
 def directory_names(node: NodeProcess) -> set[str]:
     reply = control.request_sync(node.control_path, "directory")
     return {e["name"] for e in reply["entries"]}
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as r:
-        yield r
 
 
 @pytest.fixture

@@ -47,12 +47,6 @@ SPAN_ID = "b7ad6b7169203331"
 
 
 @pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as rx:
-        yield rx
-
-
-@pytest.fixture
 def providers() -> Iterator[list[TracerProvider]]:
     """Tracer providers created by a test; shut down (flushing their exporters) at teardown."""
     made: list[TracerProvider] = []
