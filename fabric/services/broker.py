@@ -98,9 +98,7 @@ class BrokerService(Service):
         for value in values:
             if not isinstance(value, bytes):
                 raise ConfigError("each of 'values' must be bytes")
-            if len(value) > self.max_record_bytes:
-                raise ConfigError(f"record is {len(value)} bytes, over this broker's "
-                                  f"{self.max_record_bytes}-byte limit")
+            self._check_size(len(value))
         return [(value, None, headers) for value in values]
 
     def _check_record(self, args: dict[str, Any], shared: dict[str, str] | None = None,
@@ -115,10 +113,13 @@ class BrokerService(Service):
         headers = _check_headers(headers) if headers else {}
         if shared:
             headers = {**shared, **headers} if headers else shared
-        size = len(value) + len(key or b"")
+        self._check_size(len(value) + len(key or b""))
+        return value, key, headers
+
+    def _check_size(self, size: int) -> None:
+        """A record's value and key, ``size`` bytes in all, within this broker's limit."""
         if size > self.max_record_bytes:
             raise ConfigError(f"record is {size} bytes, over this broker's {self.max_record_bytes}-byte limit")
-        return value, key, headers
 
     @staticmethod
     def _check_producer(args: dict[str, Any]) -> tuple[str | None, int | None]:
