@@ -158,20 +158,22 @@ def side_by_side_rows(side_by_side: dict) -> list[list]:
             label, target = "  noise: side by side, an SDK-off cluster beside another", "(context)"
         else:
             label, target = f"cost of tracing, {mode}, side by side (an SDK-off cluster writing at the same time)", "< 0.10"
-        throughput, low, high = done["throughput_rps"], *done["cost_ci95"]
-        measured = f"{throughput['traced']:.0f} vs {throughput['off']:.0f} rec/s, CI {low:.2f} to {high:.2f}"
+        measured = _traced_vs_off(done["throughput_rps"], "rec/s", done["cost_ci95"])
         rows.append([label, f"{measured}, {rounds} rounds", done["cost"], target])
         if mode in ("every span recorded", "every span exported"):
-            spent, cpu_low, cpu_high = done["node_cpu_us"], *done["cpu_cost_ci95"]
             rows.append(["  the same in CPU a record (both nodes of each; 1 - off / traced)",
-                         f"{spent['traced']:.0f} vs {spent['off']:.0f} µs, CI {cpu_low:.2f} to {cpu_high:.2f}",
-                         done["cpu_cost"], "(context)"])
+                         _traced_vs_off(done["node_cpu_us"], "µs", done["cpu_cost_ci95"]), done["cpu_cost"],
+                         "(context)"])
             if "batched_cost" in done:  # measured side by side since the twenty-third round
-                batched, low, high = done["batched_throughput_rps"], *done["batched_cost_ci95"]
                 rows.append(["  the same in batched throughput (one produce and one trace a batch)",
-                             f"{batched['traced']:.0f} vs {batched['off']:.0f} rec/s, CI {low:.2f} to {high:.2f}",
+                             _traced_vs_off(done["batched_throughput_rps"], "rec/s", done["batched_cost_ci95"]),
                              done["batched_cost"], "< 0.10"])
     return rows
+
+
+def _traced_vs_off(sides: dict[str, float], unit: str, interval: list[float]) -> str:
+    """``traced vs off unit, CI low to high``: a side-by-side row's measured column."""
+    return f"{sides['traced']:.0f} vs {sides['off']:.0f} {unit}, CI {interval[0]:.2f} to {interval[1]:.2f}"
 
 
 def cluster_rows(cluster: dict) -> list[list]:

@@ -47,12 +47,14 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         text = cpuinfo.read_text()
     except OSError:
         return platform.processor() or "unknown"
-    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    first_cpu = (line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in first_cpu}
     name = fields.get("model name") or platform.processor() or "unknown"
-    details = [f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields and "model" in fields
-               else "", f"{float(fields['cpu MHz']):.0f} MHz" if "cpu MHz" in fields else ""]
-    details = [d for d in details if d]
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append(f"family {fields['cpu family']} model {fields['model']}")
+    if "cpu MHz" in fields:
+        details.append(f"{float(fields['cpu MHz']):.0f} MHz")
     return f"{name} ({', '.join(details)})" if details else name
 
 

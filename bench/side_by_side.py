@@ -151,17 +151,11 @@ def report(results: dict[str, Any]) -> str:
     settings = results["settings"]
     rows = []
     for mode, done in results["modes"].items():
-        low, high = done["cost_ci95"]
-        cpu_low, cpu_high = done["cpu_cost_ci95"]
         batched = ["-", "-"]  # a run saved before batches were measured side by side
         if "batched_cost" in done:
-            (batched_low, batched_high), rps = done["batched_cost_ci95"], done["batched_throughput_rps"]
-            batched = [f"{rps['traced']:.0f} vs {rps['off']:.0f}",
-                       f"{done['batched_cost']:.3f} ({batched_low:.3f} to {batched_high:.3f})"]
-        rows.append([mode, f"{done['throughput_rps']['traced']:.0f} vs {done['throughput_rps']['off']:.0f}",
-                     f"{done['cost']:.3f} ({low:.3f} to {high:.3f})",
-                     f"{done['node_cpu_us']['traced']:.0f} vs {done['node_cpu_us']['off']:.0f}",
-                     f"{done['cpu_cost']:.3f} ({cpu_low:.3f} to {cpu_high:.3f})", *batched])
+            batched = [_versus(done["batched_throughput_rps"]), _cost(done, "batched_cost")]
+        rows.append([mode, _versus(done["throughput_rps"]), _cost(done, "cost"), _versus(done["node_cpu_us"]),
+                     _cost(done, "cpu_cost"), *batched])
     batches = (f", then {settings['batched_records']} in batches of {settings['concurrency']}, "
                f"{settings['batches_in_flight']} in flight" if "batched_records" in settings else "")
     heading = (f"tracing's cost, each mode's cluster beside an SDK-off one, both writers at once "
@@ -169,6 +163,17 @@ def report(results: dict[str, Any]) -> str:
                f"each{batches}; medians of the rounds, ~95% intervals)")
     return heading + "\n" + table(["mode", "rec/s (vs SDK off)", "cost", "nodes' CPU µs a record (vs off)",
                                    "cost in CPU", "batched rec/s (vs off)", "cost in batched"], rows)
+
+
+def _versus(sides: dict[str, float]) -> str:
+    """``traced vs off``, as whole numbers."""
+    return f"{sides['traced']:.0f} vs {sides['off']:.0f}"
+
+
+def _cost(done: dict[str, Any], figure: str) -> str:
+    """``done[figure]`` with its ~95% interval (``figure + "_ci95"``)."""
+    low, high = done[f"{figure}_ci95"]
+    return f"{done[figure]:.3f} ({low:.3f} to {high:.3f})"
 
 
 def main() -> None:
