@@ -71,7 +71,7 @@ class TopicLog:
         self._pending = bytearray()
         self.truncated_bytes = 0
         data = path.read_bytes() if path.exists() else b""
-        found, valid_end = records.scan(data)
+        found, valid_end = records.scan_fields(data)
         if valid_end < len(data):
             # what a crash tore, not the zeros grown ahead of the records
             self.truncated_bytes = len(data[valid_end:].rstrip(b"\0"))
@@ -81,11 +81,12 @@ class TopicLog:
         self._positions: list[tuple[int, int]] = []  # offset -> (file position, size)
         self._dedup: dict[tuple[str, int], int] = {}  # in the order written
         pos = 0
-        for record in found:
-            size = len(records.encode(record))
+        for (offset, _, _, _, _, producer_id, seq), size in found:
             self._positions.append((pos, size))
             pos += size
-            self._remember(record)
+            if producer_id is not None and seq is not None:
+                self._dedup[(producer_id, seq)] = offset
+        self._forget_oldest()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._end = self._written = self._allocated = pos  # records' end, bytes in the file, file size
         self._durable = len(self._positions)  # records [0, _durable) are on disk for sure
@@ -216,11 +217,6 @@ class TopicLog:
         if self._pending:
             self._write(bytes(self._pending))
             self._pending.clear()
-
-    def _remember(self, record: Record) -> None:
-        if record.producer_id is not None and record.seq is not None:
-            self._dedup[(record.producer_id, record.seq)] = record.offset
-            self._forget_oldest()
 
     def _forget_oldest(self) -> None:
         """Past twice ``_DEDUP_WINDOW`` ``(producer_id, seq)`` pairs, keep the last ``_DEDUP_WINDOW``:

@@ -58,7 +58,17 @@ def scan(data: bytes) -> tuple[list[Record], int]:
     Returns ``(records, valid_end)``: ``valid_end`` is where the last good record ends;
     anything after it is a torn or corrupt tail.
     """
-    records: list[Record] = []
+    fields, valid_end = scan_fields(data)
+    return [Record(offset, value, key, headers or {}, ts, producer_id, seq)
+            for (offset, value, key, headers, ts, producer_id, seq), _ in fields], valid_end
+
+
+def scan_fields(data: bytes) -> tuple[list[tuple[list[Any], int]], int]:
+    """``scan`` without a ``Record`` made for each: every valid record's fields (in
+    ``Record``'s order) with its size in ``data`` (header and body). What the log needs to index
+    a file it opens: where each record is and who produced it, not the records themselves
+    (~1.5 µs a ``Record``), nor each encoded again to learn its size."""
+    found: list[tuple[list[Any], int]] = []
     pos = 0
     while pos + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, pos)
@@ -69,9 +79,11 @@ def scan(data: bytes) -> tuple[list[Record], int]:
         if zlib.crc32(body) != crc:
             break
         try:
-            offset, value, key, headers, ts, producer_id, seq = msgpack.unpackb(body, raw=False)
+            fields = msgpack.unpackb(body, raw=False)
         except Exception:
             break
-        records.append(Record(offset, value, key, headers or {}, ts, producer_id, seq))
+        if type(fields) is not list or len(fields) != 7:
+            break
+        found.append((fields, end - pos))
         pos = end
-    return records, pos
+    return found, pos

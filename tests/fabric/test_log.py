@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 
+import msgpack
 import pytest
 
 from fabric.errors import ConfigError
@@ -30,6 +32,21 @@ def test_reopen_keeps_everything(tmp_path):
     assert len(again) == 10 and again.truncated_bytes == 0
     assert again.append(b"retry", producer_id="p", seq=3).duplicate  # dedup state rebuilt from disk
     assert again.append(b"new").offset == 10
+
+
+def test_reopen_places_records_by_their_stored_size_not_a_fresh_encoding(tmp_path):
+    # Another writer may encode a record in more bytes than this one would (here the first
+    # record's offset as a uint64, not a one-byte fixint): the index follows the bytes on disk.
+    rest = msgpack.packb([b"first", None, {}, 1, "p", 0], use_bin_type=True)[1:]  # the six fields after the offset
+    body = b"\x97\xcf" + bytes(8) + rest
+    first = records.HEADER.pack(len(body), zlib.crc32(body)) + body
+    assert len(first) == len(records.encode(records.scan(first)[0][0])) + 8
+    path = tmp_path / "t.log"
+    path.write_bytes(first + records.encode(records.Record(1, b"second", None, {}, 2, "p", 1)))
+    log = TopicLog(path)
+    assert [(r.offset, r.value) for r in log.read(0, 10)] == [(0, b"first"), (1, b"second")]
+    assert [r.value for r in log.read(1, 1)] == [b"second"]
+    log.close()
 
 
 @pytest.mark.parametrize("tail", [b"\x00\x07", b"\x00\x00\x00\x10\x00\x00\x00\x00abc", None])
