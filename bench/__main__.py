@@ -22,7 +22,7 @@ from bench.side_by_side import A_A
 
 SUITE = {
     "boot": ["--rounds", "40"],
-    "produce": ["--records", "300", "--concurrency", "32", "--modes", "targets"],
+    "produce": ["--records", "300", "--concurrency", "32", "--modes", "on-off"],
     "side_by_side": ["--rounds", "12"],
     "cluster": ["--rounds", "5"],
     "loss": ["--rounds", "2", "--hold", "10"],
@@ -98,7 +98,7 @@ def summary(results: Path = RESULTS) -> tuple[list[list], dict]:
                                 ("exported, 1% sampled", "cost of tracing, 1% of traces exported", "< 0.10"),
                                 ("off, second cluster", "  noise: a second cluster with the SDK off", "(context)")):
         runs = produce["runs"].get(mode)
-        if not runs:
+        if not runs or ("tracing_cost" in produce and not paired):  # --modes on-off: costs measured side by side
             continue
         traced = runs["cross-mesh, writer on gateway"]["throughput_rps"]
         cost = paired.get(mode, 1 - traced / writer_off["throughput_rps"])  # paired by round when recorded

@@ -29,10 +29,13 @@ it is measured), measured in interleaved rounds: every span recorded
 span recorded with the spans' C part off (``MESHFABRIC_SPAN_CORE=python``), and the SDK off: the
 baseline of tracing's cost. A second cluster with the SDK off is measured the same
 way: its difference from the first is the measurement's own noise in that run. ``--modes
-targets`` (what ``python -m bench`` runs) leaves out the three modes that only show what the C
-parts and the loop export save (``DIAGNOSTIC``) and the two 1% modes, which the suite measures
-side by side (``bench/side_by_side.py``: each beside an SDK-off cluster at the same moment,
-where a run's rounds agree ~3-4x more closely than here).
+targets`` leaves out the three modes that only show what the C parts and the loop export save
+(``DIAGNOSTIC``) and the two 1% modes, which the suite measures side by side
+(``bench/side_by_side.py``: each beside an SDK-off cluster at the same moment, where a run's
+rounds agree ~3-4x more closely than here). ``--modes on-off`` (what ``python -m bench`` runs)
+measures only every span recorded and the SDK off: the produce's latency and throughput against
+the floor, traced and not, with no tracing cost computed here (the suite measures all of
+tracing's costs side by side): half the clusters of ``targets``, ~1 minute less.
 
 Last, the CPU of each thread (``bench/cpu.py``) per raw round trip, on both sides of the echo,
 and per sequential produce, on the gateway and the broker: where the time over the floor is
@@ -107,14 +110,24 @@ DIAGNOSTIC = ("exported, SDK thread", "exported, Python encoder", SPANS_IN_PYTHO
 SIDE_BY_SIDE = ("sampled 1%", "exported, 1% sampled")
 
 
-def tracing_modes(endpoint: str, diagnostics: bool = True) -> dict[str, dict[str, str]]:
-    """Every mode measured, with its nodes' environment (exports go to ``endpoint``); without
-    ``diagnostics``, only the modes the suite's targets and the A/A control need here (every
-    span recorded or exported, the SDK off and its twin)."""
+# The modes of ``--modes on-off``: the produce against its floor, traced and not.
+ON_OFF = ("on", "off")
+MODE_SETS = ("all", "targets", "on-off")
+
+
+def tracing_modes(endpoint: str, which: str = "all") -> dict[str, dict[str, str]]:
+    """The modes of set ``which`` (one of ``MODE_SETS``), each with its nodes' environment
+    (exports go to ``endpoint``): every mode; ``targets``, only those the tracing targets and
+    the A/A control need here (every span recorded or exported, the SDK off and its twin);
+    ``on-off``, every span recorded and the SDK off."""
+    if which not in MODE_SETS:
+        raise ValueError(f"unknown set of tracing modes {which!r}: expected one of {', '.join(MODE_SETS)}")
     exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     modes = {**TRACING, **{mode: {**exporting, **env} for mode, env in EXPORTED.items()},
              SPANS_IN_PYTHON: {"MESHFABRIC_SPAN_CORE": "python"}, SAME_AS_OFF: TRACING["off"]}
-    return {mode: env for mode, env in modes.items() if diagnostics or mode not in DIAGNOSTIC + SIDE_BY_SIDE}
+    if which == "on-off":
+        return {mode: modes[mode] for mode in ON_OFF}
+    return {mode: env for mode, env in modes.items() if which == "all" or mode not in DIAGNOSTIC + SIDE_BY_SIDE}
 
 
 FAST = ["--heartbeat", "0.3", "--suspect-after", "1.0", "--remove-after", "2.0"]
@@ -268,7 +281,7 @@ async def main(args: argparse.Namespace) -> None:
         paced: list[float] = []
         raw: list[float] = []
         floors: list[float] = []  # each round's own floor (s): its round trips' p50 + its fsyncs' p50, in rhythm
-        modes = tracing_modes(sink.endpoint, diagnostics=args.modes == "all")
+        modes = tracing_modes(sink.endpoint, args.modes)
         names = list(modes)
         rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in names}
         results: dict = {"runs": {t: {} for t in names}}
@@ -317,7 +330,8 @@ async def main(args: argparse.Namespace) -> None:
             if running:
                 stop_cluster(running)
     exported = {"requests": sink.requests, "spans": sink.spans, "rejected": sink.rejected}
-    if exported["rejected"] or not exported["spans"]:
+    exporting = any("OTEL_EXPORTER_OTLP_ENDPOINT" in env for env in modes.values())
+    if exported["rejected"] or (exporting and not exported["spans"]):
         raise RuntimeError(f"the exporting nodes' spans did not all reach the OTLP sink: {exported}")
     local_samples = await in_process_round_trips(args.records)
     rtt, fs, raw_rps = summary_ms(rtts), summary_ms(fsync_samples), statistics.median(raw)
@@ -346,14 +360,17 @@ async def main(args: argparse.Namespace) -> None:
     ratios = p50_ratios(rounds, floors)
     results["p50_ratio_rounds"] = ratios
     results["p50_ratio_ci95"] = {mode: median_interval(r) for mode, r in ratios.items()}
-    costs = paired_costs(rounds)
+    # Tracing's cost from these rounds (each mode against the SDK off of its round), unless only
+    # the two modes the floor's figures need ran (``on-off``: the suite measures it side by side).
+    costed = {mode: done for mode, done in rounds.items() if args.modes != "on-off"}
+    costs = paired_costs(costed)
     results["tracing_cost"] = {mode: statistics.median(c) for mode, c in costs.items()}
     results["tracing_cost_ci95"] = {mode: median_interval(c) for mode, c in costs.items()}
     # The same in batched throughput: a batch is one produce, one trace, for all its records.
-    batched_costs = paired_costs(rounds, "batched_rps")
+    batched_costs = paired_costs(costed, "batched_rps")
     results["tracing_cost_batched"] = {mode: statistics.median(c) for mode, c in batched_costs.items()}
     results["tracing_cost_batched_ci95"] = {mode: median_interval(c) for mode, c in batched_costs.items()}
-    cpu_costs = paired_cpu_costs(rounds)
+    cpu_costs = paired_cpu_costs(costed)
     results["node_cpu_us"] = {mode: statistics.median(r["node_cpu_us"] for r in done) for mode, done in rounds.items()}
     results["sink_cpu_us"] = {mode: statistics.median(r["sink_cpu_us"] for r in done) for mode, done in rounds.items()}
     results["tracing_cpu_cost"] = {mode: statistics.median(c) for mode, c in cpu_costs.items()}
@@ -378,10 +395,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=12,
                         help="interleaved rounds of baselines and writer runs (tracing's cost: the median of the "
                              "rounds' paired ratios)")
-    parser.add_argument("--modes", choices=("all", "targets"), default="all",
-                        help="all tracing modes (default), or only those the suite's targets and the A/A control "
-                             "need here (leaves out what the C parts and the loop export save, and the 1%% modes "
-                             "the suite measures side by side: 5 clusters a round fewer)")
+    parser.add_argument("--modes", choices=MODE_SETS, default="all",
+                        help="all tracing modes (default); 'targets': only those the tracing targets and the A/A "
+                             "control need here (leaves out what the C parts and the loop export save, and the 1%% "
+                             "modes the suite measures side by side: 5 clusters a round fewer); 'on-off': every "
+                             "span recorded and the SDK off, no tracing cost (what the suite runs: it measures "
+                             "tracing's cost side by side)")
     parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
     arguments = parser.parse_args()
     if arguments.report:

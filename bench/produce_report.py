@@ -52,19 +52,20 @@ def print_report(results: dict[str, Any]) -> None:
     print("\nthe writer's p50 / floor, each round against its own floor (median, ~95% interval): " + "; ".join(
         f"{mode} {statistics.median(r):.2f} ({lo:.2f} to {hi:.2f})"
         for mode, r in ratios.items() for lo, hi in [results["p50_ratio_ci95"][mode]]))
-    print(f"\ncost of tracing by mode, the median of {rounds} rounds' pairs with the SDK off (~95% interval): "
-          "in the writer's throughput, and in the CPU the gateway and the broker spent a record during it; "
-          "beside it, this process's (the OTLP sink, where the mode exports; with the SDK off "
-          f"{results['sink_cpu_us']['off']:.1f} µs); and in the writer's throughput in batches, one trace a batch\n")
-    print(table(["tracing", "throughput cost", "node CPU a record µs", "CPU cost (1 - off / mode)", "sink CPU µs",
-                 f"batched throughput cost (batches of {concurrency})"],
-                [[mode, f"{results['tracing_cost'][mode]:.3f} ({lo:.2f} to {hi:.2f})",
-                  results["node_cpu_us"][mode], f"{results['tracing_cpu_cost'][mode]:.3f} ({clo:.2f} to {chi:.2f})",
-                  results["sink_cpu_us"][mode], f"{results['tracing_cost_batched'][mode]:.3f} ({blo:.2f} to {bhi:.2f})"]
-                 for mode in results["tracing_cost"]
-                 for (lo, hi), (clo, chi), (blo, bhi) in [(results["tracing_cost_ci95"][mode],
-                                                            results["tracing_cpu_cost_ci95"][mode],
-                                                            results["tracing_cost_batched_ci95"][mode])]]))
+    if results["tracing_cost"]:  # not with --modes on-off (the suite measures it side by side)
+        print(f"\ncost of tracing by mode, the median of {rounds} rounds' pairs with the SDK off (~95% interval): "
+              "in the writer's throughput, and in the CPU the gateway and the broker spent a record during it; "
+              "beside it, this process's (the OTLP sink, where the mode exports; with the SDK off "
+              f"{results['sink_cpu_us']['off']:.1f} µs); and in the writer's throughput in batches, one trace a batch\n")
+        print(table(["tracing", "throughput cost", "node CPU a record µs", "CPU cost (1 - off / mode)", "sink CPU µs",
+                     f"batched throughput cost (batches of {concurrency})"],
+                    [[mode, f"{results['tracing_cost'][mode]:.3f} ({lo:.2f} to {hi:.2f})",
+                      results["node_cpu_us"][mode], f"{results['tracing_cpu_cost'][mode]:.3f} ({clo:.2f} to {chi:.2f})",
+                      results["sink_cpu_us"][mode], f"{results['tracing_cost_batched'][mode]:.3f} ({blo:.2f} to {bhi:.2f})"]
+                     for mode in results["tracing_cost"]
+                     for (lo, hi), (clo, chi), (blo, bhi) in [(results["tracing_cost_ci95"][mode],
+                                                                results["tracing_cpu_cost_ci95"][mode],
+                                                                results["tracing_cost_batched_ci95"][mode])]]))
     if segments:
         print(f"\nwhere a cross-mesh produce's time goes (tracing on, writer on the gateway; p50 over "
               f"{traced} sequential produces, from the two nodes' spans; raw one-way ~ {rtt['p50_ms'] / 2 * 1e3:.0f} µs "

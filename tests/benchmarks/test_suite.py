@@ -182,13 +182,14 @@ def test_render_without_the_pause_and_join_figures_leaves_their_rows_out(tmp_pat
 
 
 def test_the_suite_measures_every_target_and_leaves_the_developers_context_to_full():
-    every, targets = tracing_modes("http://sink"), tracing_modes("http://sink", diagnostics=False)
+    every, targets = tracing_modes("http://sink"), tracing_modes("http://sink", "targets")
     assert set(every) - set(targets) == set(DIAGNOSTIC) | set(SIDE_BY_SIDE) and len(DIAGNOSTIC) == 3
     assert {"on", "off", "exported", SAME_AS_OFF} == set(targets)  # the 1% modes: side by side
     assert {"1% of traces recorded", "1% of traces exported"} < set(MODES)
     assert set(FULL) == set(SUITE)
     assert "side_by_side" in SUITE
-    assert SUITE["produce"][-2:] == ["--modes", "targets"] and FULL["produce"][-2:] == ["--modes", "all"]
+    assert set(tracing_modes("http://sink", "on-off")) == {"on", "off"}  # tracing's costs: side by side
+    assert SUITE["produce"][-2:] == ["--modes", "on-off"] and FULL["produce"][-2:] == ["--modes", "all"]
     assert "2x5" in SUITE["chaos"] and "1x4,2x5" in FULL["chaos"]
 
 
@@ -203,6 +204,21 @@ def test_render_without_the_developers_modes_leaves_their_rows_out(tmp_path, cap
     out = capsys.readouterr().out
     assert "export thread" not in out and "encoder in Python" not in out
     assert "every span recorded" in out and "every span exported" in out and "second cluster" in out
+
+
+def test_render_of_an_on_off_produce_run_leaves_tracings_cost_to_side_by_side(tmp_path, capsys):
+    write_results(tmp_path)
+    produce = json.loads((tmp_path / "produce.json").read_text())
+    produce["runs"] = {mode: runs for mode, runs in produce["runs"].items() if mode in ("on", "off")}
+    for key in ("tracing_cost", "tracing_cost_ci95", "tracing_cost_batched", "tracing_cost_batched_ci95"):
+        produce[key] = {}
+    (tmp_path / "produce.json").write_text(json.dumps(produce))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "produce cross-mesh p50" in out and "batched produce throughput" in out
+    assert "gateway writer throughput vs SDK off" not in out and "second cluster" not in out
+    with pytest.raises(ValueError, match="on-off"):
+        tracing_modes("http://sink", "everything")
 
 
 def test_render_without_results_says_what_to_run(tmp_path, capsys):
