@@ -45,9 +45,11 @@ class Kind(IntEnum):
     ERROR = 12
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Frame:
-    """One decoded frame: its kind, its body (a dict of plain values) and its tag."""
+    """One decoded frame: its kind, its body (a dict of plain values) and its tag. Not frozen:
+    five are made a produce, and a frozen dataclass's ``__init__`` (``object.__setattr__`` a
+    field) costs ~1.8 µs against ~0.65; nothing changes a frame once made."""
 
     kind: Kind
     body: dict[str, Any] = field(default_factory=dict)

@@ -54,13 +54,14 @@ def _detached(coro) -> asyncio.Task:  # type: ignore[no-untyped-def]
 
 
 async def _let_them_run() -> None:
-    """One loop turn, so the callers a channel's reader just gave their replies run before
-    it asks the bindings for the next chunk: that call (Python and FFI before it waits) is
-    then made while the callers' next requests are on their way, not before their replies
-    are seen. Interleaved clusters, 16 rounds x 400 sequential produces: p50 940 -> 881 µs,
+    """One loop turn, so the tasks a reader just handed frames to run before it asks the
+    bindings for the next chunk: that call (Python and FFI before it waits) is then made while
+    they wait or once they are done, not before they begin. A channel's reader (the caller's
+    side), interleaved clusters, 16 rounds x 400 sequential produces: p50 940 -> 881 µs,
     throughput at 16 in flight 4,707 -> 5,090 records/s (ahead in 10 of 16). The server's
-    reader does not do it: a handler would only meet that read later, in the broker's group
-    commit's turn (p50 -11 µs, `log.append` +17 µs in the same rounds)."""
+    reader alone gained less (p50 -11 µs: a handler met that read later, in the broker's group
+    commit's turn); since the twenty-fourth round that commit takes no turn when no other
+    request waits (``Backlog``), so the read comes after the reply."""
     await asyncio.sleep(0)
 
 
@@ -112,14 +113,6 @@ class Outbox:
             self._busy = False
             if self._queue or self._closing:
                 self._wake.set()
-
-    async def send(self, data: bytes, alone: bool) -> None:
-        """Write ``data`` from the caller's task if it is the only frame in flight on this
-        stream (``alone``), else queue it to share a write with whatever else is pending."""
-        if alone:
-            await self.write_alone(data)
-        else:
-            self.put(data)
 
     async def write(self, data: bytes) -> None:
         """Write ``data``; return once it is written (see the class docstring)."""
@@ -219,7 +212,10 @@ class Channel:
         try:
             # unarmed, asyncio.timeout's context still costs ~2 µs a request (nullcontext: ~0.4)
             async with asyncio.timeout(timeout) if timeout is not None else _UNBOUNDED:
-                await self._outbox.send(tagged, alone=len(self._waiting) == 1)
+                if len(self._waiting) == 1:  # alone on the stream: written from this task
+                    await self._outbox.write_alone(tagged)
+                else:
+                    self._outbox.put(tagged)
                 return await future
         except TimeoutError:
             raise PeerTimeout(f"no reply within {timeout:g}s") from None
@@ -272,28 +268,68 @@ class Channel:
         self._on_close(self)
 
 
+async def read_one(recv: iroh.RecvStream, max_frame: int = frames.DEFAULT_MAX_FRAME) -> Frame:
+    """Read exactly one frame and then the end of ``recv`` (a one-shot reply stream: how a
+    peer answers a request sent on a stream of its own, then finished)."""
+    decoder = FrameDecoder(max_frame)
+    got: list[Frame] = []
+    try:
+        while chunk := await recv.read(READ_CHUNK):
+            got += decoder.feed(chunk)
+    except iroh.IrohError as exc:
+        raise TransportError(f"stream read failed: {describe(exc)}") from exc
+    if decoder.pending or len(got) != 1:
+        raise FrameError(f"expected one whole frame, got {len(got)} and {decoder.pending} stray bytes")
+    return got[0]
+
+
+class Backlog:
+    """How many requests read off a transport's streams wait for their handler to start:
+    work that could take them along can wait a loop turn for them (the broker's group commit),
+    and need not when there are none. (A handler's task cancelled before it starts would leave
+    the count high: such work then waits its turn, as it always did.)"""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = 0
+
+
 async def serve_stream(recv: iroh.RecvStream, send: iroh.SendStream | None, respond: Responder,
-                       max_frame: int, stats: Counter[str]) -> None:
-    """Answer every request frame read from ``recv`` (on ``send``, if it is a bi stream)."""
+                       max_frame: int, stats: Counter[str], backlog: Backlog | None = None) -> None:
+    """Answer every request frame read from ``recv`` (on ``send``, if it is a bi stream),
+    each in a task of its own (counted in ``backlog`` until it starts).
+
+    After a chunk's requests are handed to their tasks, the reader lets them start before it
+    asks the bindings for the next chunk: that call (~15 µs of Python and FFI in a node) is then
+    made while the handlers wait (on the disk, on a peer) or once they are done, not before
+    they begin (docs/performance-rounds.md, twenty-fourth round)."""
     outbox = Outbox(send) if send is not None else None
     decoder = FrameDecoder(max_frame)
     running: set[asyncio.Task] = set()
+    backlog = backlog or Backlog()
 
     async def answer(frame: Frame) -> None:
+        backlog.waiting -= 1
         reply = await respond(frame)
         failed = reply is not None and reply.kind is Kind.ERROR
         if outbox is None or (frame.tag == frames.ONE_WAY and not failed):
             return  # nowhere to answer, or a one-way message that went fine (a failure is still said)
         reply = reply or Frame(Kind.RESPONSE)
         data = frames.encode(Frame(reply.kind, reply.body, frame.tag), max_frame)
-        await outbox.send(data, alone=len(running) == 1)
+        if len(running) == 1:  # the only request in flight: written from this task
+            await outbox.write_alone(data)
+        else:
+            outbox.put(data)
 
     try:
         while chunk := await recv.read(READ_CHUNK):
             for frame in decoder.feed(chunk):
                 task = asyncio.ensure_future(answer(frame))
+                backlog.waiting += 1
                 running.add(task)
                 task.add_done_callback(running.discard)
+            await _let_them_run()
         if decoder.pending:
             raise FrameError(f"stream ended inside a frame ({decoder.pending} bytes left over)")
     except FrameError as exc:  # the stream is out of sync: answer once, stop reading

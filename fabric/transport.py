@@ -31,7 +31,7 @@ from .directory import GONE, ChangeKind
 from .errors import FrameError, PeerTimeout, TransportError
 from .frames import Frame, FrameDecoder, Kind
 from .identity import Identity
-from .streams import READ_CHUNK, Channel, describe, error_frame, serve_stream
+from .streams import Backlog, Channel, describe, error_frame, serve_stream
 
 __all__ = ["Handler", "Transport", "describe", "error_frame"]
 
@@ -83,6 +83,7 @@ class Transport:
         self._accept_task: asyncio.Task | None = None
         self._addrs: list[str] | None = None
         self._alpns: list[bytes] | None = None  # what the endpoint was told to accept
+        self._backlog = Backlog()
 
     @classmethod
     async def bind(cls, identity: Identity, bind_addr: str = "127.0.0.1:0",
@@ -162,7 +163,7 @@ class Transport:
                 return  # connection closed
             recv, send = (stream.recv(), stream.send()) if bi else (stream, None)
             self.stats["streams_in"] += 1
-            self._spawn(serve_stream(recv, send, respond, self.max_frame, self.stats))
+            self._spawn(serve_stream(recv, send, respond, self.max_frame, self.stats, self._backlog))
 
     def _responder(self, handler: Handler, remote: str) -> Callable[[Frame], Awaitable[Frame | None]]:
         async def respond(frame: Frame) -> Frame | None:
@@ -177,6 +178,11 @@ class Transport:
                 log.exception("handler failed on a frame from %s", remote[:6])
                 return error_frame(f"internal error: {type(exc).__name__}: {exc}", "internal")
         return respond
+
+    @property
+    def requests_waiting(self) -> int:
+        """Requests read off this endpoint's streams whose handlers have not started yet."""
+        return self._backlog.waiting
 
     # -- calling ---------------------------------------------------------------
 
@@ -223,11 +229,16 @@ class Transport:
             self.stats["peer_moved"] += 1
             self.forget(*key)
 
-    async def _channel(self, node_id: str, addrs, alpn: bytes, timeout: float) -> Channel:
-        key = (node_id, alpn)
+    def _open_channel(self, key: tuple[str, bytes], addrs) -> Channel | None:
+        """The channel kept for ``key`` if it is open (and the peer has not moved), else None:
+        most calls find one, and need not make a coroutine to ask."""
         self._forget_if_moved(key, addrs)
         channel = self._channels.get(key)
-        if channel is not None and not channel.closed:
+        return channel if channel is not None and not channel.closed else None
+
+    async def _channel(self, node_id: str, addrs, alpn: bytes, timeout: float) -> Channel:
+        key = (node_id, alpn)
+        if (channel := self._open_channel(key, addrs)) is not None:
             return channel
         conn = await self.connect(node_id, addrs, alpn, timeout)
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -292,12 +303,13 @@ class Transport:
         data = frames.encode(frame, self.max_frame)  # size check before any I/O
         if node_id == self.node_id:
             return await self._request_self(alpn, data)
-
-        async def go() -> Frame:
-            channel = await self._channel(node_id, addrs, alpn, timeout)
-            return await channel.call_encoded(data, None)  # bounded here, by _bounded
-
-        reply = await self._bounded(go(), node_id, alpn, timeout, "request")
+        try:
+            async with asyncio.timeout(timeout):  # not wait_for: no task (and loop hop) per call
+                channel = (self._open_channel((node_id, alpn), addrs)
+                           or await self._channel(node_id, addrs, alpn, timeout))
+                reply = await channel.call_encoded(data, None)  # bounded here
+        except (TimeoutError, iroh.IrohError, TransportError) as exc:
+            raise self._failed(exc, node_id, alpn, timeout, "request")  # _failed sets its cause
         self.stats["frames_out"] += 1
         return reply
 
@@ -307,12 +319,13 @@ class Transport:
         it is written (alone, or in the batch it joined behind a write in flight), not when
         the peer has it."""
         data = frames.encode(frame, self.max_frame)
-
-        async def go() -> None:
-            channel = await self._channel(node_id, addrs, alpn, timeout)
-            await channel.send_encoded(data)
-
-        await self._bounded(go(), node_id, alpn, timeout, "send")
+        try:
+            async with asyncio.timeout(timeout):
+                channel = (self._open_channel((node_id, alpn), addrs)
+                           or await self._channel(node_id, addrs, alpn, timeout))
+                await channel.send_encoded(data)
+        except (TimeoutError, iroh.IrohError, TransportError) as exc:
+            raise self._failed(exc, node_id, alpn, timeout, "send")  # _failed sets its cause
         self.stats["frames_out"] += 1
 
     async def _request_self(self, alpn: bytes, data: bytes) -> Frame:
@@ -325,32 +338,20 @@ class Transport:
         (decoded,) = FrameDecoder(self.max_frame).feed(frames.encode(reply, self.max_frame))
         return decoded
 
-    async def _bounded(self, work: Awaitable, node_id: str, alpn: bytes, timeout: float, what: str):
-        try:
-            async with asyncio.timeout(timeout):  # not wait_for: no task (and loop hop) per call
-                return await work
-        except TimeoutError:
-            self.forget(node_id, alpn)
-            raise PeerTimeout(f"{what} to {node_id[:6]} timed out after {timeout:.3g}s") from None
-        except iroh.IrohError as exc:
-            self.forget(node_id, alpn)
-            raise TransportError(f"{what} to {node_id[:6]} failed: {describe(exc)}") from exc
-        except TransportError:
-            self.forget(node_id, alpn)
-            raise
-
-    async def read_one(self, recv: iroh.RecvStream) -> Frame:
-        """Read exactly one frame and then the end of ``recv`` (a one-shot reply stream)."""
-        decoder = FrameDecoder(self.max_frame)
-        got: list[Frame] = []
-        try:
-            while chunk := await recv.read(READ_CHUNK):
-                got += decoder.feed(chunk)
-        except iroh.IrohError as exc:
-            raise TransportError(f"stream read failed: {describe(exc)}") from exc
-        if decoder.pending or len(got) != 1:
-            raise FrameError(f"expected one whole frame, got {len(got)} and {decoder.pending} stray bytes")
-        return got[0]
+    def _failed(self, exc: BaseException, node_id: str, alpn: bytes, timeout: float, what: str) -> BaseException:
+        """What a call to a peer that failed with ``exc`` raises, once the connection kept for
+        it is dropped (written out in ``request`` and ``send`` rather than wrapped around
+        them: a coroutine less a call)."""
+        self.forget(node_id, alpn)
+        if isinstance(exc, TimeoutError):
+            failure: BaseException = PeerTimeout(f"{what} to {node_id[:6]} timed out after {timeout:.3g}s")
+            failure.__suppress_context__ = True  # as ``raise ... from None``
+            return failure
+        if isinstance(exc, iroh.IrohError):
+            failure = TransportError(f"{what} to {node_id[:6]} failed: {describe(exc)}")
+            failure.__cause__ = exc  # as ``raise ... from exc``
+            return failure
+        return exc  # a TransportError says what failed already
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -53,7 +53,9 @@ class BrokerService(Service):
         super().__init__(node)
         cfg = node.config
         fsync = os.environ.get(UNSAFE_NO_FSYNC_ENV) != "1"
-        self.log = Log(cfg.data_dir / "log", fsync=fsync)
+        # A commit waits a loop turn for other records only if requests wait to be handled.
+        self.log = Log(cfg.data_dir / "log", fsync=fsync,
+                       others_waiting=lambda: self.node.transport.requests_waiting > 0)
         self.max_record_bytes = cfg.max_record_bytes
         self.auto_create = cfg.auto_create_topics
         for topic in cfg.topics:

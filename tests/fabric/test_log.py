@@ -101,6 +101,38 @@ def test_the_producer_window_remembers_at_least_its_last_pairs(tmp_path, monkeyp
     assert len(log._dedup) <= 16
 
 
+@pytest.mark.asyncio
+async def test_a_commit_waits_a_loop_turn_for_waiting_requests_only(tmp_path):
+    ran: list[bool] = []
+
+    async def another_handler(waiting: bool) -> None:
+        ran.append(waiting)
+
+    for waiting in (False, True):
+        log = TopicLog(tmp_path / f"{waiting}.log", others_waiting=lambda waiting=waiting: waiting)
+        other = asyncio.ensure_future(another_handler(waiting))
+        await log.sync_through(log.write(b"lone").offset)
+        assert log.fsyncs == 1 and ran == ([] if not waiting else [True])  # no turn taken, or one
+        await other
+        ran.clear()
+        log.close()
+
+
+@pytest.mark.asyncio
+async def test_writers_told_apart_by_the_waiting_count_still_share_fsyncs(tmp_path):
+    waiting = 50  # as a transport's backlog: handlers not started yet
+    log = TopicLog(tmp_path / "t.log", others_waiting=lambda: waiting > 0)
+
+    async def produce(i: int) -> None:
+        nonlocal waiting
+        waiting -= 1
+        await log.sync_through(log.write(f"r{i}".encode()).offset)
+
+    await asyncio.gather(*(produce(i) for i in range(50)))
+    assert 1 <= log.fsyncs < 5 and len(log) == 50
+    log.close()
+
+
 def test_log_finds_existing_topics_and_refuses_bad_names(tmp_path):
     log = Log(tmp_path / "log")
     log.topic("orders", create=True).append(b"x")
@@ -108,9 +140,20 @@ def test_log_finds_existing_topics_and_refuses_bad_names(tmp_path):
     log.close()
     again = Log(tmp_path / "log")
     assert set(again.topics) == {"orders"}
-    for bad in ["../x", "", "a/b", ".hidden", "x" * 201, None, 3]:
+    for bad in ["../x", "", "a/b", ".hidden", "x" * 201, None, 3, {"a": 1}]:
         with pytest.raises(ConfigError):
             check_topic(bad)
+
+
+def test_topic_names_found_valid_are_remembered_up_to_a_bound(monkeypatch):
+    monkeypatch.setattr(log_module, "_VALID_TOPICS", set())
+    monkeypatch.setattr(log_module, "_VALID_TOPICS_KEPT", 3)
+    for name in ["a", "b", "a", "c", "d", "e"]:
+        assert check_topic(name) == name
+    assert log_module._VALID_TOPICS == {"a", "b", "c"}
+    assert check_topic("e") == "e"  # past the bound: checked each time, as before
+    with pytest.raises(ConfigError):
+        check_topic("../a")
 
 
 @pytest.mark.asyncio

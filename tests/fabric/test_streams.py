@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 import pytest_asyncio
@@ -266,3 +267,20 @@ async def test_a_caller_sees_its_reply_before_the_reader_asks_for_the_next_chunk
 async def _until(condition) -> None:  # type: ignore[no-untyped-def]
     while not condition():
         await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_the_server_counts_the_requests_read_whose_handlers_have_not_started(pair):
+    server, client = pair
+    seen: list[int] = []
+
+    async def handler(remote, frame):
+        seen.append(server.requests_waiting)  # a chunk's k requests start with k-1, ..., 0 left
+        return Frame(Kind.RESPONSE, {})
+
+    serve(server, handler)
+    await asyncio.gather(*(client.request(server.node_id, server.addrs, ALPN, Frame(Kind.REQUEST, {"n": n}))
+                           for n in range(20)))
+    assert len(seen) == 20 and seen[-1] == 0 and server.requests_waiting == 0
+    assert all(later == earlier - 1 or earlier == 0 for earlier, later in itertools.pairwise(seen))
+    assert max(seen) > 0  # the writes batched: some chunk held several requests

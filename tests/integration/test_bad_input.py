@@ -14,6 +14,7 @@ from fabric.gossip.backbone_wire import WIRE, ProbeAck, ProbeRequest
 from fabric.gossip.net import ALPN, to_frame
 from fabric.gossip.proto import Pull, Push, mesh_topic
 from fabric.identity import Identity
+from fabric.streams import read_one
 from fabric.transport import Transport
 from tests.integration.conftest import directory_names, wait_until
 
@@ -79,7 +80,7 @@ async def test_malformed_frames_get_an_error_and_the_node_keeps_serving(spawn, a
         bi = await conn.open_bi()
         await bi.send().write_all(raw)
         await bi.send().finish()
-        reply = await attacker.read_one(bi.recv())
+        reply = await read_one(bi.recv())
         assert reply.kind is Kind.ERROR, raw
         assert reply.body["message"]
 
