@@ -1,11 +1,12 @@
-"""Run the whole benchmark suite: ``python -m bench`` (~6-7 minutes on 2 cores).
+"""Run the whole benchmark suite: ``python -m bench`` (~8 minutes on this machine's 2 cores).
 
 Each benchmark runs in its own process (inside a loopback-only namespace when root) and
 writes JSON under ``bench/results/``; this prints the summary against the project's targets
 and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
-``--full`` (~9-10 minutes) also measures what is context for the fabric's developers rather than a
-target's figure: what the spans' and the encoder's C parts and the loop export save, the chaos
-figures of a second, smaller cluster, and a third bring-up of each size.
+``--full`` (~10-11 minutes) also measures what is context for the fabric's developers rather than a
+target's figure: what the spans' and the encoder's C parts and the loop export save, tracing's
+costs one cluster at a time (the suite measures them side by side only), the chaos figures of a
+second, smaller cluster, and a third bring-up of each size.
 """
 
 from __future__ import annotations
