@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,20 @@ def _medians(sides: dict[str, list[dict[str, float]]], measure: str) -> dict[str
     return {side: statistics.median(r[measure] for r in done) for side, done in sides.items()}
 
 
+def start_both(clusters: dict[str, dict[str, NodeProcess]], where: dict[str, tuple[Path, dict[str, str]]],
+               concurrency: int) -> None:
+    """Start and warm up a pair's clusters at once (~0.45 s a pair less than one after the
+    other), each into ``clusters`` as it comes up, so whatever started is stopped by the
+    caller even when the other failed; the first failure is raised."""
+    def start(side: str) -> None:
+        root, env = where[side]
+        clusters[side] = start_warm_cluster(root, env, concurrency)
+
+    with ThreadPoolExecutor(len(where)) as pool:
+        for started in [pool.submit(start, side) for side in where]:
+            started.result()
+
+
 def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
     """Every mode beside the SDK off, ``rounds`` times, modes interleaved (each first in turn)."""
     by_mode: dict[str, list] = {mode: [] for mode in MODES}
@@ -125,9 +140,8 @@ def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
                 where = Path(tmp) / f"round-{i + 1}"
                 clusters: dict[str, dict[str, NodeProcess]] = {}
                 try:
-                    sides = [("off", OFF), ("traced", mode_env(mode, sink.endpoint))]
-                    for side, env in sides if i % 2 == 0 else sides[::-1]:  # each started first in turn
-                        clusters[side] = start_warm_cluster(where / side, env, concurrency)
+                    sides = {"off": OFF, "traced": mode_env(mode, sink.endpoint)}
+                    start_both(clusters, {side: (where / side, env) for side, env in sides.items()}, concurrency)
                     before = sink.spans
                     done: dict[str, Any] = run_together(clusters, records, concurrency=concurrency, latencies=False)
                     done["batched"] = run_together(clusters, records * BATCHED, concurrency=BATCHES_IN_FLIGHT,
@@ -135,8 +149,8 @@ def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
                     done["sink_spans"] = sink.spans - before
                     by_mode[mode].append(done)
                 finally:
-                    for nodes in clusters.values():
-                        stop_cluster(nodes)
+                    with ThreadPoolExecutor(2) as pool:
+                        list(pool.map(stop_cluster, clusters.values()))
                     shutil.rmtree(where, ignore_errors=True)
         exported = {"spans": sink.spans, "rejected": sink.rejected}
     if exported["rejected"] or not exported["spans"]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.side_by_side import BATCHED, MODES, costs
+from bench import side_by_side
+from bench.side_by_side import BATCHED, MODES, costs, start_both
 from tests.benchmarks.bench_run import (
     assert_nothing_left,
     assert_report_repeats,
@@ -75,3 +76,18 @@ def test_bad_arguments_are_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "bench.side_by_side", "--rounds", "0"], capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 2 and "must be at least 1" in done.stderr
+
+
+def test_a_pair_that_fails_to_start_leaves_the_started_cluster_for_the_caller_to_stop(monkeypatch, tmp_path: Path):
+    def fake_start(root: Path, env: dict, concurrency: int) -> dict:
+        if env.get("fail"):
+            raise RuntimeError("mesh2.broker exited with 1 before ready")
+        return {"started": root}
+
+    monkeypatch.setattr(side_by_side, "start_warm_cluster", fake_start)
+    clusters: dict = {}
+    with pytest.raises(RuntimeError, match="before ready"):
+        start_both(clusters, {"traced": (tmp_path / "t", {"fail": "1"}), "off": (tmp_path / "o", {})}, 4)
+    assert clusters == {"off": {"started": tmp_path / "o"}}  # the caller's finally stops it
+    start_both(clusters, {"off": (tmp_path / "o", {}), "traced": (tmp_path / "t", {})}, 4)
+    assert set(clusters) == {"off", "traced"}
