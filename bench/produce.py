@@ -175,8 +175,9 @@ def start_warm_cluster(root: Path, env: dict[str, str], concurrency: int) -> dic
 
 
 def stop_cluster(nodes: dict[str, NodeProcess]) -> None:
-    """Stop every node of a cluster, side by side (a node exports what it still holds as it stops)."""
-    with ThreadPoolExecutor(len(nodes)) as pool:
+    """Stop every node of a cluster, side by side (a node exports what it still holds as it stops);
+    none is fine (a pair whose clusters both failed to start)."""
+    with ThreadPoolExecutor(max(1, len(nodes))) as pool:
         list(pool.map(NodeProcess.stop, nodes.values()))
 
 
@@ -362,7 +363,7 @@ async def main(args: argparse.Namespace) -> None:
     results["p50_ratio_ci95"] = {mode: median_interval(r) for mode, r in ratios.items()}
     # Tracing's cost from these rounds (each mode against the SDK off of its round), unless only
     # the two modes the floor's figures need ran (``on-off``: the suite measures it side by side).
-    costed = {mode: done for mode, done in rounds.items() if args.modes != "on-off"}
+    costed = {} if args.modes == "on-off" else rounds
     costs = paired_costs(costed)
     results["tracing_cost"] = {mode: statistics.median(c) for mode, c in costs.items()}
     results["tracing_cost_ci95"] = {mode: median_interval(c) for mode, c in costs.items()}

@@ -148,9 +148,9 @@ def measure(rounds: int, records: int, concurrency: int) -> dict[str, Any]:
                                                    batch=concurrency)
                     done["sink_spans"] = sink.spans - before
                     by_mode[mode].append(done)
-                finally:
-                    with ThreadPoolExecutor(2) as pool:
-                        list(pool.map(stop_cluster, clusters.values()))
+                finally:  # both clusters' nodes at once
+                    stop_cluster({f"{side} {name}": node for side, nodes in clusters.items()
+                                  for name, node in nodes.items()})
                     shutil.rmtree(where, ignore_errors=True)
         exported = {"spans": sink.spans, "rejected": sink.rejected}
     if exported["rejected"] or not exported["spans"]:

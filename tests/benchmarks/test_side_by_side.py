@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import side_by_side
+from bench.produce import stop_cluster
 from bench.side_by_side import BATCHED, MODES, costs, start_both
 from tests.benchmarks.bench_run import (
     assert_nothing_left,
@@ -89,5 +90,10 @@ def test_a_pair_that_fails_to_start_leaves_the_started_cluster_for_the_caller_to
     with pytest.raises(RuntimeError, match="before ready"):
         start_both(clusters, {"traced": (tmp_path / "t", {"fail": "1"}), "off": (tmp_path / "o", {})}, 4)
     assert clusters == {"off": {"started": tmp_path / "o"}}  # the caller's finally stops it
+    both_failed: dict = {}
+    with pytest.raises(RuntimeError, match="before ready"):
+        start_both(both_failed, {"traced": (tmp_path / "t", {"fail": "1"}), "off": (tmp_path / "o", {"fail": "1"})}, 4)
+    assert both_failed == {}
+    stop_cluster({})  # what the caller's finally then stops: nothing, and no error
     start_both(clusters, {"off": (tmp_path / "o", {}), "traced": (tmp_path / "t", {})}, 4)
     assert set(clusters) == {"off", "traced"}
