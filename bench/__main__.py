@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.report import RESULTS, load, machine, table
-from bench.side_by_side import A_A
+from bench.side_by_side import A_A, versus
 
 SUITE = {
     "boot": ["--rounds", "40"],
@@ -174,7 +174,7 @@ def side_by_side_rows(side_by_side: dict) -> list[list]:
 
 def _traced_vs_off(sides: dict[str, float], unit: str, interval: list[float]) -> str:
     """``traced vs off unit, CI low to high``: a side-by-side row's measured column."""
-    return f"{sides['traced']:.0f} vs {sides['off']:.0f} {unit}, CI {interval[0]:.2f} to {interval[1]:.2f}"
+    return f"{versus(sides)} {unit}, CI {interval[0]:.2f} to {interval[1]:.2f}"
 
 
 def cluster_rows(cluster: dict) -> list[list]:

@@ -167,8 +167,8 @@ def report(results: dict[str, Any]) -> str:
     for mode, done in results["modes"].items():
         batched = ["-", "-"]  # a run saved before batches were measured side by side
         if "batched_cost" in done:
-            batched = [_versus(done["batched_throughput_rps"]), _cost(done, "batched_cost")]
-        rows.append([mode, _versus(done["throughput_rps"]), _cost(done, "cost"), _versus(done["node_cpu_us"]),
+            batched = [versus(done["batched_throughput_rps"]), _cost(done, "batched_cost")]
+        rows.append([mode, versus(done["throughput_rps"]), _cost(done, "cost"), versus(done["node_cpu_us"]),
                      _cost(done, "cpu_cost"), *batched])
     batches = (f", then {settings['batched_records']} in batches of {settings['concurrency']}, "
                f"{settings['batches_in_flight']} in flight" if "batched_records" in settings else "")
@@ -179,8 +179,8 @@ def report(results: dict[str, Any]) -> str:
                                    "cost in CPU", "batched rec/s (vs off)", "cost in batched"], rows)
 
 
-def _versus(sides: dict[str, float]) -> str:
-    """``traced vs off``, as whole numbers."""
+def versus(sides: dict[str, float]) -> str:
+    """``traced vs off``, as whole numbers (here and in the suite's summary rows)."""
     return f"{sides['traced']:.0f} vs {sides['off']:.0f}"
 
 
