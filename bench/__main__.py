@@ -1,12 +1,13 @@
-"""Run the whole benchmark suite: ``python -m bench`` (~8 minutes on this machine's 2 cores).
+"""Run the whole benchmark suite: ``python -m bench`` (~5-6 minutes on this machine's 2 cores).
 
 Each benchmark runs in its own process (inside a loopback-only namespace when root) and
 writes JSON under ``bench/results/``; this prints the summary against the project's targets
 and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
 ``--full`` (~10-11 minutes) also measures what is context for the fabric's developers rather than a
 target's figure: what the spans' and the encoder's C parts and the loop export save, tracing's
-costs one cluster at a time (the suite measures them side by side only), the chaos figures of a
-second, smaller cluster, and a third bring-up of each size.
+costs one cluster at a time (the suite measures them side by side only) and with 1% of traces
+recorded but not exported, bring-up on every backend (the suite: the one the ``fabric`` fixture
+picks) and a third time each, the chaos scenarios' throughput, and a second, smaller chaos cluster.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ from bench.side_by_side import A_A, versus
 SUITE = {
     "boot": ["--rounds", "40"],
     "produce": ["--records", "300", "--concurrency", "32", "--modes", "on-off"],
-    "side_by_side": ["--rounds", "12"],
+    "side_by_side": ["--rounds", "12", "--modes", "suite"],
     "cluster": ["--rounds", "5"],
     "loss": ["--rounds", "2", "--hold", "10"],
-    "bringup": ["--repeat", "2"],
-    "chaos": ["--sizes", "2x5", "--rounds", "2"],
+    "bringup": ["--repeat", "2", "--backends", "auto"],
+    "chaos": ["--sizes", "2x5", "--rounds", "2", "--no-scenarios"],
     "directory": [],
 }
 FULL = SUITE | {  # --full
     "produce": ["--records", "300", "--concurrency", "32", "--modes", "all"],
-    "bringup": ["--repeat", "3"],
+    "side_by_side": ["--rounds", "12", "--modes", "all"],
+    "bringup": ["--repeat", "3", "--backends", "all"],
     "chaos": ["--sizes", "1x4,2x5", "--rounds", "2"],
 }
 README = Path(__file__).parent.parent / "README.md"
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
     parser.add_argument("--full", action="store_true",
                         help="also measure the developers' context: the C parts' and the loop export's savings, "
-                             "a second chaos cluster, a third bring-up (~9-10 minutes instead of ~6-7)")
+                             "the scenarios' throughput, every backend's bring-up (~10-11 minutes instead of ~5-6)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     parser.add_argument("--render", action="store_true",
                         help="run nothing: print the summary of the results there are (and rewrite README.md's table)")

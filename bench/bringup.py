@@ -5,8 +5,9 @@ on each backend this machine offers (local, and netns as root), this starts the 
 ``fabric`` fixture would, ``--repeat`` times, through the plugin's own ``FabricSession``, and
 reports bring-up and teardown times. Bring-up is bound by the CPU the node processes spend
 starting (mostly importing: ~0.2-0.3 s each here), so it grows with the node count on two cores.
-Run: ``python -m bench.bringup [--repeat 5] [--meshes 1,2,4]`` (re-runs itself under
-``unshare -n`` as root, like the tests).
+Run: ``python -m bench.bringup [--repeat 5] [--meshes 1,2,4] [--backends all]`` (re-runs itself
+under ``unshare -n`` as root, like the tests); ``--backends auto``: only the backend the ``fabric``
+fixture picks by default (netns when possible), as the suite does.
 """
 
 from __future__ import annotations
@@ -19,12 +20,25 @@ from bench.isolation import ensure_isolated
 from bench.report import save, table
 from fabric import NODE_TYPES
 from pytest_meshfabric import ClusterSpec, FabricSession, FabricSettings
-from pytest_meshfabric.backends import netns_unavailable_reason
+from pytest_meshfabric.backends import netns_unavailable_reason, resolve_backend_name
 
 
 def backends() -> list[str]:
     """The backends that can run here."""
     return ["local"] + (["netns"] if netns_unavailable_reason() is None else [])
+
+
+def backend_names(text: str) -> list[str]:
+    """``"all"`` → every backend that can run here; ``"auto"`` → the fixture's default one;
+    else the comma-separated names (``local``, ``netns``; argparse turns the ValueError into a usage error)."""
+    if text == "all":
+        return backends()
+    if text == "auto":
+        return [resolve_backend_name("auto")[0]]
+    names = text.split(",")
+    if not names or not set(names) <= {"local", "netns"}:
+        raise ValueError(text)
+    return names
 
 
 def measure(backend: str, meshes: int, repeat: int) -> dict:
@@ -58,7 +72,7 @@ def mesh_counts(text: str) -> list[int]:
 
 def main(args: argparse.Namespace) -> None:
     runs = []
-    for backend in backends():
+    for backend in args.backends:
         for meshes in args.meshes:
             print(f"bringing up {meshes} mesh(es) x {len(NODE_TYPES)} types on {backend}, {args.repeat} times",
                   flush=True)
@@ -77,4 +91,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5, help="bring-ups per backend and mesh count (default 5)")
     parser.add_argument("--meshes", type=mesh_counts, default=[1, 2, 4],
                         help="comma-separated mesh counts to bring up (default 1,2,4)")
+    parser.add_argument("--backends", type=backend_names, default="all",
+                        help="all (default: local, and netns as root), auto (the fixture's default backend only) "
+                             "or local,netns")
     main(parser.parse_args())

@@ -11,14 +11,14 @@ plugin's own ``FabricSession`` and ``Nemesis``:
 * **kill and restart**: a broker SIGKILLed, time until every directory dropped it; then
   restarted (same identity and address): time until it is ready, and until every directory
   lists it again;
-* **scenarios**: each ready scenario of ``scenarios/test_churn.py`` run with the ``chaos-ci``
-  profile and a fixed seed: steps per minute, wall time per step by fault kind (the rule, its
-  invariant checks and hypothesis' drawing), and the end of every example (heal, re-converge,
-  checkers).
+* **scenarios** (not with ``--no-scenarios``, as in the suite): each ready scenario of
+  ``scenarios/test_churn.py`` run with the ``chaos-ci`` profile and a fixed seed: steps per
+  minute, wall time per step by fault kind (the rule, its invariant checks and hypothesis'
+  drawing), and the end of every example (heal, re-converge, checkers).
 
 Ratios are against the same cluster's bring-up in the same run. Run: ``python -m bench.chaos
-[--sizes 1x4,2x5,4x5] [--rounds 3] [--seed 1]`` (re-runs itself under ``unshare -n`` as root);
-``--report`` prints the tables of the last run again.
+[--sizes 1x4,2x5,4x5] [--rounds 3] [--seed 1] [--no-scenarios]`` (re-runs itself under
+``unshare -n`` as root); ``--report`` prints the tables of the last run again.
 """
 
 from __future__ import annotations
@@ -171,8 +171,10 @@ def run_scenario(machine: type[FabricMachine], cluster: Cluster, chaos: Nemesis,
 # -- one cluster size --------------------------------------------------------------
 
 
-def measure(session: FabricSession, meshes: int, per_mesh: int, rounds: int, seed: int) -> dict[str, Any]:
-    """Every measurement on one cluster size; the cluster is brought up twice (baseline)."""
+def measure(session: FabricSession, meshes: int, per_mesh: int, rounds: int, seed: int,
+            scenarios: bool = True) -> dict[str, Any]:
+    """Every measurement on one cluster size (the scenarios' only if ``scenarios``); the
+    cluster is brought up twice (baseline)."""
     spec = ClusterSpec(meshes=meshes, types=types_for(per_mesh))
     bringups = []
     for _ in range(2):
@@ -193,8 +195,8 @@ def measure(session: FabricSession, meshes: int, per_mesh: int, rounds: int, see
         kills = [k for k in (guarded(kill_restart, cluster, chaos, errors) for _ in range(rounds)) if k is not None]
         result["kill_removed_s"], result["restart_ready_s"], result["restart_converged_s"] = (
             [k[i] for k in kills] for i in range(3))
-        runs = [run_scenario(m, cluster, chaos, seed) for m in SCENARIOS if meshes > 1 or m not in TWO_MESH_ONLY]
-        result["scenarios"] = [vars(r) for r in runs]
+        ready = [m for m in SCENARIOS if meshes > 1 or m not in TWO_MESH_ONLY] if scenarios else []
+        result["scenarios"] = [vars(run_scenario(m, cluster, chaos, seed)) for m in ready]
     finally:
         try:
             chaos.close()
@@ -255,17 +257,20 @@ def report(saved: dict[str, Any]) -> str:
     failures = [f"FAILED {r['size']} {s['name']}:\n{s['failure']}" for r in results for s in r["scenarios"]
                 if s["failure"]]
     failures += [f"TIMED OUT {r['size']} {e}" for r in results for e in r.get("errors", [])]
-    return "\n\n".join([
+    parts = [
         f"chaos on the {saved['backend']} backend, measured {saved['machine']['date']} on "
         f"{saved['machine']['cpus']} CPUs: re-convergence after faults ({saved['rounds']} rounds; ratio: median / "
         "the same cluster's bring-up)",
-        table(["cluster", "nodes", "what", "p50 s", "max s", "/ bring-up"], convergence_rows(results)),
-        f"scenario throughput (chaos-ci profile: 3 examples of <= 6 steps, seed {seed})",
-        table(["cluster", "scenario", "steps", "examples", "wall s", "steps/min", "example end s", "result"],
-              throughput_rows(results)),
-        "wall time per step by kind (the rule, then the invariants; a produce to a broker that just went "
-        "down fails once its gateway suspects it and one more attempt times out, or at the client's 3 s)",
-        table(headers, rows), *failures])
+        table(["cluster", "nodes", "what", "p50 s", "max s", "/ bring-up"], convergence_rows(results))]
+    if any(r["scenarios"] for r in results):  # not with --no-scenarios
+        parts += [
+            f"scenario throughput (chaos-ci profile: 3 examples of <= 6 steps, seed {seed})",
+            table(["cluster", "scenario", "steps", "examples", "wall s", "steps/min", "example end s", "result"],
+                  throughput_rows(results)),
+            "wall time per step by kind (the rule, then the invariants; a produce to a broker that just went "
+            "down fails once its gateway suspects it and one more attempt times out, or at the client's 3 s)",
+            table(headers, rows)]
+    return "\n\n".join(parts + failures)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -276,7 +281,7 @@ def main(args: argparse.Namespace) -> None:
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     session = FabricSession(FabricSettings(backend=backend), worker="bench")
     try:
-        results = [measure(session, m, n, args.rounds, args.seed) for m, n in sizes]
+        results = [measure(session, m, n, args.rounds, args.seed, args.scenarios) for m, n in sizes]
     finally:
         session.close()
     path = save("chaos", {"backend": backend, "rounds": args.rounds, "seed": args.seed, "runs": results})
@@ -289,6 +294,8 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="1x4,2x5,4x5", help="meshes x nodes per mesh, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="partitions and kills per cluster size (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="the scenarios' hypothesis seed (default 1)")
+    parser.add_argument("--no-scenarios", dest="scenarios", action="store_false",
+                        help="measure re-convergence only, not the scenarios' throughput (~40 s less a cluster size)")
     parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
     arguments = parser.parse_args()
     if not arguments.report:

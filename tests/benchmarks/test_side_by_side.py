@@ -12,7 +12,7 @@ import pytest
 
 from bench import side_by_side
 from bench.produce import stop_cluster
-from bench.side_by_side import BATCHED, MODES, costs, start_both
+from bench.side_by_side import BATCHED, MODE_SETS, costs, start_both
 from tests.benchmarks.bench_run import (
     assert_nothing_left,
     assert_report_repeats,
@@ -52,12 +52,13 @@ def test_the_batched_cost_pairs_each_rounds_batched_runs_too():
 
 
 @pytest.mark.slow
-def test_a_small_run_measures_every_mode_beside_the_sdk_off_and_leaves_nothing_running(tmp_path: Path):
+def test_a_small_run_measures_the_suites_modes_beside_the_sdk_off_and_leaves_nothing_running(tmp_path: Path):
     with bench_env(tmp_path / "results") as (env, scratch):
-        done = run_bench("bench.side_by_side", ["--rounds", "1", "--records", "200", "--concurrency", "4"], env)
+        done = run_bench("bench.side_by_side",
+                         ["--rounds", "1", "--records", "200", "--concurrency", "4", "--modes", "suite"], env)
         results = json.loads((tmp_path / "results" / "side_by_side.json").read_text())
-        assert set(results["modes"]) == set(MODES)
-        for mode in MODES:
+        assert set(results["modes"]) == set(MODE_SETS["suite"])
+        for mode in MODE_SETS["suite"]:
             (round_,) = results["modes"][mode]["rounds"]
             assert all(run[side]["throughput_rps"] > 0 and run[side]["node_cpu_us"] > 0
                        for run in (round_, round_["batched"]) for side in ("traced", "off"))

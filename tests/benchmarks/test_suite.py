@@ -11,7 +11,7 @@ from bench.__main__ import FULL, SUITE, main
 from bench.produce import DIAGNOSTIC, SAME_AS_OFF, SIDE_BY_SIDE, tracing_modes
 from bench.produce_costs import p50_ratios, paired_costs, paired_cpu_costs
 from bench.report import cpu_model, median_interval
-from bench.side_by_side import MODES
+from bench.side_by_side import A_A, MODE_SETS, MODES
 
 MACHINE = {"date": "2026-11-26 04:51:15 UTC", "cpus": 2, "platform": "Linux", "python": "3.11.7", "event_loop": "uvloop"}
 
@@ -191,6 +191,14 @@ def test_the_suite_measures_every_target_and_leaves_the_developers_context_to_fu
     assert set(tracing_modes("http://sink", "on-off")) == {"on", "off"}  # tracing's costs: side by side
     assert SUITE["produce"][-2:] == ["--modes", "on-off"] and FULL["produce"][-2:] == ["--modes", "all"]
     assert "2x5" in SUITE["chaos"] and "1x4,2x5" in FULL["chaos"]
+    # side by side: 1% exported records all 1% recorded does (and exports), so its cost bounds the other's
+    assert SUITE["side_by_side"][-2:] == ["--modes", "suite"] and FULL["side_by_side"][-2:] == ["--modes", "all"]
+    assert set(MODES) - set(MODE_SETS["suite"]) == {"1% of traces recorded"} and A_A in MODE_SETS["suite"]
+    assert MODE_SETS["all"] == MODES
+    # bring-up: the fixture's default backend in the suite, every backend with --full
+    assert SUITE["bringup"][-2:] == ["--backends", "auto"] and FULL["bringup"][-2:] == ["--backends", "all"]
+    # chaos: re-convergence in the suite, the scenarios' throughput too with --full
+    assert "--no-scenarios" in SUITE["chaos"] and "--no-scenarios" not in FULL["chaos"]
 
 
 def test_render_without_the_developers_modes_leaves_their_rows_out(tmp_path, capsys):
