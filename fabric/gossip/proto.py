@@ -21,7 +21,9 @@ How it spreads state (rumor mongering plus anti-entropy, as in epidemic broadcas
 * Messages are deduplicated by id (blake3 of the signed bytes) before any signature check.
 
 A *watcher* core follows a mesh it is not a member of (the seed's interim cross-mesh design):
-it never pushes and is never pushed to; it pulls a member's full state every heartbeat. Those
+it never pushes and is never pushed to; it pulls a member's full state every heartbeat, and
+every tick while the mesh is settling (for ``settle_window`` after a pull brought a member it
+did not list, or a change of one: a cluster coming up, a node restarted). Those
 pulls are all it hears of the mesh, so pulls skip a member that left one unanswered until it
 answers or is suspected (a killed member stays "alive" until suspected: drawing it twice in a
 row starved watchers into dropping the whole mesh), and a watcher that has lost every member
@@ -38,7 +40,7 @@ from typing import Callable, Union
 
 import blake3
 
-from ..directory import Directory, Entry
+from ..directory import ChangeKind, Directory, Entry
 from ..errors import DigestError, ForgedDigest
 from . import digest as digests
 from .digest import SignedDigest, Verifier
@@ -63,6 +65,7 @@ class GossipConfig:
     rumor_rounds: int | None = None  # None: ceil(log2(members + 1)) + 2
     max_digests_per_message: int = 256
     seen_ttl: float = 30.0
+    settle_window: float = 1.0  # a watcher pulls every tick for this long after membership news
 
     def __post_init__(self) -> None:
         if self.fanout < 1 or self.tick_interval <= 0 or self.heartbeat_interval <= 0:
@@ -139,6 +142,7 @@ class GossipCore:
         self._seen = SeenIds(self.config.seen_ttl)
         self._next_heartbeat = -math.inf
         self._last_pull = -math.inf
+        self._settling_until = -math.inf  # a watcher's fast pulls, after membership news
         self._left = False
         self._unanswered: set[str] = set()  # live members pulled that have not replied since
         self._known: dict[str, Peer] = {}  # a watcher's members, to rejoin through (bounded)
@@ -163,11 +167,7 @@ class GossipCore:
         if self._rumors and not self.watcher and peers:
             push = Push(self.topic, self._rumors.take())
             sends += [Send(p, push) for p in self._sample(peers, self.config.fanout)]
-        # A pull every ``pull_interval``; every heartbeat for a watcher (pulls are all it hears),
-        # and for a member with no live peer (cut off, or its peers died): knocking on its
-        # bootstrap peers' doors is how it rejoins once the cut heals, and it has nothing else to do.
-        if now >= self._last_pull + (self.config.heartbeat_interval if self.watcher or not peers
-                                     else self.config.pull_interval):
+        if now >= self._last_pull + self._pull_interval(now, peers):
             self._last_pull = now
             own = () if self.watcher else (self._own_raw(),)
             self._unanswered &= {e.node_id for e in peers}  # forgotten once suspected
@@ -190,6 +190,15 @@ class GossipCore:
             self._unanswered |= {p.node_id for p in targets}
         self.stats["sent_messages"] += len(sends)
         return sends
+
+    def _pull_interval(self, now: float, peers: list[Entry]) -> float:
+        """A pull every ``pull_interval``; every heartbeat for a watcher (pulls are all it hears),
+        every tick while its mesh settles (a join it would otherwise see up to a heartbeat late),
+        and every heartbeat for a member with no live peer (cut off, or its peers died): knocking
+        on its bootstrap peers' doors is how it rejoins once the cut heals."""
+        if self.watcher:
+            return 0.0 if now < self._settling_until else self.config.heartbeat_interval
+        return self.config.pull_interval if peers else self.config.heartbeat_interval
 
     def handle(self, sender: str, message: Message, now: float) -> PullReply | None:
         """Take a message from ``sender`` (the node id the transport authenticated).
@@ -263,6 +272,8 @@ class GossipCore:
         self.stats["news"] += 1
         if not self.watcher:  # a watcher never pushes: it would only hoard rumors
             self._rumors.add(msg_id, signed.raw)
+        elif change.kind is not ChangeKind.HEARTBEAT:  # the mesh is changing: look again next tick
+            self._settling_until = now + self.config.settle_window
 
     def _rounds(self) -> int:
         if self.config.rumor_rounds is not None:

@@ -8,6 +8,7 @@ reach every node, and messages and bytes per node per round.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import math
@@ -114,7 +115,9 @@ def test_two_meshes_stay_apart_and_a_watcher_sees_both():
             assert meshes == {node.mesh} and node.known() == ids[node.mesh]
     assert all(watcher_node.node_id not in n.known("m1") | n.known("m2") for n in m2)
 
-    # The watcher only pulls, at the first tick a heartbeat interval after the last pull.
+    # Once the mesh has settled, the watcher only pulls, at the first tick a heartbeat
+    # interval after the last pull.
+    sim.run_for(CONFIG.settle_window)
     before = watcher.stats["sent_messages"]
     sim.run_for(6.0)
     period = math.ceil(CONFIG.heartbeat_interval / TICK) * TICK
@@ -126,6 +129,44 @@ def test_two_meshes_stay_apart_and_a_watcher_sees_both():
     sim.kill(m2[3])
     assert sim.rounds_to_remove(m2[3], max_rounds=40) is not None
     assert watcher_node.known("m2") == ids["m2"] - {m2[3].node_id}
+
+
+def watcher_lag(config: GossipConfig, seed: int, phase: float) -> float:
+    """Two 4-node meshes, m1[1] watching m2; a node joins m2 and, ``phase`` of a heartbeat after
+    the watcher lists it, another: seconds from every member of m2 listing the second joiner to
+    the watcher listing it. The watcher's pull cadence once settled is checked too."""
+    sim = Simulation(config, seed=seed)
+    m1, m2 = sim.add_mesh("m1", 4, seeds=1), sim.add_mesh("m2", 4, seeds=1)
+    watcher = sim.watch(m1[1], "m2")
+    assert sim.rounds_to_converge(max_rounds=60) is not None
+    first = sim.add_node("m2")
+    assert sim.run_until(lambda: first.node_id in m1[1].known("m2"), max_time=3.0) is not None
+    sim.run_for(phase * config.heartbeat_interval)
+    second = sim.add_node("m2")
+    members = [*m2, first]
+    assert sim.run_until(lambda: all(second.node_id in n.known("m2") for n in members), max_time=3.0) is not None
+    lag = sim.run_until(lambda: second.node_id in m1[1].known("m2"), max_time=3.0)
+    assert lag is not None
+    sim.run_for(config.settle_window + config.heartbeat_interval)
+    before = watcher.stats["sent_messages"]
+    sim.run_for(6.0)  # settled: a pull at the first tick a heartbeat after the last
+    period = math.ceil(config.heartbeat_interval / TICK) * TICK
+    assert watcher.stats["sent_messages"] - before == pytest.approx(6.0 / period, abs=1)
+    return lag
+
+
+def watcher_lags(config: GossipConfig, seeds: int = 12) -> list[float]:
+    """``watcher_lag`` at every phase of the watcher's pull schedule."""
+    return [watcher_lag(config, seed, seed / seeds) for seed in range(seeds)]
+
+
+def test_a_watcher_pulls_every_tick_while_the_mesh_it_watches_settles():
+    """A watcher pulls every heartbeat; for ``settle_window`` after a pull brought a member it
+    did not list, every tick: a cluster coming up (joins in a burst) is whole in its directory
+    about as soon as in the members', not up to a heartbeat later."""
+    assert max(watcher_lags(CONFIG)) <= 2 * TICK
+    # Pulling only every heartbeat (as before the settling window), it lagged by up to one.
+    assert max(watcher_lags(dataclasses.replace(CONFIG, settle_window=0.0))) > 2 * TICK
 
 
 #: The test harness's timings (``--heartbeat 0.3 --suspect-after 1.0 --remove-after 2.0``):
