@@ -17,8 +17,9 @@ again, both at once, in batches (``concurrency`` records a produce, ``BATCHES_IN
 in flight, ``BATCHED`` times the records: one produce and one trace a batch, as
 ``bench.produce``'s batched run): tracing's cost in batched throughput, measured the same way.
 The modes: every span recorded, every span exported, 1% of traces recorded and 1% exported
-(head sampling, the standard variables; ``--modes suite``, the suite's, leaves 1% recorded out). The A/A control runs two SDK-off clusters the same
-way: its cost is the measurement's own noise and any bias between the two clusters' places.
+(head sampling, the standard variables; ``--modes suite``, the suite's, leaves 1% recorded
+out). The A/A control runs two SDK-off clusters the same way: its cost is the measurement's own
+noise and any bias between the two clusters' places.
 Exporting clusters post to the OTLP sink (``bench/otlp_sink.py``), which runs in this process,
 on the same cores, for whichever cluster exports.
 ``--report`` prints the last saved run's table again.
