@@ -21,6 +21,30 @@ def test_the_patch_is_active_on_the_pinned_version():
     assert iroh_ffi._UniffiRustBufferBuilder.write is iroh_patch._write
 
 
+def test_the_installed_version_is_read_as_importlib_metadata_reads_it(tmp_path, monkeypatch):
+    from importlib import metadata
+    for dist in ("iroh", "msgpack", "hypothesis"):
+        assert iroh_patch.installed_version(dist) == metadata.version(dist)
+    assert iroh_patch.installed_version("no_such_distribution_here") is None
+    # Two dist-info folders beside a package (a botched upgrade): importlib.metadata decides.
+    package = tmp_path / "twice"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for version in ("1.0", "2.0"):
+        info = tmp_path / f"twice-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: twice\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert iroh_patch.installed_version("twice") == metadata.version("twice")
+
+
+def test_a_version_other_than_the_pinned_one_is_left_unpatched(monkeypatch, caplog):
+    monkeypatch.setattr(iroh_patch, "_applied", False)
+    monkeypatch.setattr(iroh_patch, "installed_version", lambda dist="iroh": "1.3.0")
+    assert iroh_patch.apply() is False
+    assert "iroh 1.3.0 is not the pinned 1.2.0" in caplog.text
+
+
 def _options() -> iroh.EndpointOptions:
     """A loopback endpoint's options: no relay, no discovery."""
     return iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0")
