@@ -237,9 +237,9 @@ class Transport:
         return channel if channel is not None and not channel.closed else None
 
     async def _channel(self, node_id: str, addrs, alpn: bytes, timeout: float) -> Channel:
+        """A channel for a peer with none open (callers ask ``_open_channel`` first): dialled,
+        or the one another caller opened while this one waited for the connection."""
         key = (node_id, alpn)
-        if (channel := self._open_channel(key, addrs)) is not None:
-            return channel
         conn = await self.connect(node_id, addrs, alpn, timeout)
         async with self._locks.setdefault(key, asyncio.Lock()):
             channel = self._channels.get(key)
