@@ -3,22 +3,28 @@
 For 1, 2 and 4 meshes of all five node types (broker, gateway, registry, compute, console)
 on each backend this machine offers (local, and netns as root), this starts the cluster the
 ``fabric`` fixture would, ``--repeat`` times, through the plugin's own ``FabricSession``, and
-reports bring-up and teardown times. Bring-up is bound by the CPU the node processes spend
-starting (mostly importing: ~0.2-0.3 s each here), so it grows with the node count on two cores.
-Run: ``python -m bench.bringup [--repeat 5] [--meshes 1,2,4] [--backends all]`` (re-runs itself
-under ``unshare -n`` as root, like the tests); ``--backends auto``: only the backend the ``fabric``
-fixture picks by default (netns when possible), as the suite does.
+reports bring-up and teardown times. Nodes are forked from a fork server that has their code
+imported (``fabric/forkserver.py``), as the fixture starts them; ``--fresh`` mesh counts are also
+brought up with every node a new interpreter (``MESHFABRIC_FORK_SERVER=off``), which spends
+~0.2-0.3 s of CPU a node here importing before its boot: on two cores that, not the boots or
+the gossip, bounds a bring-up without the fork server.
+Run: ``python -m bench.bringup [--repeat 5] [--meshes 1,2,4] [--backends all] [--fresh 2]``
+(re-runs itself under ``unshare -n`` as root, like the tests); ``--backends auto``: only the
+backend the ``fabric`` fixture picks by default (netns when possible), as the suite does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Iterator
 
 from bench.isolation import ensure_isolated
 from bench.report import save, table
-from fabric import NODE_TYPES
+from fabric import NODE_TYPES, forkserver
 from pytest_meshfabric import ClusterSpec, FabricSession, FabricSettings
 from pytest_meshfabric.backends import netns_unavailable_reason, resolve_backend_name
 
@@ -41,8 +47,28 @@ def backend_names(text: str) -> list[str]:
     return names
 
 
-def measure(backend: str, meshes: int, repeat: int) -> dict:
-    """Bring a cluster up and down ``repeat`` times on one session (bridge and receiver shared)."""
+@contextlib.contextmanager
+def fork_server(on: bool) -> Iterator[None]:
+    """Nodes started meanwhile are forked (``on``) or new interpreters (``MESHFABRIC_FORK_SERVER=off``)."""
+    before = os.environ.get(forkserver.ENV)
+    os.environ[forkserver.ENV] = "auto" if on else "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[forkserver.ENV]
+        else:
+            os.environ[forkserver.ENV] = before
+
+
+def measure(backend: str, meshes: int, repeat: int, forked: bool = True) -> dict:
+    """Bring a cluster up and down ``repeat`` times on one session (bridge and receiver shared),
+    its nodes ``forked`` from the fork server or each a new interpreter."""
+    with fork_server(forked):
+        return _measure(backend, meshes, repeat) | {"starts": "forked" if forked else "fresh"}
+
+
+def _measure(backend: str, meshes: int, repeat: int) -> dict:
     session = FabricSession(FabricSettings(backend=backend), worker="bench")
     up, down, nodes = [], [], 0
     try:
@@ -63,7 +89,9 @@ def measure(backend: str, meshes: int, repeat: int) -> dict:
 
 
 def mesh_counts(text: str) -> list[int]:
-    """``"1,2,4"`` → ``[1, 2, 4]`` (argparse turns the ValueError into a usage error)."""
+    """``"1,2,4"`` → ``[1, 2, 4]``; ``"none"`` → ``[]`` (argparse turns the ValueError into a usage error)."""
+    if text == "none":
+        return []
     counts = [int(part) for part in text.split(",")]
     if not counts or min(counts) < 1:
         raise ValueError(text)
@@ -77,11 +105,14 @@ def main(args: argparse.Namespace) -> None:
             print(f"bringing up {meshes} mesh(es) x {len(NODE_TYPES)} types on {backend}, {args.repeat} times",
                   flush=True)
             runs.append(measure(backend, meshes, args.repeat))
-    rows = [[r["backend"], r["meshes"], r["nodes"], statistics.median(r["up_s"]), min(r["up_s"]), max(r["up_s"]),
-             statistics.median(r["down_s"]), r["setup_s"] * 1e3] for r in runs]
+            if meshes in args.fresh:
+                print(f"  the same with every node a new interpreter (fork server off), {args.repeat} times", flush=True)
+                runs.append(measure(backend, meshes, args.repeat, forked=False))
+    rows = [[r["backend"], r["starts"], r["meshes"], r["nodes"], statistics.median(r["up_s"]), min(r["up_s"]),
+             max(r["up_s"]), statistics.median(r["down_s"]), r["setup_s"] * 1e3] for r in runs]
     print(f"\ncluster bring-up to ready (boot traces captured, directories converged), {args.repeat} runs each\n")
-    print(table(["backend", "meshes", "nodes", "up p50 s", "up min s", "up max s", "down p50 s", "backend+receiver ms"],
-                rows))
+    print(table(["backend", "nodes started", "meshes", "nodes", "up p50 s", "up min s", "up max s", "down p50 s",
+                 "backend+receiver ms"], rows))
     print(f"\nresults: {save('bringup', {'repeat': args.repeat, 'runs': runs})}")
 
 
@@ -94,4 +125,7 @@ if __name__ == "__main__":
     parser.add_argument("--backends", type=backend_names, default="all",
                         help="all (default: local, and netns as root), auto (the fixture's default backend only) "
                              "or local,netns")
+    parser.add_argument("--fresh", type=mesh_counts, default=[2],
+                        help="mesh counts also brought up with every node a new interpreter, not forked "
+                             "(default 2; none: no such run)")
     main(parser.parse_args())

@@ -2,12 +2,14 @@
 
 Used by ``meshfabric up`` and by anything that wants a node in its own process (the pytest
 harness included). A node process prints one JSON line on stdout when it is ready; its log
-goes to ``<data_dir>/node.log``.
+goes to ``<data_dir>/node.log``. Where it can, a node is forked from a process that has its
+code imported already (``fabric/forkserver.py``), not started as a new interpreter.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -17,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import control
+from . import control, forkserver
 from .errors import FabricError
+
+log = logging.getLogger(__name__)
 
 
 class NodeStartError(FabricError):
@@ -38,7 +42,9 @@ def node_command(mesh: str, type: str, data_dir: Path, bootstrap: Sequence[str] 
 
 
 class NodeProcess:
-    """One node in its own process. ``prefix`` wraps the command (e.g. ``ip netns exec NS``)."""
+    """One node in its own process. ``prefix`` wraps the command (e.g. ``ip netns exec NS``).
+    ``proc`` is a ``subprocess.Popen``, or a ``forkserver.ForkedProcess`` with the same ``pid``,
+    ``stdout``, ``poll`` and ``wait``."""
 
     def __init__(self, mesh: str, type: str, data_dir: Path, bootstrap: Sequence[str] = (),
                  watch: Sequence[str] = (), env: dict[str, str] | None = None,
@@ -46,7 +52,7 @@ class NodeProcess:
         self.mesh, self.type, self.data_dir = mesh, type, Path(data_dir)
         self.bootstrap, self.watch = list(bootstrap), list(watch)
         self.env, self.prefix, self.extra = env, list(prefix), list(extra)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | forkserver.ForkedProcess | None = None
         self.info: dict[str, Any] = {}
 
     @property
@@ -71,13 +77,38 @@ class NodeProcess:
 
     def start(self) -> "NodeProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = self.prefix + node_command(self.mesh, self.type, self.data_dir, self.bootstrap,
-                                         self.watch, self.extra)
+        cmd = node_command(self.mesh, self.type, self.data_dir, self.bootstrap, self.watch, self.extra)
         env = {**os.environ, **(self.env or {})}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.log_path, "ab") as node_log:
+            self.proc = self._fork(cmd[3:], env, node_log.fileno()) or subprocess.Popen(
+                self.prefix + cmd, stdout=subprocess.PIPE, stderr=node_log, env=env,
+                stdin=subprocess.DEVNULL, start_new_session=True)
         return self
+
+    def _fork(self, argv: list[str], env: dict[str, str], log_fd: int) -> forkserver.ForkedProcess | None:
+        """The node forked from a fork server, or ``None`` where it must start afresh: another
+        prefix than ``ip netns exec``, other interpreter settings, the server switched off or
+        failing (logged)."""
+        forkable, netns = forkserver.netns_of(self.prefix)
+        if not (forkable and forkserver.enabled(env)):
+            return None
+        try:
+            server = forkserver.server_for(env, self.type)
+            if server is None:
+                return None
+            read_end, write_end = os.pipe()
+            try:
+                proc = server.spawn(argv, env, write_end, log_fd, netns=netns)
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
+        except forkserver.ForkServerError as exc:
+            log.warning("starting %s.%s as a new process: %s", self.mesh, self.type, exc)
+            return None
+        proc.stdout = open(read_end, "rb")  # noqa: SIM115 - read until the node exits, closed by stop()
+        return proc
 
     def wait_ready(self, timeout: float = 15.0) -> dict[str, Any]:
         """Block until the node prints its ready line; raise ``NodeStartError`` otherwise."""

@@ -3,6 +3,8 @@ run without its scenarios (their parsing and reports; the runs themselves need c
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench import bringup, chaos
@@ -20,6 +22,26 @@ def test_bring_up_measures_every_backend_here_or_only_the_fixtures_default(monke
     for wrong in ("docker", "bogus", "local,", ""):
         with pytest.raises(ValueError):
             bringup.backend_names(wrong)
+
+
+def test_bring_ups_mesh_counts_and_none():
+    assert bringup.mesh_counts("1,2,4") == [1, 2, 4]
+    assert bringup.mesh_counts("none") == []
+    for wrong in ("0", "two", ""):
+        with pytest.raises(ValueError):
+            bringup.mesh_counts(wrong)
+
+
+def test_a_bring_up_without_the_fork_server_leaves_the_switch_as_it_was(monkeypatch):
+    from fabric import forkserver
+    monkeypatch.delenv(forkserver.ENV, raising=False)
+    with bringup.fork_server(False):
+        assert not forkserver.enabled()
+    assert forkserver.ENV not in os.environ
+    monkeypatch.setenv(forkserver.ENV, "on")
+    with bringup.fork_server(False):
+        assert os.environ[forkserver.ENV] == "off"
+    assert os.environ[forkserver.ENV] == "on"
 
 
 def test_bring_ups_auto_is_the_backend_the_fixture_picks_by_default():

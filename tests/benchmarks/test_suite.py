@@ -279,6 +279,20 @@ def test_render_without_a_two_mesh_bring_up_shows_the_counts_measured(tmp_path, 
     assert "3.40 s" in four and "(context)" in four
 
 
+def test_render_shows_what_the_fork_server_saves_a_two_mesh_bring_up(tmp_path, capsys):
+    write_results(tmp_path)
+    bringup = json.loads((tmp_path / "bringup.json").read_text())
+    bringup["runs"] = [{**run, "starts": "forked"} for run in bringup["runs"]] + [
+        {"meshes": 2, "nodes": 10, "backend": "netns", "up_s": [3.1, 3.3], "starts": "fresh"}]
+    (tmp_path / "bringup.json").write_text(json.dumps(bringup))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    target = next(line for line in lines if "bring-up, 2 meshes x 5 nodes" in line)
+    assert "1.65 s" in target and "< 3 s" in target  # the forked run, never the fresh one
+    fresh = next(line for line in lines if "every node a new interpreter" in line)
+    assert "(netns)" in fresh and "3.20 / 1.65 s" in fresh and "1.94" in fresh and "(context)" in fresh
+
+
 def test_render_names_the_cpu_where_it_was_recorded(tmp_path, capsys):
     write_results(tmp_path)
     produce = json.loads((tmp_path / "produce.json").read_text())

@@ -33,10 +33,11 @@ def node_processes(under: Path) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()  # NUL-separated, or one string (a forked node's title)
         except OSError:
             continue
-        if b"fabric" in argv and b"node" in argv and any(str(under).encode() in a for a in argv):
+        words = cmdline.replace(b"\0", b" ").split()
+        if b"fabric" in words and b"node" in words and str(under).encode() in cmdline:
             found.append(int(proc.name))
     return found
 
