@@ -63,6 +63,15 @@ def test_the_server_knows_the_variables_its_imports_read(monkeypatch):
         server.close()
 
 
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    (tmp_path / "breaks_at_import.py").write_text("raise RuntimeError('the module broke')\n")
+    server = forkserver.ForkServer([*forkserver.NODE_MODULES, "breaks_at_import"],
+                                   {**os.environ, "PYTHONPATH": str(tmp_path)})
+    with pytest.raises(forkserver.ForkServerError, match="(?s)did not start.*the module broke"):
+        server.start()
+    assert not server.running
+
+
 @pytest.mark.parametrize(("prefix", "expected"), [
     ([], (True, None)),
     (["ip", "netns", "exec", "ns1"], (True, "ns1")),
