@@ -29,16 +29,16 @@ class NodeStartError(FabricError):
     """A node process exited or stayed silent before it said it was ready."""
 
 
-def node_command(mesh: str, type: str, data_dir: Path, bootstrap: Sequence[str] = (),
-                 watch: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
-    """The argv that runs one node with this Python interpreter."""
-    cmd = [sys.executable, "-m", "fabric", "node", "--mesh", mesh, "--type", type,
-           "--data-dir", str(data_dir)]
+def node_args(mesh: str, type: str, data_dir: Path, bootstrap: Sequence[str] = (),
+              watch: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
+    """The ``meshfabric`` arguments that run one node."""
+    args = ["node", "--mesh", mesh, "--type", type, "--data-dir", str(data_dir)]
     for peer in bootstrap:
-        cmd += ["--bootstrap", peer]
+        args += ["--bootstrap", peer]
     for m in watch:
-        cmd += ["--watch-mesh", m]
-    return cmd + list(extra)
+        args += ["--watch-mesh", m]
+    return args + list(extra)
+
 
 
 class NodeProcess:
@@ -77,12 +77,12 @@ class NodeProcess:
 
     def start(self) -> "NodeProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = node_command(self.mesh, self.type, self.data_dir, self.bootstrap, self.watch, self.extra)
+        args = node_args(self.mesh, self.type, self.data_dir, self.bootstrap, self.watch, self.extra)
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "ab") as node_log:
-            self.proc = self._fork(cmd[3:], env, node_log.fileno()) or subprocess.Popen(
-                self.prefix + cmd, stdout=subprocess.PIPE, stderr=node_log, env=env,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = self._fork(args, env, node_log.fileno()) or subprocess.Popen(
+                [*self.prefix, sys.executable, "-m", "fabric", *args], stdout=subprocess.PIPE, stderr=node_log,
+                env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
     def _fork(self, argv: list[str], env: dict[str, str], log_fd: int) -> forkserver.ForkedProcess | None:
