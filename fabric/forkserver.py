@@ -34,6 +34,7 @@ node with ``subprocess``, as it always did.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -253,7 +254,21 @@ class ForkServer:
 
 
 _servers: dict[tuple[str, ...], ForkServer] = {}
-_servers_lock = threading.Lock()
+_starting: dict[tuple[str, ...], threading.Lock] = {}  # one lock per set of modules: servers start side by side
+_servers_lock = threading.Lock()  # guards both dicts
+
+
+def _server(modules: tuple[str, ...]) -> ForkServer:
+    """The running server holding ``modules``, started now if there is none (or it ended)."""
+    with _servers_lock:
+        starting = _starting.setdefault(modules, threading.Lock())
+    with starting:
+        server = _servers.get(modules)
+        if server is None or not server.running:
+            server = ForkServer(modules).start()
+            with _servers_lock:
+                _servers[modules] = server
+        return server
 
 
 def server_for(env: Mapping[str, str], node_type: str = "broker") -> ForkServer | None:
@@ -261,12 +276,27 @@ def server_for(env: Mapping[str, str], node_type: str = "broker") -> ForkServer 
     use, one per set of modules), or ``None`` if such a node must start afresh (``can_fork``)."""
     if interpreter_settings(env) != interpreter_settings(os.environ):
         return None  # no server started with this process's environment could fork it
-    modules = modules_for(env, node_type)
-    with _servers_lock:
-        server = _servers.get(modules)
-        if server is None or not server.running:
-            server = _servers[modules] = ForkServer(modules).start()
+    server = _server(modules_for(env, node_type))
     return server if server.can_fork(env) else None
+
+
+def prestart(env: Mapping[str, str], node_types: Sequence[str]) -> list[threading.Thread]:
+    """Start, each in a thread of its own, the servers nodes of ``node_types`` with ``env`` will
+    be forked from (none where they would not be): a cluster's first nodes then wait for one
+    server's start, not for each in turn. A server that fails to start here is tried again, and
+    its failure logged, when a node needs it. Returns the threads (daemons)."""
+    if not enabled(env) or interpreter_settings(env) != interpreter_settings(os.environ):
+        return []
+    threads = [threading.Thread(target=_start_quietly, args=(modules,), name="meshfabric-forkserver", daemon=True)
+               for modules in dict.fromkeys(modules_for(env, node_type) for node_type in node_types)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _start_quietly(modules: tuple[str, ...]) -> None:
+    with contextlib.suppress(ForkServerError):
+        _server(modules)
 
 
 # -- the server's side ------------------------------------------------------------------------

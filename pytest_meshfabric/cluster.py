@@ -23,6 +23,7 @@ each mesh's newest summary counts the mesh's running nodes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from fabric import NODE_TYPES, ConfigError, FabricError
+from fabric import NODE_TYPES, ConfigError, FabricError, forkserver
 
 from .backends import Backend
 from .capture import OtlpReceiver
@@ -225,6 +226,7 @@ class Cluster:
             self.meshes[mesh] = Mesh(mesh)
         seed_type = self.spec.seed_type
         seeds = [self.add_node(m, seed_type, start=False) for m in names]
+        self._prestart_fork_servers(seeds[0])
         for seed in seeds:
             seed.launch()
         for seed in seeds:
@@ -242,6 +244,14 @@ class Cluster:
             node.wait_ready(self.ready_timeout)
         self.wait_ready()
         return self
+
+    def _prestart_fork_servers(self, node: NodeHandle) -> None:
+        """Start the fork servers this cluster's nodes will be forked from side by side now, not
+        one after the other as the first node of each kind needs its own (``fabric/forkserver.py``;
+        none where nodes are not forked: the docker backend)."""
+        placement = node.placement
+        if placement.process_factory is None and forkserver.netns_of(placement.prefix)[0]:
+            forkserver.prestart({**os.environ, **self.node_env}, self.spec.types)
 
     # -- waiting --
 

@@ -63,6 +63,20 @@ def test_the_server_knows_the_variables_its_imports_read(monkeypatch):
         server.close()
 
 
+def test_prestart_starts_the_servers_of_a_clusters_node_types_side_by_side():
+    env = {**os.environ, **EXPORTING}
+    threads = forkserver.prestart(env, ["broker", "gateway", "console"])
+    assert len(threads) == 2  # the console's modules, and everyone else's
+    for thread in threads:
+        thread.join(60)
+    for node_type in ("broker", "console"):
+        server = forkserver.server_for(env, node_type)
+        assert server is not None and server.running
+        assert set(server.modules) == set(forkserver.modules_for(env, node_type))
+    assert forkserver.prestart({**env, forkserver.ENV: "off"}, ["broker"]) == []
+    assert forkserver.prestart({**env, "PYTHONHASHSEED": "0"}, ["broker"]) == []
+
+
 def test_a_server_that_cannot_start_says_why(tmp_path):
     (tmp_path / "breaks_at_import.py").write_text("raise RuntimeError('the module broke')\n")
     server = forkserver.ForkServer([*forkserver.NODE_MODULES, "breaks_at_import"],
