@@ -357,7 +357,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
                 request = json.loads(message)
                 pid = os.fork()
             except Exception as exc:  # noqa: BLE001 - a bad request or no fork: say so, serve the next
-                status.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+                _tell(status, {"error": f"{type(exc).__name__}: {exc}"})
                 status.close()
                 for fd in stdio:
                     os.close(fd)
@@ -370,8 +370,8 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
                 return request, stdio
             for fd in stdio:
                 os.close(fd)
-            status.send(json.dumps({"pid": pid}).encode())
             children[pid] = status
+            _tell(status, {"pid": pid})
     finally:  # the server leaving, or a child that has closed them already (a no-op then)
         for sock in children.values():
             sock.close()
@@ -387,11 +387,14 @@ def _reap(children: dict[int, socket.socket]) -> None:
             return
         status = children.pop(pid, None)
         if status is not None:
-            try:
-                status.send(json.dumps({"exit": os.waitstatus_to_exitcode(wait_status)}).encode())
-            except OSError:  # the client has stopped waiting
-                pass
+            _tell(status, {"exit": os.waitstatus_to_exitcode(wait_status)})
             status.close()
+
+
+def _tell(status: socket.socket, message: dict[str, Any]) -> None:
+    """Send ``message`` on a child's status socket; a client that stopped listening is no error."""
+    with contextlib.suppress(OSError):
+        status.send(json.dumps(message).encode())
 
 
 def _run_child(request: dict[str, Any], stdio: list[int]) -> int:
