@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -382,9 +383,15 @@ class Cluster:
             node.resume()
             if node.process:
                 node.process.signal(signal.SIGTERM)  # all first: they leave in parallel
-        for node in nodes:
+
+        def stop_and_release(node: NodeHandle) -> None:
             node.stop()
-            self.backend.release(node.placement)
+            self.backend.release(node.placement)  # netns: ~35 ms of `ip` a node, side by side here
+
+        if nodes:
+            with ThreadPoolExecutor(len(nodes), thread_name_prefix="meshfabric-stop") as pool:
+                for done in [pool.submit(stop_and_release, node) for node in nodes]:
+                    done.result()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def keep(self) -> None:
