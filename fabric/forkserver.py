@@ -46,22 +46,31 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import event_loop, otlp_transport
 from .errors import ConfigError, FabricError
 from .forkserver_main import MAX_MESSAGE
 
 ENV = "MESHFABRIC_FORK_SERVER"
-# What every node imports (``cli.run_node``); uvloop and the console's aiohttp are left to the
-# nodes that use them: a child maps every page its server holds, so each module here is in every
-# node's RSS.
+# What every node imports (``cli.run_node``). The rest is in a server only for the nodes that use
+# it: a child maps every page its server holds, so each module here is in every node's RSS.
 NODE_MODULES = ("fabric.cli", "fabric.node", "fabric.node_config", "fabric.event_loop", "fabric.gc_settings")
 # What a console imports besides, as it starts (its web app).
 CONSOLE_MODULES = ("aiohttp.web", "fabric.services.console.web")
-# What a node exporting over OTLP/HTTP imports besides (``telemetry.exporter_from_env``).
+# A node on uvloop (every type but the console, by default) imports it as its loop starts.
+UVLOOP_MODULES = ("uvloop",)
+# What a node exporting over OTLP/HTTP imports besides (``telemetry.exporter_from_env``; its
+# transport imports urllib3 as it is made, its first post the IDNA codec and a thread pool).
 EXPORTING_MODULES = ("fabric.otlp_encoder", "fabric.otlp_exporters", "fabric.otlp_transport", "fabric.otlp_loop",
                      "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
                      "opentelemetry.exporter.otlp.proto.common.trace_encoder",
                      "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-                     "opentelemetry.exporter.http.transport._urllib3")
+                     "opentelemetry.exporter.http.transport._urllib3", "urllib3", "encodings.idna",
+                     "concurrent.futures.thread")
+# What it imports besides where the SDK's exporter keeps its ``requests`` session: a collector
+# not on plain loopback (the netns and docker backends' receiver is on a bridge), or
+# ``MESHFABRIC_OTLP_TRANSPORT=requests``. ``requests`` brings ``charset_normalizer``, which
+# imports every codec: ~190 modules a node.
+REQUESTS_MODULES = ("requests", "netrc", "shlex")
 
 
 class ForkServerError(FabricError):
@@ -79,14 +88,28 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
 
 def modules_for(env: Mapping[str, str], node_type: str = "broker") -> tuple[str, ...]:
     """What a server should import for a node of ``node_type`` with environment ``env``: the
-    console's web app for a console, the exporter's modules if the node will export over
-    OTLP/HTTP; not for other nodes, which would carry them (one server per set)."""
+    console's web app for a console, uvloop for a node that runs on it, the exporter's modules
+    if the node will export over OTLP/HTTP; not for other nodes, which would carry them (one
+    server per set)."""
+    try:
+        on_uvloop = event_loop.chosen(env, prefer_uvloop=node_type != "console") == "uvloop"
+    except ConfigError:  # the node itself says what is wrong with the variable, and exits
+        on_uvloop = False
     exporting = ((env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
                  and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
                  and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
                  and (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
                       or "http/protobuf") == "http/protobuf")
-    return NODE_MODULES + (CONSOLE_MODULES if node_type == "console" else ()) + (EXPORTING_MODULES if exporting else ())
+    return (NODE_MODULES + (CONSOLE_MODULES if node_type == "console" else ()) + (UVLOOP_MODULES if on_uvloop else ())
+            + (EXPORTING_MODULES if exporting else ()) + (REQUESTS_MODULES if exporting and _via_requests(env) else ()))
+
+
+def _via_requests(env: Mapping[str, str]) -> bool:
+    """Whether an exporting node's HTTP exporter keeps its ``requests`` session (``otlp_transport``)."""
+    try:
+        return otlp_transport.http_transport_chosen(env) == "requests"
+    except ConfigError:  # the node itself says what is wrong with the variable, and exits
+        return False
 
 
 def interpreter_settings(env: Mapping[str, str]) -> dict[str, str]:

@@ -62,9 +62,17 @@ def choice_from_env(environ: Mapping[str, str]) -> str:
     return choice
 
 
+def http_transport_chosen(environ: Mapping[str, str]) -> str:
+    """``"urllib3"`` where the SDK's HTTP span exporter gets its urllib3 transport (a plain
+    loopback collector, unless ``MESHFABRIC_OTLP_TRANSPORT=requests``), else ``"requests"``."""
+    if choice_from_env(environ) == "requests" or not is_plain_loopback(traces_endpoint(environ), environ):
+        return "requests"
+    return "urllib3"
+
+
 def http_transport(environ: Mapping[str, str]) -> Any | None:
     """The urllib3 transport for the SDK's HTTP span exporter, or ``None`` to keep its default."""
-    if choice_from_env(environ) == "requests" or not is_plain_loopback(traces_endpoint(environ), environ):
+    if http_transport_chosen(environ) == "requests":
         return None
     try:
         from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport

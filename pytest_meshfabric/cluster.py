@@ -230,11 +230,11 @@ class Cluster:
         self._prestart_fork_servers(seeds[0])
         for seed in seeds:
             seed.launch()
-        for seed in seeds:
-            seed.wait_ready(self.ready_timeout)
         rest = list(self.spec.types)
         rest.remove(seed_type)
-        others = [self.add_node(m, t, start=False) for m in names for t in rest]
+        others = [self.add_node(m, t, start=False) for m in names for t in rest]  # placed while the seeds boot
+        for seed in seeds:
+            seed.wait_ready(self.ready_timeout)
         first_seat = next((n for n in others if n.type in WATCHING_TYPES), None)
         if self.spec.cross_mesh == "backbone" and first_seat is not None:
             others.remove(first_seat)  # the backbone's first member: the later ones join through it

@@ -46,6 +46,21 @@ def test_the_server_holds_the_exporter_only_for_nodes_that_export(env, exporting
     assert set(forkserver.NODE_MODULES) <= set(modules)
     assert ("fabric.otlp_loop" in modules) is exporting
     assert "aiohttp.web" not in modules and "aiohttp.web" in forkserver.modules_for(env, "console")
+    assert "uvloop" in modules and "uvloop" not in forkserver.modules_for(env, "console")  # on asyncio's loop
+    for loop_choice in ("asyncio", "bogus"):  # a bad value: the node exits naming it, as before
+        assert "uvloop" not in forkserver.modules_for({**env, "MESHFABRIC_EVENT_LOOP": loop_choice})
+
+
+@pytest.mark.parametrize(("env", "via_requests"), [
+    (EXPORTING, False),  # a plain loopback collector: the SDK's urllib3 transport
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://10.200.1.1:4318"}, True),  # the netns backend's bridge
+    ({**EXPORTING, "MESHFABRIC_OTLP_TRANSPORT": "requests"}, True),
+    ({**EXPORTING, "http_proxy": "http://proxy:3128"}, True),
+    ({**EXPORTING, "MESHFABRIC_OTLP_TRANSPORT": "bogus"}, False),  # the node says what is wrong
+    ({}, False),  # no export at all
+])
+def test_the_server_holds_requests_for_nodes_whose_exporter_uses_it(env, via_requests):
+    assert ("requests" in forkserver.modules_for(env)) is via_requests
 
 
 def test_the_server_knows_the_variables_its_imports_read(monkeypatch):
