@@ -46,7 +46,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import event_loop, otlp_transport
+from . import event_loop, otlp_transport, telemetry
 from .errors import ConfigError, FabricError
 from .forkserver_main import MAX_MESSAGE
 
@@ -67,7 +67,7 @@ EXPORTING_MODULES = ("fabric.otlp_encoder", "fabric.otlp_exporters", "fabric.otl
                      "opentelemetry.exporter.http.transport._urllib3", "urllib3", "encodings.idna",
                      "concurrent.futures.thread")
 # What it imports besides where the SDK's exporter keeps its ``requests`` session: a collector
-# not on plain loopback (the netns and docker backends' receiver is on a bridge), or
+# not on plain loopback (the netns backend's receiver is on its bridge), or
 # ``MESHFABRIC_OTLP_TRANSPORT=requests``. ``requests`` brings ``charset_normalizer``, which
 # imports every codec: ~190 modules a node.
 REQUESTS_MODULES = ("requests", "netrc", "shlex")
@@ -95,11 +95,8 @@ def modules_for(env: Mapping[str, str], node_type: str = "broker") -> tuple[str,
         on_uvloop = event_loop.chosen(env, prefer_uvloop=node_type != "console") == "uvloop"
     except ConfigError:  # the node itself says what is wrong with the variable, and exits
         on_uvloop = False
-    exporting = ((env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-                 and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
-                 and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
-                 and (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                      or "http/protobuf") == "http/protobuf")
+    exporting = (telemetry.export_protocol(env) == "http/protobuf"  # a disabled SDK exports nothing
+                 and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true")
     return (NODE_MODULES + (CONSOLE_MODULES if node_type == "console" else ()) + (UVLOOP_MODULES if on_uvloop else ())
             + (EXPORTING_MODULES if exporting else ()) + (REQUESTS_MODULES if exporting and _via_requests(env) else ()))
 

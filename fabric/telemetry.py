@@ -107,14 +107,22 @@ class RecentSpans(SpanProcessor):
         return list(self._spans)
 
 
-def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
-    """The OTLP exporter the standard variables ask for, or ``None`` when none is set."""
+def export_protocol(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The OTLP protocol a node exports its spans over, as the standard variables set it, or
+    ``None`` when they ask for no export."""
     if not (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
         return None
     if environ.get("OTEL_TRACES_EXPORTER", "otlp") == "none":
         return None
-    protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    return (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+
+
+def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
+    """The OTLP exporter the standard variables ask for, or ``None`` when none is set."""
+    protocol = export_protocol(environ)
+    if protocol is None:
+        return None
     from . import otlp_encoder, otlp_exporters, otlp_transport  # protobuf: loaded only by a node that exports
 
     encoder = otlp_exporters.encoder_from_env(environ)
