@@ -291,6 +291,18 @@ def test_render_shows_what_the_fork_server_saves_a_two_mesh_bring_up(tmp_path, c
     assert "1.65 s" in target and "< 3 s" in target  # the forked run, never the fresh one
     fresh = next(line for line in lines if "every node a new interpreter" in line)
     assert "(netns)" in fresh and "3.20 / 1.65 s" in fresh and "1.94" in fresh and "(context)" in fresh
+    assert not any("first bring-up" in line for line in lines)  # not measured in these results
+
+
+def test_render_shows_a_processs_first_bring_up_against_the_later_ones(tmp_path, capsys):
+    write_results(tmp_path)
+    bringup = json.loads((tmp_path / "bringup.json").read_text())
+    bringup["runs"].append({"meshes": 1, "nodes": 5, "backend": "netns", "up_s": [0.4, 0.38], "starts": "forked"})
+    bringup["first_up_s"] = 0.78
+    (tmp_path / "bringup.json").write_text(json.dumps(bringup))
+    assert main(["--render", "--no-readme", "--results", str(tmp_path)]) == 0
+    first = next(line for line in capsys.readouterr().out.splitlines() if "first bring-up of 1 mesh" in line)
+    assert "0.78 / 0.39 s" in first and "| 2 " in first and "(context)" in first
 
 
 def test_render_names_the_cpu_where_it_was_recorded(tmp_path, capsys):
