@@ -285,11 +285,17 @@ def _server(modules: tuple[str, ...]) -> ForkServer:
         return server
 
 
+def _same_interpreter(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` has this process's ``PYTHON*`` settings, which the servers it starts
+    keep: if not, no server need be started for it, none could fork its node."""
+    return interpreter_settings(env) == interpreter_settings(os.environ)
+
+
 def server_for(env: Mapping[str, str], node_type: str = "broker") -> ForkServer | None:
     """The running server for a node of ``node_type`` with environment ``env`` (started on first
     use, one per set of modules), or ``None`` if such a node must start afresh (``can_fork``)."""
-    if interpreter_settings(env) != interpreter_settings(os.environ):
-        return None  # no server started with this process's environment could fork it
+    if not _same_interpreter(env):
+        return None
     server = _server(modules_for(env, node_type))
     return server if server.can_fork(env) else None
 
@@ -299,7 +305,7 @@ def prestart(env: Mapping[str, str], node_types: Sequence[str]) -> list[threadin
     be forked from (none where they would not be): a cluster's first nodes then wait for one
     server's start, not for each in turn. A server that fails to start here is tried again, and
     its failure logged, when a node needs it. Returns the threads (daemons)."""
-    if not enabled(env) or interpreter_settings(env) != interpreter_settings(os.environ):
+    if not enabled(env) or not _same_interpreter(env):
         return []
     threads = [threading.Thread(target=_start_quietly, args=(modules,), name="meshfabric-forkserver", daemon=True)
                for modules in dict.fromkeys(modules_for(env, node_type) for node_type in node_types)]

@@ -87,8 +87,8 @@ class NodeProcess:
 
     def _fork(self, argv: list[str], env: dict[str, str], log_fd: int) -> forkserver.ForkedProcess | None:
         """The node forked from a fork server, or ``None`` where it must start afresh: another
-        prefix than ``ip netns exec``, other interpreter settings, the server switched off or
-        failing (logged)."""
+        prefix than ``ip netns exec``, other interpreter settings or import-time variables
+        (``forkserver.ForkServer.can_fork``), the server switched off or failing (logged)."""
         forkable, netns = forkserver.netns_of(self.prefix)
         if not (forkable and forkserver.enabled(env)):
             return None
