@@ -1,9 +1,9 @@
-"""Run the whole benchmark suite: ``python -m bench`` (~5-6 minutes on this machine's 2 cores).
+"""Run the whole benchmark suite: ``python -m bench`` (~4 minutes on this machine's 2 cores).
 
 Each benchmark runs in its own process (inside a loopback-only namespace when root) and
 writes JSON under ``bench/results/``; this prints the summary against the project's targets
 and rewrites the table in README.md between the ``bench:start``/``bench:end`` markers.
-``--full`` (~10-11 minutes) also measures what is context for the fabric's developers rather than a
+``--full`` (~8-9 minutes) also measures what is context for the fabric's developers rather than a
 target's figure: what the spans' and the encoder's C parts and the loop export save, tracing's
 costs one cluster at a time (the suite measures them side by side only) and with 1% of traces
 recorded but not exported, bring-up on every backend (the suite: the one the ``fabric`` fixture
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SUITE), help="run only these benchmarks")
     parser.add_argument("--full", action="store_true",
                         help="also measure the developers' context: the C parts' and the loop export's savings, "
-                             "the scenarios' throughput, every backend's bring-up (~10-11 minutes instead of ~5-6)")
+                             "the scenarios' throughput, every backend's bring-up (~8-9 minutes instead of ~4)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README.md")
     parser.add_argument("--render", action="store_true",
                         help="run nothing: print the summary of the results there are (and rewrite README.md's table)")
