@@ -34,6 +34,7 @@ import asyncio
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from bench.produce import (
     tracing_modes,
 )
 from bench.raw_echo import RawEcho
-from bench.report import RESULTS, save, table
+from bench.report import RESULTS, last_run, save, table
 from fabric import event_loop
 
 MODES = ("on", "exported", "off")
@@ -189,6 +190,8 @@ def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int) -> Non
     for side in SIDES:
         print(f"\n{side}: the innermost frames the event loop's thread was busy in most, µs a produce")
         print(table(["function (file:line)", "µs"], summary[side]["top"]))
+    folders = sorted({str(Path(s["stacks_file"]).parent) for s in summary.values()})
+    print(f"\nstacks (py-spy's raw format, for flamegraph.pl or speedscope): {', '.join(folders)}")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -197,12 +200,12 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="meshfabric-profile-") as scratch, OtlpSink() as sink:
         root = Path(scratch)
         print(f"raw echo: {args.ops} round trips (the server fsyncs a 100 B append before each echo), sampled",
-              flush=True)
+              file=sys.stderr, flush=True)
         async with RawEcho(fsync_to=root / "composite.bin") as echo:
             echo_profiles = await sampled({"echo client": os.getpid(), "echo server": echo.server.pid}, out,
                                           args.rate, args.native, args.ops, lambda: echo.round_trips(args.ops))
         print(f"cluster (tracing {args.tracing}): the gateway's writer, {args.ops} produces one at a time, sampled",
-              flush=True)
+              file=sys.stderr, flush=True)
         nodes = await asyncio.to_thread(start_warm_cluster, root / "cluster", tracing_modes(sink.endpoint)[args.tracing], 1)
         try:
             fabric_profiles = await sampled(
@@ -214,7 +217,7 @@ async def main(args: argparse.Namespace) -> None:
     print_report(summary, args.tracing, args.ops, args.rate)
     path = save("profile", {"tracing": args.tracing, "ops": args.ops, "rate_hz": args.rate, "native": args.native,
                             "processes": summary})
-    print(f"\nstacks: {out}/*.txt (flamegraph.pl or speedscope); results: {path}")
+    print(f"\nresults: {path}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -223,6 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=1000, help="samples a second (default 1000)")
     parser.add_argument("--tracing", choices=MODES, default="on",
                         help="every span recorded (on, the default), exported to a sink, or the SDK off")
+    parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
     parser.add_argument("--native", action="store_true",
                         help="native frames too (py-spy --native, which pauses each process to read its stack: "
                              "the processes run slower, read the shares)")
@@ -232,8 +236,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def print_last_report() -> None:
+    """The last saved run's tables again, without running anything."""
+    results = last_run("profile")
+    print(f"bench.profile: the run of {results['machine']['date']} ({RESULTS / 'profile.json'})")
+    print_report(results["processes"], results["tracing"], results["ops"], results["rate_hz"])
+
+
 if __name__ == "__main__":
     arguments = parse_args()
+    if arguments.report:
+        print_last_report()
+        raise SystemExit(0)
     ensure_isolated("bench.profile")
     if shutil.which("py-spy") is None:
         raise SystemExit(f"bench.profile: {INSTALL_HINT}")

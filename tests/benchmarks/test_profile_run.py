@@ -15,7 +15,12 @@ import pytest
 
 from bench.profile import INSTALL_HINT
 from bench.stacks import CATEGORIES
-from tests.benchmarks.bench_run import assert_nothing_left, bench_env, run_bench
+from tests.benchmarks.bench_run import (
+    assert_nothing_left,
+    assert_report_repeats,
+    bench_env,
+    run_bench,
+)
 
 DISK, FABRIC = CATEGORIES[0], "the fabric (request path, services)"
 
@@ -50,6 +55,8 @@ def test_a_small_profile_samples_the_echo_and_the_cluster_and_leaves_nothing_run
         assert processes["gateway"]["by_category_us"][FABRIC] > 0
         assert processes["echo client"]["by_category_us"][FABRIC] == 0  # no fabric code in a raw echo
         assert "| category" in done.stdout and "gateway - client" in done.stdout
+        assert "raw echo: 300 round trips" in done.stderr
+        assert_report_repeats("bench.profile", done, env)
         assert samplers_writing_under(results) == []
         assert_nothing_left(scratch)
 
