@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class Sampler:
         spy = shutil.which("py-spy")
         if spy is None:
             raise SamplerError(INSTALL_HINT)
+        self.output.unlink(missing_ok=True)  # an earlier run's stacks must not pass for this one's
         args = [spy, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw", "--threads",
                 "--full-filenames", "--output", str(self.output)]
         # py-spy reads native stacks only from a paused process
@@ -89,7 +91,7 @@ class Sampler:
                         return
         except TimeoutError:
             pass
-        await self._end()
+        await self.close()
         raise SamplerError(f"py-spy did not start sampling process {self.pid}: {self._told()}")
 
     async def stop(self, timeout: float = 30.0) -> Path:
@@ -104,14 +106,15 @@ class Sampler:
                 rest = await process.stdout.read()  # type: ignore[union-attr]
                 await process.wait()
         except TimeoutError:
-            await self._end()
+            await self.close()
             raise SamplerError(f"py-spy of process {self.pid} did not stop within {timeout:g}s") from None
         self._said += rest.decode(errors="replace").splitlines()
         if not self.output.exists():
             raise SamplerError(f"py-spy wrote no stacks for process {self.pid}: {self._told()}")
         return self.output
 
-    async def _end(self) -> None:
+    async def close(self) -> None:
+        """Kill the sampler if it still runs (its stacks are lost): on the way out of a failure."""
         if self._process is not None and self._process.returncode is None:
             self._process.kill()
             await self._process.wait()
@@ -120,7 +123,8 @@ class Sampler:
         return " / ".join(line for line in self._said if line.strip())[-800:] or "(it said nothing)"
 
 
-async def sampled(pids: dict[str, int], out: Path, rate: int, native: bool, ops: int, work) -> dict[str, Any]:
+async def sampled(pids: dict[str, int], out: Path, rate: int, native: bool, ops: int,
+                  work: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     """Run ``await work()`` (``ops`` operations) with every process of ``pids`` sampled and its
     threads' CPU read before and after: each process's stacks and its CPU per operation."""
     samplers = {label: Sampler(pid, out / f"{label.replace(' ', '-')}.txt", rate, native) for label, pid in pids.items()}
@@ -135,7 +139,7 @@ async def sampled(pids: dict[str, int], out: Path, rate: int, native: bool, ops:
         files = {label: await sampler.stop() for label, sampler in samplers.items()}
     finally:
         for sampler in started:
-            await sampler._end()
+            await sampler.close()
     return {label: {"stacks": stacks.read(files[label]), "cpu_us": spent[label], "file": str(files[label])}
             for label in pids}
 
@@ -145,14 +149,14 @@ def per_op_us(samples: int, rate: int, ops: int) -> float:
 
 
 def summarize(profiles: dict[str, dict[str, Any]], rate: int, ops: int) -> dict[str, Any]:
-    """Per process: sampled µs a operation by category (the event loop's thread), on other
-    threads, and the top functions; the clock's event-loop µs beside them."""
+    """Per process: its event loop thread's samples, its busy µs an operation in all and by
+    category, its top innermost frames; its threads' CPU by their clocks beside them."""
     out: dict[str, Any] = {}
     for label, profile in profiles.items():
         found = profile["stacks"]
         groups = stacks.by_category(found)
         out[label] = {
-            "samples": stacks.total(found),
+            "samples": stacks.total(found, stacks.MAIN_THREAD),
             "loop_clock_us": profile["cpu_us"]["event loop"],
             "runtime_clock_us": profile["cpu_us"]["iroh runtime"],
             "loop_sampled_us": per_op_us(stacks.total(found, stacks.MAIN_THREAD), rate, ops),
@@ -168,7 +172,7 @@ def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int) -> Non
           f"sampled at {rate} Hz. Busy: the event loop's thread seen not asleep (on a core, waiting for one, or in "
           "the disk), samples / rate / operations; beside it the CPU its threads used, by their clocks")
     print(table(["process", "event loop busy (sampled)", "event loop CPU (clock)", "iroh runtime CPU (clock)",
-                 "samples"],
+                 "event loop samples"],
                 [[label, s["loop_sampled_us"], s["loop_clock_us"], s["runtime_clock_us"], s["samples"]]
                  for label, s in summary.items()]))
     print("\nthe event loop's thread busy, by what its innermost Python frame runs (a call into C is its "
