@@ -1,5 +1,5 @@
 """Where a lone cross-mesh produce's time goes, against a raw echo's: py-spy profiles of both,
-taken in the same run. Run: ``python -m bench.profile`` (~40 s; needs py-spy:
+taken in the same run. Run: ``python -m bench.profile`` (~10 s; needs py-spy:
 ``pip install -e '.[profile]'``).
 
 Four processes are sampled, each while it does one thing at a time: the two sides of a raw
@@ -7,7 +7,8 @@ iroh echo between two processes whose server appends 100 B and fsyncs before it 
 produce with no code of ours between the transport and the disk: the suite's "composite"), then
 the gateway and mesh2's broker of a 2-mesh cluster while the gateway's writer produces records
 of 100 B to that broker one at a time (``--tracing``: every span recorded, exported to a sink,
-or the SDK off).
+or the SDK off; ``--in-flight N``: N produces at a time, a loaded writer's profile, where the
+echo's one-at-a-time figures are context only).
 
 py-spy samples a thread only when it is not asleep: on a core, waiting for one, or waiting on
 the disk or a lock. So the samples of each event loop's thread, divided by the rate and the
@@ -167,8 +168,9 @@ def summarize(profiles: dict[str, dict[str, Any]], rate: int, ops: int) -> dict[
     return out
 
 
-def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int) -> None:
-    print(f"\na raw round trip (echo) or a lone cross-mesh produce (tracing {mode}), µs each; {ops} of each, "
+def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int, in_flight: int = 1) -> None:
+    produces = "a lone cross-mesh produce" if in_flight == 1 else f"a cross-mesh produce, {in_flight} in flight"
+    print(f"\na raw round trip (echo, one at a time) or {produces} (tracing {mode}), µs each; {ops} of each, "
           f"sampled at {rate} Hz. Busy: the event loop's thread seen not asleep (on a core, waiting for one, or in "
           "the disk), samples / rate / operations; beside it the CPU its threads used, by their clocks")
     print(table(["process", "event loop busy (sampled)", "event loop CPU (clock)", "iroh runtime CPU (clock)",
@@ -208,18 +210,21 @@ async def main(args: argparse.Namespace) -> None:
         async with RawEcho(fsync_to=root / "composite.bin") as echo:
             echo_profiles = await sampled({"echo client": os.getpid(), "echo server": echo.server.pid}, out,
                                           args.rate, args.native, args.ops, lambda: echo.round_trips(args.ops))
-        print(f"cluster (tracing {args.tracing}): the gateway's writer, {args.ops} produces one at a time, sampled",
+        print(f"cluster (tracing {args.tracing}): the gateway's writer, {args.ops} produces, {args.in_flight} at a time, "
+              "sampled",
               file=sys.stderr, flush=True)
         nodes = await asyncio.to_thread(start_warm_cluster, root / "cluster", tracing_modes(sink.endpoint)[args.tracing], 1)
         try:
             fabric_profiles = await sampled(
                 {"gateway": nodes["gw"].pid, "broker": nodes["b2"].pid}, out, args.rate, args.native, args.ops,
-                lambda: asyncio.to_thread(gateway_writes, nodes, args.ops, concurrency=1, latencies=False))
+                lambda: asyncio.to_thread(gateway_writes, nodes, args.ops, concurrency=args.in_flight,
+                                          latencies=False))
         finally:
             await asyncio.to_thread(stop_cluster, nodes)
     summary = summarize({**echo_profiles, **fabric_profiles}, args.rate, args.ops)
-    print_report(summary, args.tracing, args.ops, args.rate)
+    print_report(summary, args.tracing, args.ops, args.rate, args.in_flight)
     path = save("profile", {"tracing": args.tracing, "ops": args.ops, "rate_hz": args.rate, "native": args.native,
+                            "in_flight": args.in_flight,
                             "processes": summary})
     print(f"\nresults: {path}")
 
@@ -230,13 +235,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=1000, help="samples a second (default 1000)")
     parser.add_argument("--tracing", choices=MODES, default="on",
                         help="every span recorded (on, the default), exported to a sink, or the SDK off")
+    parser.add_argument("--in-flight", type=int, default=1,
+                        help="produces the gateway keeps in flight (default 1: lone produces, the p50's path)")
     parser.add_argument("--report", action="store_true", help="print the tables of the last saved run and exit")
     parser.add_argument("--native", action="store_true",
                         help="native frames too (py-spy --native, which pauses each process to read its stack: "
                              "the processes run slower, read the shares)")
     args = parser.parse_args(argv)
-    if args.ops < 1 or args.rate < 1:
-        parser.error("--ops and --rate must be positive")
+    if args.ops < 1 or args.rate < 1 or args.in_flight < 1:
+        parser.error("--ops, --rate and --in-flight must be positive")
     return args
 
 
@@ -244,7 +251,7 @@ def print_last_report() -> None:
     """The last saved run's tables again, without running anything."""
     results = last_run("profile")
     print(f"bench.profile: the run of {results['machine']['date']} ({RESULTS / 'profile.json'})")
-    print_report(results["processes"], results["tracing"], results["ops"], results["rate_hz"])
+    print_report(results["processes"], results["tracing"], results["ops"], results["rate_hz"], results["in_flight"])
 
 
 if __name__ == "__main__":

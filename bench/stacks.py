@@ -4,9 +4,11 @@
 ``thread (<tid>): <name>;<frame>;<frame>... <count>``, each frame ``function (file:line)``, the
 innermost last: flamegraph.pl's input, which speedscope also opens. A sample counts for the
 code its innermost Python frame runs (self time): the time a frame spends in a C function it
-calls (``os.fdatasync``, a bindings' FFI call, uvloop's C loop) is that frame's. So each
-sample's innermost frame is put into one of ``CATEGORIES`` by its file, and by its source line
-where the file alone cannot say (a commit's ``fsync`` line is the disk's, not the caller's).
+calls (``os.fdatasync``, a bindings' FFI call, uvloop's C loop, the spans' C part) is that
+frame's. So each sample's innermost frame is put into one of ``CATEGORIES`` by its file, and by
+its source line where the file alone cannot say: a commit's ``fsync`` line is the disk's, and a
+line that starts or ends a span (``with tracer.start_as_current_span(...)``, ``span.set_attribute``)
+or carries trace context is tracing's, whatever module it is in.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ CATEGORIES = ("the disk (write, fsync)", "tracing (spans, trace context, export)
               "iroh's bindings (generated glue, fabric/iroh_patch.py)", "event loop (asyncio, uvloop)",
               "the fabric (request path, services)", "the benchmark's own code", "other")
 _DISK_CALL = re.compile(r"\bos\.(fsync|fdatasync|write|pwrite)\(")
+# A line of any module that starts, ends or changes a span, or injects, extracts or attaches trace
+# context: the spans' C part (fabric/_span_core.c) runs inside such a line's frame.
+_TRACING_CALL = re.compile(r"start_as_current_span|start_span|\b_span\(|\.set_attribute|\.add_event|\.set_status|"
+                           r"record_exception|use_span|propagation\.(inject|extract)|otel_context\.(attach|detach)")
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 _THREAD = re.compile(r"^thread \(0?x?[0-9a-fA-F]+\)(?::\s*(?P<name>.*))?$")
 
@@ -101,9 +107,10 @@ def read(path: Path) -> list[Stack]:
 def category(frame: Frame) -> str:
     """The kind of code ``frame`` (a stack's innermost) runs: one of ``CATEGORIES``."""
     file, name = frame.file, Path(frame.file).name
-    if frame.file and _DISK_CALL.search(linecache.getline(frame.file, frame.line)):
+    line = linecache.getline(file, frame.line) if file else ""
+    if _DISK_CALL.search(line):
         return CATEGORIES[0]
-    if "/opentelemetry/" in file or ("/fabric/" in file and name in _TRACING_MODULES):
+    if "/opentelemetry/" in file or ("/fabric/" in file and name in _TRACING_MODULES) or _TRACING_CALL.search(line):
         return CATEGORIES[1]
     if "/msgpack/" in file or file.endswith("/fabric/frames.py"):
         return CATEGORIES[2]

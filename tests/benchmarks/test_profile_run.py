@@ -69,7 +69,7 @@ def test_without_py_spy_it_says_how_to_install_it(tmp_path: Path):
     assert done.returncode == 1 and INSTALL_HINT in done.stderr
 
 
-@pytest.mark.parametrize("args", [["--ops", "0"], ["--rate", "-5"], ["--tracing", "maybe"]])
+@pytest.mark.parametrize("args", [["--ops", "0"], ["--rate", "-5"], ["--in-flight", "0"], ["--tracing", "maybe"]])
 def test_a_bad_option_is_refused_before_anything_starts(args: list[str], tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "bench.profile", *args], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "MESHFABRIC_BENCH_RESULTS": str(tmp_path)}, check=False)

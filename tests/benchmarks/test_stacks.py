@@ -97,3 +97,16 @@ def test_samples_add_up_by_thread_group_category_and_innermost_function():
 ])
 def test_a_files_short_path_starts_at_its_package(file: str, short: str):
     assert stacks.short_path(file) == short
+
+
+def test_a_line_that_starts_or_changes_a_span_or_carries_trace_context_is_tracings(tmp_path: Path):
+    source = tmp_path / "fabric" / "services" / "broker.py"
+    source.parent.mkdir(parents=True)
+    source.write_text(
+        "    with tracer.start_as_current_span(f'receive {topic}', kind=SpanKind.CONSUMER) as span:\n"
+        "        span.set_attribute('log.fsync', log.fsync)\n"
+        "    token = otel_context.attach(propagation.extract(frame.body.get('trace')))\n"
+        "    with self._span(broker, topic, seq, 1) as span:\n"
+        "    written = log.write_many(records, producer_id, seq)\n")
+    found = [stacks.category(Frame("f", str(source), line)) for line in range(1, 6)]
+    assert found == [CATEGORIES[1]] * 4 + ["the fabric (request path, services)"]
