@@ -22,8 +22,8 @@ from pathlib import Path
 MAIN_THREAD = "MainThread"  # the event loop's thread in every process profiled here
 OTHER_THREADS = "other threads"
 
-# First match wins; each rule: category, then what the innermost frame's file path contains
-# (or its basename is). Tracing is before the fabric: its modules live in fabric/ too.
+# ``category`` checks in this order, the first match winning: tracing's modules before the
+# fabric's, as they live in fabric/ too.
 _TRACING_MODULES = {"spans.py", "lean_span.py", "propagation.py", "telemetry.py", "otlp_loop.py",
                     "otlp_encoder.py", "otlp.py", "otlp_transport.py"}
 CATEGORIES = ("the disk (write, fsync)", "tracing (spans, trace context, export)", "framing (frames, msgpack)",
