@@ -95,8 +95,7 @@ def modules_for(env: Mapping[str, str], node_type: str = "broker") -> tuple[str,
         on_uvloop = event_loop.chosen(env, prefer_uvloop=node_type != "console") == "uvloop"
     except ConfigError:  # the node itself says what is wrong with the variable, and exits
         on_uvloop = False
-    exporting = (telemetry.export_protocol(env) == "http/protobuf"  # a disabled SDK exports nothing
-                 and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true")
+    exporting = telemetry.export_protocol(env) == "http/protobuf" and telemetry.sdk_enabled(env)
     return (NODE_MODULES + (CONSOLE_MODULES if node_type == "console" else ()) + (UVLOOP_MODULES if on_uvloop else ())
             + (EXPORTING_MODULES if exporting else ()) + (REQUESTS_MODULES if exporting and _via_requests(env) else ()))
 

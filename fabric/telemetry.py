@@ -107,6 +107,12 @@ class RecentSpans(SpanProcessor):
         return list(self._spans)
 
 
+def sdk_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether spans are recorded at all: ``OTEL_SDK_DISABLED=true`` (the standard switch) makes
+    every span a no-op."""
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+
+
 def export_protocol(environ: Mapping[str, str] = os.environ) -> str | None:
     """The OTLP protocol a node exports its spans over, as the standard variables set it, or
     ``None`` when they ask for no export."""
@@ -208,7 +214,7 @@ class TelemetrySetup:
     def __init__(self, exporter: SpanExporter | None = None, recent_capacity: int = DEFAULT_RECENT_SPANS) -> None:
         # OTEL_SDK_DISABLED=true (the standard switch) makes every span a no-op (``OffTracer``,
         # the API's, cheaper): the benchmarks measure what tracing costs by comparing against it.
-        self.enabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+        self.enabled = sdk_enabled()
         self.span_limits = SpanLimits()
         self.id_generator = PrivateRandomIdGenerator()
         self.resource = base_resource()
