@@ -17,11 +17,11 @@ backend the ``fabric`` fixture picks by default (netns when possible), as the su
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from unittest import mock
 
 from bench.isolation import ensure_isolated
 from bench.report import save, table
@@ -48,18 +48,10 @@ def backend_names(text: str) -> list[str]:
     return names
 
 
-@contextlib.contextmanager
-def fork_server(on: bool) -> Iterator[None]:
-    """Nodes started meanwhile are forked (``on``) or new interpreters (``MESHFABRIC_FORK_SERVER=off``)."""
-    before = os.environ.get(forkserver.ENV)
-    os.environ[forkserver.ENV] = "auto" if on else "off"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[forkserver.ENV]
-        else:
-            os.environ[forkserver.ENV] = before
+def fork_server(on: bool) -> AbstractContextManager:
+    """Nodes started meanwhile are forked (``on``) or new interpreters (``MESHFABRIC_FORK_SERVER=off``);
+    the switch is as it was afterwards."""
+    return mock.patch.dict(os.environ, {forkserver.ENV: "auto" if on else "off"})
 
 
 def measure(backend: str, meshes: int, repeat: int, forked: bool = True) -> dict:
