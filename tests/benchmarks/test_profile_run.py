@@ -21,6 +21,7 @@ from tests.benchmarks.bench_run import (
     bench_env,
     run_bench,
 )
+from tests.plugin.leftovers import command_lines
 
 DISK, FABRIC = CATEGORIES[0], "the fabric (request path, services)"
 
@@ -28,13 +29,10 @@ DISK, FABRIC = CATEGORIES[0], "the fabric (request path, services)"
 def samplers_writing_under(directory: Path) -> list[int]:
     """Live ``py-spy`` processes whose output goes under ``directory``."""
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if command and command[0].endswith(b"py-spy") and any(str(directory).encode() in a for a in command):
-            found.append(int(pid))
+    for pid, cmdline in command_lines():
+        command = cmdline.split(b"\0")
+        if command[0].endswith(b"py-spy") and any(str(directory).encode() in a for a in command):
+            found.append(pid)
     return found
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,19 +27,25 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def node_processes(under: Path) -> list[int]:
-    """Pids of `meshfabric node` processes whose data dir is under ``under``."""
-    found = []
+def command_lines() -> Iterator[tuple[int, bytes]]:
+    """``(pid, command line)`` of every live process: its arguments NUL-separated, or one string
+    (a forked node's title)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes()  # NUL-separated, or one string (a forked node's title)
-        except OSError:
+            yield int(proc.name), (proc / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
             continue
+
+
+def node_processes(under: Path) -> list[int]:
+    """Pids of `meshfabric node` processes whose data dir is under ``under``."""
+    found = []
+    for pid, cmdline in command_lines():
         words = cmdline.replace(b"\0", b" ").split()
         if b"fabric" in words and b"node" in words and str(under).encode() in cmdline:
-            found.append(int(proc.name))
+            found.append(pid)
     return found
 
 
