@@ -35,6 +35,7 @@ import pytest
 from fabric import control
 from fabric.launcher import NodeProcess
 from tests.integration.conftest import wait_until
+from tests.plugin.leftovers import command_lines
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -95,16 +96,11 @@ def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> re.Match
 def kill_leftovers(marker: str) -> list[int]:
     """SIGKILL any process whose command line names ``marker`` (this test's data dir); their pids."""
     found = []
-    for pid_dir in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid_dir}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        if pid_dir.isdigit() and marker in cmdline and int(pid_dir) != os.getpid():
-            found.append(int(pid_dir))
+    for pid, cmdline in command_lines():
+        if marker.encode() in cmdline and pid != os.getpid():
+            found.append(pid)
             try:
-                os.kill(int(pid_dir), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
     return found
