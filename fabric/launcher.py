@@ -40,7 +40,6 @@ def node_args(mesh: str, type: str, data_dir: Path, bootstrap: Sequence[str] = (
     return args + list(extra)
 
 
-
 class NodeProcess:
     """One node in its own process. ``prefix`` wraps the command (e.g. ``ip netns exec NS``).
     ``proc`` is a ``subprocess.Popen``, or a ``forkserver.ForkedProcess`` with the same ``pid``,
