@@ -211,12 +211,10 @@ def bringup_rows(bringup: dict) -> list[list]:
     fresh: dict[int, tuple[float, dict]] = {}  # the same, nodes started as new interpreters
     for run in bringup["runs"]:
         up = statistics.median(run["up_s"])
-        if run.get("starts", "forked") == "fresh":  # results saved before the fork server: all "forked"
-            if run["meshes"] not in fresh or up < fresh[run["meshes"]][0]:
-                fresh[run["meshes"]] = (up, run)
-            continue
-        if run["meshes"] not in fastest or up < fastest[run["meshes"]][0]:
-            fastest[run["meshes"]] = (up, run)
+        # results saved before the fork server have no "starts": all forked
+        best = fresh if run.get("starts", "forked") == "fresh" else fastest
+        if run["meshes"] not in best or up < best[run["meshes"]][0]:
+            best[run["meshes"]] = (up, run)
 
     def label(run: dict) -> str:
         meshes = run["meshes"]
