@@ -71,7 +71,7 @@ from bench.raw_echo import (
     fsyncs,
     in_process_round_trips,
 )
-from bench.report import RESULTS, last_run, median_interval, save, summary_ms
+from bench.report import announced_last_run, median_interval, save, summary_ms
 from fabric import control, event_loop
 from fabric.client import FabricClient
 from fabric.launcher import NodeProcess
@@ -384,9 +384,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def print_last_report() -> None:
     """The last saved run's tables again, without running anything."""
-    results = last_run("produce")
-    print(f"bench.produce: the run of {results['machine']['date']} ({RESULTS / 'produce.json'})")
-    print_report(results)
+    print_report(announced_last_run("produce"))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from bench.produce import (
     tracing_modes,
 )
 from bench.raw_echo import RawEcho
-from bench.report import RESULTS, last_run, save, table
+from bench.report import RESULTS, announced_last_run, save, table
 from fabric import event_loop
 
 MODES = ("on", "exported", "off")
@@ -249,8 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def print_last_report() -> None:
     """The last saved run's tables again, without running anything."""
-    results = last_run("profile")
-    print(f"bench.profile: the run of {results['machine']['date']} ({RESULTS / 'profile.json'})")
+    results = announced_last_run("profile")
     print_report(results["processes"], results["tracing"], results["ops"], results["rate_hz"], results["in_flight"])
 
 

@@ -99,3 +99,10 @@ def last_run(name: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise SystemExit(f"bench.{name}: no saved run at {RESULTS / f'{name}.json'}: "
                          f"run `python -m bench.{name}` first") from None
+
+
+def announced_last_run(name: str) -> dict[str, Any]:
+    """``last_run(name)``, after a line saying which run it is (when, and where it was saved)."""
+    results = last_run(name)
+    print(f"bench.{name}: the run of {results['machine']['date']} ({RESULTS / f'{name}.json'})")
+    return results

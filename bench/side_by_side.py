@@ -42,7 +42,7 @@ from bench.isolation import ensure_isolated
 from bench.otlp_sink import OtlpSink
 from bench.produce import gateway_writes, start_warm_cluster, stop_cluster
 from bench.produce_costs import paired_costs, paired_cpu_costs
-from bench.report import RESULTS, last_run, median_interval, save, table
+from bench.report import announced_last_run, median_interval, save, table
 from fabric.launcher import NodeProcess
 
 OFF = {"OTEL_SDK_DISABLED": "true"}
@@ -204,9 +204,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the last saved run's table and exit")
     args = parser.parse_args()
     if args.report:
-        results = last_run("side_by_side")
-        print(f"bench.side_by_side: the run of {results['machine']['date']} ({RESULTS / 'side_by_side.json'})")
-        print(report(results))
+        print(report(announced_last_run("side_by_side")))
         return
     if min(args.rounds, args.records, args.concurrency) < 1:
         parser.error("--rounds, --records and --concurrency must be at least 1")
