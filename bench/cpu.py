@@ -13,6 +13,10 @@ thread it had in the window, ended ones too); the event loop's and iroh's runtim
 from their threads' ``schedstat``; "other threads" is the rest of the total. Summing live
 threads alone would lose a thread that ends between two readings, and with it the window's
 total could shrink below zero (an HTTP server's connection threads do end).
+
+Each thread's ``schedstat`` also says how long it was ready to run but waited for a CPU
+(``per_op``'s "... waiting for a core", for the event loop and iroh's runtime): on a 2-core machine running two nodes' loops and runtimes, the time a
+thread woken for a produce waits while the cores run others' work.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ Threads = dict[int, tuple[str, int]]  # thread id -> (group, nanoseconds on the 
 
 
 class Sample(NamedTuple):
-    """One process at one moment: its CPU time so far and its live threads'."""
+    """One process at one moment: its CPU time so far and its live threads', and how long each
+    of those has waited for a CPU while it could run (``None``: not read)."""
 
     process_ns: int
     threads: Threads
+    waiting: Threads | None = None
 
 
 Reading = dict[str, Sample]  # label -> its process's sample
@@ -52,13 +58,19 @@ def group_of(pid: int, tid: int, name: str) -> str:
     return "iroh runtime" if name.startswith(_RUNTIME_THREADS) else "other threads"
 
 
-def threads(pid: int) -> Threads:
-    """Each of ``pid``'s live threads: its group and its nanoseconds on the CPU so far."""
+ON_CPU, WAITING = 0, 1  # ``schedstat``'s fields: ns run on a CPU, ns runnable but waiting for one
+WAITED = "waiting for a core"  # ``per_op``'s keys for the waits: "event loop waiting for a core"
+
+
+def threads(pid: int, field: int = ON_CPU) -> Threads:
+    """Each of ``pid``'s live threads: its group and its nanoseconds so far on a CPU (``ON_CPU``)
+    or, with ``WAITING``, ready to run but waiting for a CPU (on this 2-core machine, what
+    another busy thread costs it)."""
     out: Threads = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[field])
         except (OSError, ValueError, IndexError):
             continue  # the thread ended meanwhile
         out[int(tid)] = (group_of(pid, int(tid), name), ns)
@@ -66,25 +78,36 @@ def threads(pid: int) -> Threads:
 
 
 def reading(pids: dict[str, int]) -> Reading:
-    """A ``Sample`` of each labelled process."""
-    return {label: Sample(process_ns(pid), threads(pid)) for label, pid in pids.items()}
+    """A ``Sample`` of each labelled process, its threads' waits for a CPU too."""
+    return {label: Sample(process_ns(pid), threads(pid), threads(pid, WAITING)) for label, pid in pids.items()}
+
+
+def _named_groups(then: Threads, now: Threads) -> dict[str, int]:
+    """Nanoseconds the event loop's and iroh runtime's threads added between two readings."""
+    named = dict.fromkeys(("event loop", "iroh runtime"), 0)
+    for tid, (group, ns) in now.items():
+        if group in named:
+            earlier = then.get(tid, (group, 0))[1]
+            named[group] += ns - earlier if earlier <= ns else ns  # less than before: a new thread, same id
+    return named
 
 
 def per_op(before: Reading, after: Reading, ops: int) -> dict[str, dict[str, float]]:
     """µs of CPU per operation of each process between two readings: its total, and that
     total by group (the event loop's and iroh's runtime's from their threads, the rest
-    under "other threads")."""
+    under "other threads"); and where both readings have the threads' waits, how long the
+    event loop and iroh's runtime waited for a core (``"<group> waiting for a core"``)."""
     out: dict[str, dict[str, float]] = {}
     for label, now in after.items():
         then = before[label]
-        named = dict.fromkeys(("event loop", "iroh runtime"), 0)
-        for tid, (group, ns) in now.threads.items():
-            if group in named:
-                earlier = then.threads.get(tid, (group, 0))[1]
-                named[group] += ns - earlier if earlier <= ns else ns  # less than before: a new thread, same id
+        named = _named_groups(then.threads, now.threads)
         total = now.process_ns - then.process_ns
         # The threads and the clock are read a moment apart: the rest may come out a hair below zero.
         rest = max(0, total - sum(named.values()))
         out[label] = {**{g: ns / ops / 1e3 for g, ns in named.items()}, "other threads": rest / ops / 1e3,
                       "total": total / ops / 1e3}
+        if then.waiting is not None and now.waiting is not None:
+            out[label] |= {f"{g} {WAITED}": ns / ops / 1e3
+                           for g, ns in _named_groups(then.waiting, now.waiting).items()}
     return out
+

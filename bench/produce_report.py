@@ -73,9 +73,12 @@ def print_report(results: dict[str, Any]) -> None:
               f"fsync {fs['p50_ms'] * 1e3:.0f} µs, {rhythm_fs['p50_ms'] * 1e3:.0f} in rhythm, the broker's commit "
               f"{grown['p50_ms'] * 1e3:.0f} in rhythm)\n")
         print(table(["segment", "p50 µs"], segments))
+    waits = [f"{group} {cpu.WAITED}" for group in cpu.GROUPS[:2]]
     print(f"\nCPU per sequential round trip or produce (tracing on), by thread, µs ({records} each; "
-          "the threads' schedstat; the total from the process's CPU clock, other threads its rest)\n")
-    print(table(["process", *cpu.GROUPS, "total"],
-                [[label, *(round(spent[g], 1) for g in (*cpu.GROUPS, "total"))] for label, spent in cpu_per_op.items()]))
+          "the threads' schedstat; the total from the process's CPU clock, other threads its rest); and how long "
+          "the event loop and iroh's runtime were ready to run but waited for a core\n")
+    print(table(["process", *cpu.GROUPS, "total", *waits],
+                [[label, *(round(spent.get(g, float("nan")), 1) for g in (*cpu.GROUPS, "total", *waits))]
+                 for label, spent in cpu_per_op.items()]))
     print(f"\nexported to the OTLP sink: {exported['spans']} spans in {exported['requests']} requests "
           f"({exported['rejected']} rejected)")

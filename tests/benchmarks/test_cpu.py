@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -111,3 +112,41 @@ def test_process_ns_reads_another_processes_cpu_clock():
     finally:
         child.kill()
         child.wait()
+
+
+def _hash_for(cpu_seconds: float) -> None:
+    """Busy without the GIL (hashlib lets it go for large buffers), so two threads doing this
+    compete for cores, not for the GIL."""
+    data, end = bytes(1 << 20), time.thread_time() + cpu_seconds
+    while time.thread_time() < end:
+        hashlib.sha256(data).digest()
+
+
+def test_two_threads_on_one_core_each_wait_while_the_other_runs():
+    pids = {"me": os.getpid()}
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # this thread only; the worker inherits it
+    try:
+        worker = threading.Thread(target=_hash_for, args=(0.05,))
+        before = cpu.reading(pids)
+        worker.start()
+        _hash_for(0.05)
+        worker.join()
+        spent = cpu.per_op(before, cpu.reading(pids), 1)["me"]
+    finally:
+        os.sched_setaffinity(0, allowed)
+    # One core for 0.1 s of work: while one ran, the other was ready and waited (slices of a few ms).
+    assert spent["event loop waiting for a core"] >= 0.02e6
+    assert spent["iroh runtime waiting for a core"] == 0
+
+
+def test_waits_are_given_only_where_both_readings_have_them():
+    waits_before, waits_after = {100: ("event loop", 0), 101: ("iroh runtime", 0)}, \
+        {100: ("event loop", 300_000), 101: ("iroh runtime", 100_000)}
+    before = {"node": cpu.Sample(0, {100: ("event loop", 0)}, waits_before)}
+    after = {"node": cpu.Sample(100_000, {100: ("event loop", 100_000)}, waits_after)}
+    assert cpu.per_op(before, after, 100)["node"] == {
+        "event loop": 1.0, "iroh runtime": 0.0, "other threads": 0.0, "total": 1.0,
+        "event loop waiting for a core": 3.0, "iroh runtime waiting for a core": 1.0}
+    assert "event loop waiting for a core" not in cpu.per_op({"node": before["node"]._replace(waiting=None)},
+                                                             after, 100)["node"]
