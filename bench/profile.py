@@ -162,10 +162,22 @@ def summarize(profiles: dict[str, dict[str, Any]], rate: int, ops: int) -> dict[
             "runtime_clock_us": profile["cpu_us"]["iroh runtime"],
             "loop_sampled_us": per_op_us(stacks.total(found, stacks.MAIN_THREAD), rate, ops),
             "by_category_us": {c: per_op_us(groups[stacks.MAIN_THREAD][c], rate, ops) for c in stacks.CATEGORIES},
+            "bindings_us": {call: per_op_us(n, rate, ops) for call, n in stacks.bindings_calls(found).items()},
             "top": [(name, per_op_us(n, rate, ops)) for name, n in stacks.top_functions(found, 12)],
             "stacks_file": profile["file"],
         }
     return out
+
+
+SIDE_COLUMNS = ["echo client", "gateway", "gateway - client", "echo server", "broker", "broker - server"]
+
+
+def side_by_side(name: str, us: dict[str, float]) -> list[Any]:
+    """A row of ``SIDE_COLUMNS``: each fabric side beside its raw echo side, and the difference."""
+    row: list[Any] = [name]
+    for side, raw in SIDES.items():
+        row += [us[raw], us[side], us[side] - us[raw]]
+    return row
 
 
 def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int, in_flight: int = 1) -> None:
@@ -180,19 +192,20 @@ def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int, in_fli
     print("\nthe event loop's thread busy, by what its innermost Python frame runs (a call into C is its "
           "caller's: an fsync, a poll of the bindings' Rust), µs an operation; '- client' and '- server': "
           "what the fabric's side adds over the raw echo's")
-    rows = []
-    for category in stacks.CATEGORIES:
-        row: list[Any] = [category]
-        for side, raw in SIDES.items():
-            ours, theirs = summary[side]["by_category_us"][category], summary[raw]["by_category_us"][category]
-            row += [theirs, ours, ours - theirs]
-        rows.append(row)
-    totals: list[Any] = ["all"]
-    for side, raw in SIDES.items():
-        totals += [summary[raw]["loop_sampled_us"], summary[side]["loop_sampled_us"],
-                   summary[side]["loop_sampled_us"] - summary[raw]["loop_sampled_us"]]
-    print(table(["category", "echo client", "gateway", "gateway - client", "echo server", "broker",
-                 "broker - server"], rows + [totals]))
+    totals = {label: s["loop_sampled_us"] for label, s in summary.items()}
+    print(table(["category", *SIDE_COLUMNS],
+                [side_by_side(category, {label: s["by_category_us"][category] for label, s in summary.items()})
+                 for category in stacks.CATEGORIES] + [side_by_side("all", totals)]))
+    by_call = {label: s.get("bindings_us", {}) for label, s in summary.items()}  # none in a run saved before it
+    calls = sorted({call for us in by_call.values() for call, each in us.items() if each >= 1.0},
+                   key=lambda call: (-max(us.get(call, 0.0) for us in by_call.values()), call))
+    if calls:
+        print("\niroh's bindings on the event loop's thread, by the bindings' call each sample served (its poll, "
+              "the bytes' copies, the handles), µs an operation")
+        print(table(["call", *SIDE_COLUMNS],
+                    [side_by_side(call, {label: us.get(call, 0.0) for label, us in by_call.items()}) for call in calls]
+                    + [side_by_side("all", {label: s["by_category_us"][stacks.CATEGORIES[3]]
+                                            for label, s in summary.items()})]))
     for side in SIDES:
         print(f"\n{side}: the innermost frames the event loop's thread was busy in most, µs a produce")
         print(table(["function (file:line)", "µs"], summary[side]["top"]))

@@ -34,6 +34,7 @@ _DISK_CALL = re.compile(r"\bos\.(fsync|fdatasync|write|pwrite)\(")
 # context: the spans' C part (fabric/_span_core.c) runs inside such a line's frame.
 _TRACING_CALL = re.compile(r"start_as_current_span|start_span|\b_span\(|\.set_attribute|\.add_event|\.set_status|"
                            r"record_exception|use_span|propagation\.(inject|extract)|otel_context\.(attach|detach)")
+_BINDINGS_MODULE = "/iroh/"  # the generated bindings' package
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 _THREAD = re.compile(r"^thread \(0?x?[0-9a-fA-F]+\)(?::\s*(?P<name>.*))?$")
 
@@ -114,7 +115,7 @@ def category(frame: Frame) -> str:
         return CATEGORIES[1]
     if "/msgpack/" in file or file.endswith("/fabric/frames.py"):
         return CATEGORIES[2]
-    if "/iroh/" in file or file.endswith("/fabric/iroh_patch.py"):
+    if _BINDINGS_MODULE in file or file.endswith("/fabric/iroh_patch.py"):
         return CATEGORIES[3]
     if "/asyncio/" in file or "/uvloop/" in file or name in {"contextvars.py", "selectors.py", "contextlib.py"}:
         return CATEGORIES[4]
@@ -145,6 +146,21 @@ def top_functions(stacks: list[Stack], n: int = 12, thread: str = MAIN_THREAD) -
         if stack.frames and thread_group(stack.thread) == thread:
             found[stack.frames[-1].label] += stack.count
     return found.most_common(n)
+
+
+def bindings_calls(stacks: list[Stack]) -> Counter[str]:
+    """The event loop thread's samples in iroh's bindings (``CATEGORIES[3]``), by the bindings'
+    call they serve: the outermost frame of the generated module (``SendStream.write_all``,
+    ``RecvStream.read``), the same whichever code of ours or of the benchmark's awaited it, so
+    a node's calls and the raw echo's line up. A sample with no such frame (a poll's completion
+    run by the loop, ``_uniffi_set_future_result``) goes under its innermost frame's function."""
+    found: Counter[str] = Counter()
+    for stack in stacks:
+        if not stack.frames or thread_group(stack.thread) != MAIN_THREAD or category(stack.frames[-1]) != CATEGORIES[3]:
+            continue
+        generated = next((f for f in stack.frames if _BINDINGS_MODULE in f.file), stack.frames[-1])
+        found[generated.function] += stack.count
+    return found
 
 
 def total(stacks: list[Stack], thread: str | None = None) -> int:

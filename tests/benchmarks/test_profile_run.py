@@ -53,6 +53,9 @@ def test_a_small_profile_samples_the_echo_and_the_cluster_and_leaves_nothing_run
         assert processes["gateway"]["by_category_us"][FABRIC] > 0
         assert processes["echo client"]["by_category_us"][FABRIC] == 0  # no fabric code in a raw echo
         assert "| category" in done.stdout and "gateway - client" in done.stdout
+        for side in ("gateway", "echo client"):  # a lone request's write goes through the same call
+            assert processes[side]["bindings_us"]["SendStream.write_all"] > 0, side
+        assert "| SendStream.write_all" in done.stdout
         assert "raw echo: 300 round trips" in done.stderr
         assert_report_repeats("bench.profile", done, env)
         assert samplers_writing_under(results) == []

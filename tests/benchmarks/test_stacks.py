@@ -89,6 +89,24 @@ def test_samples_add_up_by_thread_group_category_and_innermost_function():
     assert stacks.top_functions(found, 2) == [("send (fabric/producer.py:9)", 10), ("inject (fabric/propagation.py:3)", 5)]
 
 
+def test_the_bindings_samples_go_to_the_generated_call_they_serve_whoever_awaited_it():
+    ffi, patch = f"{SITE}/iroh/iroh_ffi.py", "/s/fabric/iroh_patch.py"
+    write, read = frame("SendStream.write_all", ffi, 3959), frame("RecvStream.read", ffi, 3644)
+    text = "\n".join([
+        f"thread (1): MainThread;{frame('write_alone', '/s/fabric/streams.py', 105)};{write};"
+        + f"{frame('call_async', patch, 168)} 9",
+        f"thread (1): MainThread;{frame('echo_round_trips', '/s/bench/raw_echo.py', 139)};{write};"
+        + f"{frame('lower', patch, 218)};{frame('alloc', ffi, 50)} 2",
+        f"thread (1): MainThread;{frame('_read', '/s/fabric/streams.py', 250)};{read};{frame('call_async', patch, 168)} 4",
+        f"thread (1): MainThread;{frame('run', '/lib/python3.11/asyncio/runners.py')};"
+        + f"{frame('_uniffi_set_future_result', ffi, 2692)} 3",
+        f"thread (1): MainThread;{frame('_read', '/s/fabric/streams.py', 255)} 5",  # not the bindings'
+        f"thread (2): tokio-runtime-worker;{frame('_continuation', patch, 154)} 7",  # not the loop's
+    ])
+    assert stacks.bindings_calls(stacks.parse(text)) == {
+        "SendStream.write_all": 11, "RecvStream.read": 4, "_uniffi_set_future_result": 3}
+
+
 @pytest.mark.parametrize(("file", "short"), [
     (f"{SITE}/opentelemetry/sdk/trace/__init__.py", "opentelemetry/sdk/trace/__init__.py"),
     ("/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/events.py", "asyncio/events.py"),
