@@ -15,8 +15,9 @@ threads alone would lose a thread that ends between two readings, and with it th
 total could shrink below zero (an HTTP server's connection threads do end).
 
 Each thread's ``schedstat`` also says how long it was ready to run but waited for a CPU
-(``per_op``'s "... waiting for a core", for the event loop and iroh's runtime): on a 2-core machine running two nodes' loops and runtimes, the time a
-thread woken for a produce waits while the cores run others' work.
+(``per_op``'s "... waiting for a core", for the event loop and iroh's runtime): on a 2-core
+machine running two nodes' loops and runtimes, how long a thread woken for a produce waits
+while the cores run other work.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 GROUPS = ("event loop", "iroh runtime", "other threads")
+NAMED = GROUPS[:2]  # the groups read from their own threads; "other threads" is the rest of the total
 _RUNTIME_THREADS = ("tokio", "async-compat")  # what iroh's bindings name their runtime's threads
 _CPUCLOCK_SCHED = 2  # the kernel's process CPU clocks: all its threads' run time, in ns
 
-Threads = dict[int, tuple[str, int]]  # thread id -> (group, nanoseconds on the CPU so far)
+Threads = dict[int, tuple[str, int]]  # thread id -> (group, nanoseconds so far)
 
 
 class Sample(NamedTuple):
@@ -58,33 +60,33 @@ def group_of(pid: int, tid: int, name: str) -> str:
     return "iroh runtime" if name.startswith(_RUNTIME_THREADS) else "other threads"
 
 
-ON_CPU, WAITING = 0, 1  # ``schedstat``'s fields: ns run on a CPU, ns runnable but waiting for one
 WAITED = "waiting for a core"  # ``per_op``'s keys for the waits: "event loop waiting for a core"
 
 
-def threads(pid: int, field: int = ON_CPU) -> Threads:
-    """Each of ``pid``'s live threads: its group and its nanoseconds so far on a CPU (``ON_CPU``)
-    or, with ``WAITING``, ready to run but waiting for a CPU (on this 2-core machine, what
-    another busy thread costs it)."""
-    out: Threads = {}
+def threads(pid: int) -> tuple[Threads, Threads]:
+    """Each of ``pid``'s live threads, its group and its nanoseconds so far: on a CPU, and ready
+    to run but waiting for one (``schedstat``'s first two fields)."""
+    on_cpu: Threads = {}
+    waiting: Threads = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[field])
-        except (OSError, ValueError, IndexError):
+            ran, waited = (int(f) for f in Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[:2])
+        except (OSError, ValueError):
             continue  # the thread ended meanwhile
-        out[int(tid)] = (group_of(pid, int(tid), name), ns)
-    return out
+        group = group_of(pid, int(tid), name)
+        on_cpu[int(tid)], waiting[int(tid)] = (group, ran), (group, waited)
+    return on_cpu, waiting
 
 
 def reading(pids: dict[str, int]) -> Reading:
-    """A ``Sample`` of each labelled process, its threads' waits for a CPU too."""
-    return {label: Sample(process_ns(pid), threads(pid), threads(pid, WAITING)) for label, pid in pids.items()}
+    """A ``Sample`` of each labelled process, its threads' waits for a CPU with it."""
+    return {label: Sample(process_ns(pid), *threads(pid)) for label, pid in pids.items()}
 
 
 def _named_groups(then: Threads, now: Threads) -> dict[str, int]:
     """Nanoseconds the event loop's and iroh runtime's threads added between two readings."""
-    named = dict.fromkeys(("event loop", "iroh runtime"), 0)
+    named = dict.fromkeys(NAMED, 0)
     for tid, (group, ns) in now.items():
         if group in named:
             earlier = then.get(tid, (group, 0))[1]
@@ -110,4 +112,3 @@ def per_op(before: Reading, after: Reading, ops: int) -> dict[str, dict[str, flo
             out[label] |= {f"{g} {WAITED}": ns / ops / 1e3
                            for g, ns in _named_groups(then.waiting, now.waiting).items()}
     return out
-

@@ -73,7 +73,7 @@ def print_report(results: dict[str, Any]) -> None:
               f"fsync {fs['p50_ms'] * 1e3:.0f} µs, {rhythm_fs['p50_ms'] * 1e3:.0f} in rhythm, the broker's commit "
               f"{grown['p50_ms'] * 1e3:.0f} in rhythm)\n")
         print(table(["segment", "p50 µs"], segments))
-    waits = [f"{group} {cpu.WAITED}" for group in cpu.GROUPS[:2]]
+    waits = [f"{group} {cpu.WAITED}" for group in cpu.NAMED]
     print(f"\nCPU per sequential round trip or produce (tracing on), by thread, µs ({records} each; "
           "the threads' schedstat; the total from the process's CPU clock, other threads its rest); and how long "
           "the event loop and iroh's runtime were ready to run but waited for a core\n")

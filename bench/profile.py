@@ -172,7 +172,7 @@ def summarize(profiles: dict[str, dict[str, Any]], rate: int, ops: int) -> dict[
 SIDE_COLUMNS = ["echo client", "gateway", "gateway - client", "echo server", "broker", "broker - server"]
 
 
-def side_by_side(name: str, us: dict[str, float]) -> list[Any]:
+def beside_echo(name: str, us: dict[str, float]) -> list[Any]:
     """A row of ``SIDE_COLUMNS``: each fabric side beside its raw echo side, and the difference."""
     row: list[Any] = [name]
     for side, raw in SIDES.items():
@@ -194,8 +194,8 @@ def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int, in_fli
           "what the fabric's side adds over the raw echo's")
     totals = {label: s["loop_sampled_us"] for label, s in summary.items()}
     print(table(["category", *SIDE_COLUMNS],
-                [side_by_side(category, {label: s["by_category_us"][category] for label, s in summary.items()})
-                 for category in stacks.CATEGORIES] + [side_by_side("all", totals)]))
+                [beside_echo(category, {label: s["by_category_us"][category] for label, s in summary.items()})
+                 for category in stacks.CATEGORIES] + [beside_echo("all", totals)]))
     by_call = {label: s.get("bindings_us", {}) for label, s in summary.items()}  # none in a run saved before it
     calls = sorted({call for us in by_call.values() for call, each in us.items() if each >= 1.0},
                    key=lambda call: (-max(us.get(call, 0.0) for us in by_call.values()), call))
@@ -203,8 +203,8 @@ def print_report(summary: dict[str, Any], mode: str, ops: int, rate: int, in_fli
         print("\niroh's bindings on the event loop's thread, by the bindings' call each sample served (its poll, "
               "the bytes' copies, the handles), µs an operation")
         print(table(["call", *SIDE_COLUMNS],
-                    [side_by_side(call, {label: us.get(call, 0.0) for label, us in by_call.items()}) for call in calls]
-                    + [side_by_side("all", {label: s["by_category_us"][stacks.CATEGORIES[3]]
+                    [beside_echo(call, {label: us.get(call, 0.0) for label, us in by_call.items()}) for call in calls]
+                    + [beside_echo("all", {label: s["by_category_us"][stacks.CATEGORIES[3]]
                                             for label, s in summary.items()})]))
     for side in SIDES:
         print(f"\n{side}: the innermost frames the event loop's thread was busy in most, µs a produce")

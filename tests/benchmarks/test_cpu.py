@@ -141,10 +141,9 @@ def test_two_threads_on_one_core_each_wait_while_the_other_runs():
 
 
 def test_waits_are_given_only_where_both_readings_have_them():
-    waits_before, waits_after = {100: ("event loop", 0), 101: ("iroh runtime", 0)}, \
-        {100: ("event loop", 300_000), 101: ("iroh runtime", 100_000)}
-    before = {"node": cpu.Sample(0, {100: ("event loop", 0)}, waits_before)}
-    after = {"node": cpu.Sample(100_000, {100: ("event loop", 100_000)}, waits_after)}
+    before = {"node": cpu.Sample(0, {100: ("event loop", 0)}, {100: ("event loop", 0), 101: ("iroh runtime", 0)})}
+    after = {"node": cpu.Sample(100_000, {100: ("event loop", 100_000)},
+                                {100: ("event loop", 300_000), 101: ("iroh runtime", 100_000)})}
     assert cpu.per_op(before, after, 100)["node"] == {
         "event loop": 1.0, "iroh runtime": 0.0, "other threads": 0.0, "total": 1.0,
         "event loop waiting for a core": 3.0, "iroh runtime waiting for a core": 1.0}
