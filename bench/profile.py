@@ -19,7 +19,9 @@ runs (``bench/stacks.py`` puts it in a category: the disk, tracing, framing, iro
 the event loop, the fabric); a call into C is its caller's (an ``fdatasync``, a poll of the
 bindings' Rust future and the lock it may wait for). The columns "gateway - client" and
 "broker - server" are what the fabric's side adds over the raw echo's, category by category:
-where the produce's time over its floor goes.
+where the produce's time over its floor goes. The bindings' share is also given by the bindings'
+call each sample served (``SendStream.write_all``, ``RecvStream.read``: ``stacks.bindings_calls``),
+so a node's writes and reads stand beside the echo's.
 
 The samplers do not pause the processes (py-spy's ``--nonblocking``), so the processes run
 almost as fast as unwatched, and a stack may now and then be read half-changed. ``--native``
