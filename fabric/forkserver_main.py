@@ -166,4 +166,3 @@ def enter_netns(name: str) -> None:
             raise OSError(errno, f"setns into network namespace {name}: {os.strerror(errno)}")
     finally:
         os.close(fd)
-
